@@ -1,0 +1,13 @@
+"""`end`: raw gradients, meta-objective the final loss f(x_19) (the seed's `RNN_simple_end_res`).
+
+    make train EXP=end
+
+Seed: after 50,000 meta-steps (20,000, then 30,000 more) the rolling mean of log10 f(x_19) over
+the last 5,000 meta-steps is -8.12.
+"""
+
+from l2lgd import Config
+
+CONFIG = Config(name="end", preprocessing="identity", objective="end", meta_steps=50_000)
+SEED_FIGURE = -8.12
+ROLLING_WINDOW = 5_000

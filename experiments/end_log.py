@@ -1,0 +1,13 @@
+"""`end_log`: raw gradients, meta-objective log f(x_19) (the seed's `RNN_simple_end_log_res`).
+
+    make train EXP=end_log
+
+Seed: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,000 meta-steps
+is -7.97.
+"""
+
+from l2lgd import Config
+
+CONFIG = Config(name="end_log", preprocessing="identity", objective="end_log", meta_steps=50_000)
+SEED_FIGURE = -7.97
+ROLLING_WINDOW = 5_000

@@ -1,0 +1,16 @@
+"""`log15_end`: log rescaling with min_log_gradient -15, meta-objective f(x_19)
+(the seed's `RNN_log15_end_res`).
+
+    make train EXP=log15_end
+
+Seed: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,000 meta-steps
+is -7.27.
+"""
+
+from l2lgd import Config
+
+CONFIG = Config(
+    name="log15_end", preprocessing="log_rescale", min_log_gradient=15.0, objective="end", meta_steps=50_000
+)
+SEED_FIGURE = -7.27
+ROLLING_WINDOW = 5_000

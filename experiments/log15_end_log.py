@@ -1,0 +1,20 @@
+"""`log15_end_log`: log rescaling with min_log_gradient -15, meta-objective log f(x_19)
+(the seed's `RNN_log15_end_log_res`).
+
+    make train EXP=log15_end_log
+
+Seed: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,000 meta-steps
+is -12.33.
+"""
+
+from l2lgd import Config
+
+CONFIG = Config(
+    name="log15_end_log",
+    preprocessing="log_rescale",
+    min_log_gradient=15.0,
+    objective="end_log",
+    meta_steps=50_000,
+)
+SEED_FIGURE = -12.33
+ROLLING_WINDOW = 5_000

@@ -1,0 +1,44 @@
+"""The seed's hand-written baselines, as optax transformations.
+
+They are written exactly as the seed writes `g_sgd` and `g_rms`, which differ from
+`optax.sgd`/`optax.rmsprop` in details (RMSProp's 1e-5 sits outside the square root).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def seed_sgd(learning_rate: float = 0.1) -> optax.GradientTransformation:
+    """The seed's `g_sgd`: update = -learning_rate * g."""
+
+    def init(params):
+        return optax.EmptyState()
+
+    def update(grads, state, params=None):
+        return jax.tree.map(lambda g: -learning_rate * g, grads), state
+
+    return optax.GradientTransformation(init, update)
+
+
+class SeedRMSPropState(NamedTuple):
+    nu: optax.Updates
+
+
+def seed_rmsprop(learning_rate: float = 0.1, decay: float = 0.99) -> optax.GradientTransformation:
+    """The seed's `g_rms`: state starts at 0; nu = decay*nu + (1-decay)*g^2;
+    update = -learning_rate * g / (sqrt(nu) + 1e-5)."""
+
+    def init(params):
+        return SeedRMSPropState(jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        nu = jax.tree.map(lambda n, g: decay * n + (1 - decay) * jnp.square(g), state.nu, grads)
+        updates = jax.tree.map(lambda g, n: -learning_rate * g / (jnp.sqrt(n) + 1e-5), grads, nu)
+        return updates, SeedRMSPropState(nu)
+
+    return optax.GradientTransformation(init, update)

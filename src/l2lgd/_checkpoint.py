@@ -1,0 +1,304 @@
+"""Orbax checkpoints of meta-training runs and of exported (trained) optimizers.
+
+A run folder (e.g. `checkpoints/log30/`) holds:
+- `snapshots/<step>/`: the full training state every N meta-steps, each with its config and
+  metrics (`state`: StandardSave; `config`, `metrics`: JsonSave). Orbax writes a step to a
+  temporary folder and renames it when complete, so a half-written snapshot is never restored.
+- `final_log10.f32`: every meta-step's log10 final loss, float32, appended as training goes.
+- `optimizer/<step>/`: the exported optimizer: its weights (`weights`), config and metrics,
+  nothing else. This is what `load_optimizer` loads and what the repository ships.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ._config import Config
+from ._meta import TrainState, init_state
+from ._optimizer import LearnedOptimizer, make_optimizer
+
+FORMAT_VERSION = 1
+SNAPSHOTS = "snapshots"
+EXPORT = "optimizer"
+RECORD = "final_log10.f32"
+
+
+def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item in ("state", "weights"):
+        registry.add(item, ocp.args.StandardSave, ocp.StandardCheckpointHandler)
+        registry.add(item, ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
+    for item in ("config", "metrics"):
+        registry.add(item, ocp.args.JsonSave, ocp.JsonCheckpointHandler)
+        registry.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
+    return registry
+
+
+def _manager(directory: Path) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
+    )
+    return ocp.CheckpointManager(directory.absolute(), options=options, handler_registry=_registry())
+
+
+def _config_json(config: Config) -> dict[str, Any]:
+    return {"format_version": FORMAT_VERSION, "config": config.to_dict()}
+
+
+def _parse_config(data: Any, where: Path) -> Config:
+    if not isinstance(data, dict) or "config" not in data:
+        raise ValueError(f"{where} is not an l2lgd config (no 'config' entry).")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where} has checkpoint format version {version!r}, but this l2lgd reads format "
+            f"version {FORMAT_VERSION}."
+        )
+    try:
+        return Config.from_dict(data["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where} holds an invalid config: {e}") from None
+
+
+def _read_json_item(step_dir: Path, item: str) -> Any:
+    """Reads a JsonSave item directly, so a corrupt file is reported by name."""
+    path = step_dir / item / "metadata"  # where orbax's JsonCheckpointHandler writes
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: {step_dir} is not a complete l2lgd checkpoint.")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is truncated or corrupt ({e.__class__.__name__}: {e}).") from None
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """Leaf name -> shape, with names normalised ('.a.b[0]' and "['a']['b'][0]" are both 'a.b.0')."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        ".".join(re.findall(r"\w+", jax.tree_util.keystr(path))): tuple(getattr(x, "shape", ()))
+        for path, x in leaves
+    }
+
+
+def _check_shapes(step_dir: Path, item: str, abstract: Any, config: Config) -> None:
+    """Compares the stored arrays' shapes with what `config` builds, before restoring."""
+    try:
+        stored = ocp.StandardCheckpointHandler().metadata((step_dir / item).absolute())
+    except Exception as e:  # noqa: BLE001 - orbax raises many types; name the file instead.
+        raise ValueError(f"{step_dir / item} is truncated or corrupt ({e.__class__.__name__}: {e}).") from None
+    stored_tree = getattr(stored, "tree", stored)
+    want, got = _shapes(abstract), _shapes(stored_tree)
+    if want != got:
+        raise ValueError(
+            f"The config in {step_dir / 'config'} does not match the weights in {step_dir / item}: "
+            f"config {config.to_dict()} builds arrays {dict(want)}, the checkpoint stores {dict(got)}."
+        )
+
+
+def _restore_item(step_dir: Path, item: str, abstract: Any):
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore((step_dir / item).absolute(), abstract)
+    except Exception as e:  # noqa: BLE001 - name the file, not a frame deep inside orbax.
+        raise ValueError(f"{step_dir / item} is truncated or corrupt ({e.__class__.__name__}: {e}).") from None
+
+
+def _is_array_like(x: Any) -> bool:
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct))
+
+
+def skeleton(config: Config) -> LearnedOptimizer:
+    """The optimizer that `config` builds, to be filled with stored weights."""
+    return eqx.filter_eval_shape(lambda: make_optimizer(config, key=jax.random.key(0)))
+
+
+class RunCheckpoints:
+    """The snapshots of one meta-training run, in `<run_dir>/snapshots`."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.directory = self.run_dir / SNAPSHOTS
+        self.manager = _manager(self.directory)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state: TrainState, config: Config, metrics: dict[str, Any]) -> None:
+        step = int(state.step)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                config=ocp.args.JsonSave(_config_json(config)),
+                metrics=ocp.args.JsonSave(metrics),
+            ),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+
+    def config(self, step: int) -> Config:
+        step_dir = self.directory / str(step)
+        return _parse_config(_read_json_item(step_dir, "config"), step_dir / "config")
+
+    def metrics(self, step: int) -> dict[str, Any]:
+        return _read_json_item(self.directory / str(step), "metrics")
+
+    def restore(self, step: int) -> tuple[TrainState, Config]:
+        """The training state at `step`, rebuilt from the config stored beside it."""
+        config = self.config(step)
+        abstract = jax.eval_shape(lambda: init_state(config)[0])
+        step_dir = self.directory / str(step)
+        _check_shapes(step_dir, "state", abstract, config)
+        return _restore_item(step_dir, "state", abstract), config
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def export_optimizer(run_dir: str | Path, theta: Any, config: Config, metrics: dict[str, Any]) -> Path:
+    """Writes `<run_dir>/optimizer/<step>/`: weights, config and metrics of a trained optimizer."""
+    directory = Path(run_dir) / EXPORT
+    if directory.exists():
+        shutil.rmtree(directory)
+    manager = _manager(directory)
+    manager.save(
+        int(metrics["step"]),
+        args=ocp.args.Composite(
+            weights=ocp.args.StandardSave(theta),
+            config=ocp.args.JsonSave(_config_json(config)),
+            metrics=ocp.args.JsonSave(metrics),
+        ),
+    )
+    manager.wait_until_finished()
+    manager.close()
+    return directory
+
+
+def _find_steps(directory: Path) -> list[int]:
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def load_learned_optimizer(
+    path: str | Path, step: int | None = None
+) -> tuple[LearnedOptimizer, Config, dict[str, Any]]:
+    """Loads a trained optimizer: its module, its config and its metrics.
+
+    Args:
+        path: a run folder (e.g. `checkpoints/log30`), or its `optimizer/` folder.
+        step: None for the exported (best) optimizer; else the snapshot at that meta-step.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No such checkpoint folder: {path}")
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file; expected an l2lgd run folder such as checkpoints/log30.")
+    if path.name == EXPORT and step is None:
+        folder, item = path, "weights"
+    elif step is None:
+        folder, item = path / EXPORT, "weights"
+    else:
+        folder, item = path / SNAPSHOTS, "state"
+    if not folder.is_dir():
+        raise ValueError(
+            f"{path} is not an l2lgd checkpoint: it has no {folder.name}/ folder "
+            "(train one with `make train EXP=...`)."
+        )
+    steps = _find_steps(folder)
+    if step is None:
+        if not steps:
+            raise ValueError(f"{folder} holds no checkpoint step folder: not an l2lgd checkpoint.")
+        step = steps[-1]
+    elif step not in steps:
+        raise ValueError(f"{folder} has no snapshot at step {step}; it has steps {steps}.")
+    step_dir = folder / str(step)
+    config = _parse_config(_read_json_item(step_dir, "config"), step_dir / "config")
+    metrics = _read_json_item(step_dir, "metrics")
+    opt = skeleton(config)
+    theta_abstract = eqx.filter(opt, _is_array_like)
+    if item == "state":
+        abstract = jax.eval_shape(lambda: init_state(config)[0])
+    else:
+        abstract = theta_abstract
+    _check_shapes(step_dir, item, abstract, config)
+    restored = _restore_item(step_dir, item, abstract)
+    theta = restored.theta if item == "state" else restored
+    static = eqx.filter(opt, _is_array_like, inverse=True)
+    return eqx.combine(theta, static), config, metrics
+
+
+def append_record(run_dir: Path, values: np.ndarray) -> None:
+    with open(Path(run_dir) / RECORD, "ab") as f:
+        f.write(np.asarray(values, dtype="<f4").tobytes())
+
+
+def load_record(run_dir: str | Path) -> np.ndarray:
+    """Every meta-step's log10 final loss of a run, in order (float32)."""
+    path = Path(run_dir) / RECORD
+    if not path.exists():
+        raise FileNotFoundError(f"No meta-training record at {path}: train with `make train` first.")
+    data = path.read_bytes()
+    return np.frombuffer(data[: len(data) // 4 * 4], dtype="<f4").copy()
+
+
+def truncate_record(run_dir: Path, num_steps: int) -> None:
+    """Keeps the first `num_steps` entries: the ones that a restored snapshot has seen."""
+    path = Path(run_dir) / RECORD
+    size = path.stat().st_size if path.exists() else 0
+    if size < 4 * num_steps:
+        raise ValueError(
+            f"{path} holds {size // 4} meta-steps but the snapshot to resume is at step {num_steps}: "
+            "the record is incomplete. Start afresh with --fresh."
+        )
+    with open(path, "r+b") as f:
+        f.truncate(4 * num_steps)
+
+
+def export_best_of(run_dirs: list[Path], out: str | Path) -> Path:
+    """Copies the exported optimizer with the best validation score among `run_dirs` to
+    `<out>/optimizer` (model selection across seeds)."""
+    scored = []
+    for run_dir in run_dirs:
+        folder = Path(run_dir) / EXPORT
+        steps = _find_steps(folder) if folder.is_dir() else []
+        if steps:
+            metrics = _read_json_item(folder / str(steps[-1]), "metrics")
+            scored.append((metrics["validation_log10_final"], Path(run_dir)))
+    if not scored:
+        raise ValueError(f"None of {[str(r) for r in run_dirs]} holds an exported optimizer.")
+    _, best = min(scored)
+    target = Path(out) / EXPORT
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(best / EXPORT, target)
+    return best
+
+
+def load_optimizer(path: str | Path, step: int | None = None):
+    """A trained optimizer as an `optax.GradientTransformation`.
+
+    Args:
+        path: a run folder such as `checkpoints/log30` (or its `optimizer/` folder).
+        step: None for the exported best snapshot; else the snapshot at that meta-step.
+
+    Example:
+        >>> tx = l2lgd.load_optimizer("checkpoints/log30")
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update(jax.grad(loss)(params), state)
+        >>> params = optax.apply_updates(params, updates)
+    """
+    from ._optax_face import as_optax
+
+    opt, _, _ = load_learned_optimizer(path, step)
+    return as_optax(opt)

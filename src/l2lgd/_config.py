@@ -1,0 +1,99 @@
+"""Experiment configuration: a frozen, hashable dataclass that is stored in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+PREPROCESSINGS = ("identity", "log_rescale")
+OBJECTIVES = ("sum", "end", "end_log")
+TASKS = ("quadratic",)
+
+# Fields that may differ between a run and the checkpoint it resumes from.
+RESUMABLE_FIELDS = ("meta_steps",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that determines a meta-training run's result.
+
+    Problem family (the seed's): f(x) = sum((scale * x)**2), scale ~ U(0.5, 1.5), x0 ~ U(-1, 1).
+    One unroll records `num_steps` losses f(x_0) ... f(x_{T-1}), each *before* its update, as
+    the seed's `learn()` does; so with T = 20 the "final loss" is f(x_19).
+    """
+
+    name: str = "custom"
+    # Problem family.
+    task: str = "quadratic"
+    dim: int = 2
+    num_steps: int = 20
+    # Learned optimizer.
+    preprocessing: str = "identity"
+    min_log_gradient: float = 15.0
+    hidden_size: int = 20
+    num_layers: int = 2
+    # Meta-objective on the unroll's losses.
+    objective: str = "sum"
+    second_order: bool = True
+    # Meta-training.
+    meta_steps: int = 20_000
+    batch_size: int = 1
+    meta_lr: float = 3e-4
+    clip_norm: float = 1.0
+    per_problem_clip: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("task", self.task, TASKS)
+        _check_choice("preprocessing", self.preprocessing, PREPROCESSINGS)
+        _check_choice("objective", self.objective, OBJECTIVES)
+        for field in ("dim", "num_steps", "hidden_size", "num_layers", "meta_steps", "batch_size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Config.{field} must be a positive integer, got {value!r}.")
+        for field in ("min_log_gradient", "meta_lr", "clip_norm"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"Config.{field} must be a positive number, got {value!r}.")
+        for field in ("second_order", "per_problem_clip"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"Config.{field} must be True or False, got {getattr(self, field)!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"Config.seed must be a non-negative integer, got {self.seed!r}.")
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with `changes` applied (and validated); unknown fields are an error."""
+        _check_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        _check_fields(data)
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def changed_fields(self, other: "Config", ignore: tuple[str, ...] = RESUMABLE_FIELDS) -> list[str]:
+        """Names of the fields whose values differ between `self` and `other`."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [k for k in mine if k not in ignore and mine[k] != theirs[k]]
+
+
+def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Config.{field}={value!r} is not one of {', '.join(map(repr, allowed))}.")
+
+
+def _check_fields(data: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown Config field(s) {', '.join(map(repr, unknown))}; "
+            f"known fields are {', '.join(sorted(known))}."
+        )

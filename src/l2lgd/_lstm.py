@@ -1,0 +1,92 @@
+"""The coordinate-wise two-layer LSTM of the paper and the seed.
+
+Every coordinate of the optimizee is one row of a batch: the weights are shared by all
+coordinates and no information crosses rows. Semantics follow TF1's stack in the seed,
+`OutputProjectionWrapper(InputProjectionWrapper(MultiRNNCell([LSTMCell(20)] * 2), 20), 1)`:
+gate order (i, j, f, o), forget bias +1.0, Glorot-uniform kernels, zero biases, zero state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+class LSTMState(NamedTuple):
+    """Cell and hidden states of every layer, each `[num_layers, n, hidden_size]`."""
+
+    c: Float[Array, "layers n hidden"]
+    h: Float[Array, "layers n hidden"]
+
+
+def glorot_uniform(key: PRNGKeyArray, fan_in: int, fan_out: int) -> Float[Array, "fan_in fan_out"]:
+    """TF's default `glorot_uniform_initializer` for a `[fan_in, fan_out]` kernel."""
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return jax.random.uniform(key, (fan_in, fan_out), minval=-limit, maxval=limit)
+
+
+class CoordinateLSTM(eqx.Module):
+    """Input projection -> `num_layers` LSTM cells -> output projection, applied row-wise.
+
+    Kernels are stored TF-style, `[in, out]`, and applied as `x @ kernel + bias`.
+    """
+
+    in_kernel: Float[Array, "features hidden"]
+    in_bias: Float[Array, " hidden"]
+    kernels: tuple[Float[Array, "2hidden 4hidden"], ...]
+    biases: tuple[Float[Array, " 4hidden"], ...]
+    out_kernel: Float[Array, "hidden outputs"]
+    out_bias: Float[Array, " outputs"]
+    forget_bias: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        hidden_size: int = 20,
+        num_layers: int = 2,
+        *,
+        num_features: int = 1,
+        num_outputs: int = 1,
+        forget_bias: float = 1.0,
+        key: PRNGKeyArray,
+    ):
+        in_key, out_key, *cell_keys = jax.random.split(key, num_layers + 2)
+        self.in_kernel = glorot_uniform(in_key, num_features, hidden_size)
+        self.in_bias = jnp.zeros(hidden_size)
+        self.kernels = tuple(glorot_uniform(k, 2 * hidden_size, 4 * hidden_size) for k in cell_keys)
+        self.biases = tuple(jnp.zeros(4 * hidden_size) for _ in cell_keys)
+        self.out_kernel = glorot_uniform(out_key, hidden_size, num_outputs)
+        self.out_bias = jnp.zeros(num_outputs)
+        self.forget_bias = float(forget_bias)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.in_bias.shape[-1]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.kernels)
+
+    def init_state(self, n: int, dtype=jnp.float32) -> LSTMState:
+        """The zero state for `n` coordinates."""
+        zeros = jnp.zeros((self.num_layers, n, self.hidden_size), dtype)
+        return LSTMState(zeros, zeros)
+
+    def __call__(
+        self, features: Float[Array, "n features"], state: LSTMState
+    ) -> tuple[Float[Array, "n outputs"], LSTMState]:
+        x = features @ self.in_kernel + self.in_bias
+        cs, hs = [], []
+        for layer, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            gates = jnp.concatenate([x, state.h[layer]], axis=-1) @ kernel + bias
+            i, j, f, o = jnp.split(gates, 4, axis=-1)
+            c = jax.nn.sigmoid(f + self.forget_bias) * state.c[layer] + jax.nn.sigmoid(i) * jnp.tanh(j)
+            x = jax.nn.sigmoid(o) * jnp.tanh(c)
+            cs.append(c)
+            hs.append(x)
+        out = x @ self.out_kernel + self.out_bias
+        return out, LSTMState(jnp.stack(cs), jnp.stack(hs))

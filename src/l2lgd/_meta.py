@@ -1,0 +1,163 @@
+"""The pure meta-training step: sample problems, unroll, differentiate, update theta.
+
+`make_train_chunk(config)` returns one jitted function that runs many meta-steps in a single
+compiled call (`lax.scan` over meta-steps, `vmap` over the batch of problems).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._config import Config
+from ._optax_face import as_optax
+from ._optimizer import LearnedOptimizer, make_optimizer
+from ._problems import sample_quadratic
+from ._unroll import log10_loss, meta_objective, unroll
+
+ProblemSampler = Callable[[PRNGKeyArray], tuple[Callable[[Any], Array], Any]]
+
+
+class TrainState(NamedTuple):
+    """Everything a meta-training run carries from one meta-step to the next."""
+
+    theta: Any  # the array leaves of the LearnedOptimizer
+    opt_state: optax.OptState
+    step: Int[Array, ""]  # meta-steps done
+    skipped: Int[Array, ""]  # meta-steps whose non-finite update was dropped, in total
+    consecutive_skips: Int[Array, ""]
+    key: Any  # the run's key data (uint32); step keys are fold_in(key, step)
+
+
+class StepRecord(NamedTuple):
+    """What one meta-step leaves behind."""
+
+    final_log10: Float[Array, ""]  # mean over the batch of log10(f(x_{T-1}) + 1e-38)
+    meta_loss: Float[Array, ""]
+    skipped: Array  # bool: this step's update was dropped
+
+
+def meta_optimizer(config: Config) -> optax.GradientTransformation:
+    """The seed's meta-optimizer: Adam(meta_lr) after clipping the global norm to `clip_norm`."""
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(config.meta_lr))
+
+
+def problem_sampler(config: Config) -> ProblemSampler:
+    return lambda key: sample_quadratic(key, config.dim)
+
+
+def init_state(config: Config) -> tuple[TrainState, LearnedOptimizer]:
+    """The state before the first meta-step, and the optimizer skeleton (its static part)."""
+    key = jax.random.key(config.seed)
+    init_key, run_key = jax.random.split(key)
+    opt = make_optimizer(config, key=init_key)
+    theta, _ = eqx.partition(opt, eqx.is_array)
+    zero = jnp.zeros((), jnp.int32)
+    state = TrainState(
+        theta=theta,
+        opt_state=meta_optimizer(config).init(theta),
+        step=zero,
+        skipped=zero,
+        consecutive_skips=zero,
+        key=jax.random.key_data(run_key),
+    )
+    return state, opt
+
+
+def make_meta_loss(config: Config, static: LearnedOptimizer):
+    """`loss(theta, problem) -> (objective, final_loss)` for one problem `(loss_fn, x0)`."""
+
+    def loss(theta, problem):
+        loss_fn, x0 = problem
+        tx = as_optax(eqx.combine(theta, static))
+        losses = unroll(tx, loss_fn, x0, config.num_steps, second_order=config.second_order)
+        return meta_objective(losses, config.objective), losses[-1]
+
+    return loss
+
+
+def make_problem_batch(config: Config, sample: ProblemSampler | None = None):
+    """`problems(key_data, step)`: the batch of problems of meta-step `step`.
+
+    Its key is `fold_in(run_key, step)`, so a resumed run draws exactly what an uninterrupted
+    run draws, however the steps are chunked.
+    """
+    sample = sample or problem_sampler(config)
+
+    def problems(key_data, step):
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
+        return jax.vmap(sample)(jax.random.split(step_key, config.batch_size))
+
+    return problems
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_meta_step(config: Config, static: LearnedOptimizer):
+    """`meta_step(state, problems) -> (state, StepRecord)`: one meta-step on a batch of problems.
+
+    The meta-gradient is the mean over the batch; with `per_problem_clip` each problem's
+    meta-gradient is first clipped to norm `clip_norm`. An update whose meta-loss or
+    meta-gradient is not finite is dropped (theta and Adam state unchanged) and counted.
+    """
+    loss = make_meta_loss(config, static)
+    tx = meta_optimizer(config)
+
+    def batch_grads(theta, problems):
+        if config.per_problem_clip:
+            grad_fn = jax.value_and_grad(loss, has_aux=True)
+            (objectives, finals), grads = jax.vmap(grad_fn, in_axes=(None, 0))(theta, problems)
+            clip = optax.clip_by_global_norm(config.clip_norm)
+            grads = jax.vmap(lambda g: clip.update(g, clip.init(g))[0])(grads)
+            return jnp.mean(objectives), finals, jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+
+        def mean_loss(theta):
+            objectives, finals = jax.vmap(loss, in_axes=(None, 0))(theta, problems)
+            return jnp.mean(objectives), finals
+
+        (objective, finals), grads = jax.value_and_grad(mean_loss, has_aux=True)(theta)
+        return objective, finals, grads
+
+    def meta_step(state: TrainState, problems) -> tuple[TrainState, StepRecord]:
+        objective, finals, grads = batch_grads(state.theta, problems)
+        finite = jnp.isfinite(objective) & _all_finite(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        skip = (~finite).astype(jnp.int32)
+        new_state = TrainState(
+            theta=keep(theta, state.theta),
+            opt_state=keep(opt_state, state.opt_state),
+            step=state.step + 1,
+            skipped=state.skipped + skip,
+            consecutive_skips=(state.consecutive_skips + 1) * skip,
+            key=state.key,
+        )
+        return new_state, StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
+
+    return meta_step
+
+
+def make_train_chunk(config: Config, static: LearnedOptimizer, sample: ProblemSampler | None = None):
+    """`train_chunk(state, num_steps) -> (state, StepRecord of [num_steps] arrays)`, jitted.
+
+    The chunk's problems are drawn up front in one batched call, then a `lax.scan` runs the
+    meta-steps. `num_steps` is static: each distinct value compiles once.
+    """
+    meta_step = make_meta_step(config, static)
+    problems = make_problem_batch(config, sample)
+
+    def train_chunk(state: TrainState, num_steps: int):
+        steps = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
+        batches = jax.vmap(problems, in_axes=(None, 0))(state.key, steps)
+        return lax.scan(meta_step, state, batches)
+
+    return jax.jit(train_chunk, static_argnums=1)

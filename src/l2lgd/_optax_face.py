@@ -1,0 +1,67 @@
+"""The learned optimizer as an optax `GradientTransformation`.
+
+Every coordinate of every floating leaf of the params is one row of the coordinate-wise LSTM.
+As in the seed, `optax.apply_updates(params, updates)` is the step x += update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._optimizer import LearnedOptimizer, cast_optimizer
+
+
+class LearnedOptimizerState(NamedTuple):
+    """One optimizer state (the LSTM's) per leaf of the params."""
+
+    per_leaf: Any
+
+
+def _check_floating(tree: Any, what: str) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"The learned optimizer needs floating {what}, but leaf "
+                f"{jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}. Keep integer and "
+                "boolean leaves out of the optimized pytree (e.g. with optax.masked or eqx.partition)."
+            )
+
+
+def _compute_dtype(dtype) -> jnp.dtype:
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
+    """Turns a (trained) `LearnedOptimizer` into an optax transformation.
+
+    `init(params)` and `update(grads, state, params=None)` are pure: they work under `jax.jit`,
+    `jax.vmap` and `lax.scan` and compose with `optax.chain`. Updates have the params' structure,
+    shapes and dtypes; the LSTM runs in float32, or float64 for float64 leaves.
+    """
+
+    def init(params):
+        _check_floating(params, "params")
+        return LearnedOptimizerState(
+            jax.tree.map(lambda p: opt.init_state(jnp.size(p), _compute_dtype(jnp.result_type(p))), params)
+        )
+
+    def update(grads, state, params=None):
+        del params
+        _check_floating(grads, "gradients")
+        leaves, treedef = jax.tree.flatten(grads)
+        states = treedef.flatten_up_to(state.per_leaf)
+        updates, new_states = [], []
+        for g, s in zip(leaves, states):
+            g = jnp.asarray(g)
+            dtype = _compute_dtype(g.dtype)
+            u, s = cast_optimizer(opt, dtype).step(g.reshape(-1).astype(dtype), s)
+            updates.append(u.reshape(g.shape).astype(g.dtype))
+            new_states.append(s)
+        return treedef.unflatten(updates), LearnedOptimizerState(treedef.unflatten(new_states))
+
+    return optax.GradientTransformation(init, update)

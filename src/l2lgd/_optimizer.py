@@ -1,0 +1,52 @@
+"""The learned optimizer: a coordinate-wise LSTM wrapped in a gradient preprocessing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._config import Config
+from ._lstm import CoordinateLSTM, LSTMState
+from ._preprocessing import make_preprocessing
+
+
+class LearnedOptimizer(eqx.Module):
+    """`update = decode(LSTM(encode(g)))` on a flat vector of coordinates.
+
+    The arrays of `lstm` are the meta-parameters (theta); `preprocessing` holds no arrays.
+    """
+
+    lstm: CoordinateLSTM
+    preprocessing: Any
+
+    def init_state(self, n: int, dtype=jnp.float32) -> LSTMState:
+        """The optimizer's state for `n` coordinates."""
+        return self.lstm.init_state(n, dtype)
+
+    def step(
+        self, g: Float[Array, " n"], state: LSTMState
+    ) -> tuple[Float[Array, " n"], LSTMState]:
+        """One update for the gradient `g`: the seed's `g_rnn*` functions."""
+        out, state = self.lstm(self.preprocessing.encode(g), state)
+        return self.preprocessing.decode(out), state
+
+
+def make_optimizer(config: Config, *, key: PRNGKeyArray) -> LearnedOptimizer:
+    """A freshly initialised learned optimizer for `config`."""
+    preprocessing = make_preprocessing(config.preprocessing, min_log_gradient=config.min_log_gradient)
+    lstm = CoordinateLSTM(
+        config.hidden_size,
+        config.num_layers,
+        num_features=preprocessing.num_features,
+        key=key,
+    )
+    return LearnedOptimizer(lstm, preprocessing)
+
+
+def cast_optimizer(opt: LearnedOptimizer, dtype) -> LearnedOptimizer:
+    """`opt` with its floating arrays cast to `dtype` (a no-op when they already are)."""
+    return jax.tree.map(lambda w: w.astype(dtype) if eqx.is_inexact_array(w) else w, opt)

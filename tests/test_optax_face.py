@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import l2lgd
+from l2lgd._evaluate import problem_keys, unroll_losses
+
+
+@pytest.fixture(scope="module")
+def opt():
+    return l2lgd.make_optimizer(l2lgd.Config(preprocessing="log_rescale", min_log_gradient=30.0), key=jax.random.key(4))
+
+
+def _params():
+    return {"layer": {"w": jnp.ones((3, 2)) * 0.3, "b": jnp.zeros(2)}, "scale": jnp.float32(0.7)}
+
+
+def _loss(p):
+    return jnp.sum(p["layer"]["w"] ** 2) + jnp.sum((p["layer"]["b"] - 1) ** 2) + p["scale"] ** 2
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "log30"
+
+
+def test_nested_pytree_under_jit_traced_once():
+    tx = l2lgd.load_optimizer(SHIPPED)
+    params = _params()
+    state = tx.init(params)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, state):
+        updates, state = tx.update(jax.grad(_loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    losses = []
+    for _ in range(19):
+        params, state = step(params, state)
+        losses.append(float(_loss(params)))
+    chex.assert_trees_all_equal_shapes_and_dtypes(params, _params())
+    assert losses[-1] < 1e-6 * float(_loss(_params())), losses
+
+
+def test_every_coordinate_is_a_row(opt):
+    # The update of a leaf equals the learned step on its flattened coordinates.
+    tx = l2lgd.as_optax(opt)
+    g = {"a": jnp.arange(6.0).reshape(2, 3) - 2.5, "s": jnp.float32(0.1)}
+    updates, _ = tx.update(g, tx.init(g))
+    ref, _ = opt.step(g["a"].reshape(-1), opt.init_state(6))
+    np.testing.assert_allclose(updates["a"], ref.reshape(2, 3), rtol=1e-6)
+    assert updates["s"].shape == ()
+
+
+def test_vmap_and_chain(opt):
+    tx = optax.chain(optax.clip(10.0), l2lgd.as_optax(opt))
+    params = jax.vmap(lambda k: {"x": jax.random.normal(k, (4,))})(jax.random.split(jax.random.key(0), 5))
+    grads = jax.tree.map(lambda x: 2 * x, params)
+    updates, _ = jax.vmap(lambda g, p: tx.update(g, tx.init(p), p))(grads, params)
+    single, _ = tx.update({"x": grads["x"][1]}, tx.init({"x": params["x"][1]}))
+    np.testing.assert_allclose(updates["x"][1], single["x"], rtol=1e-6)
+
+
+def test_float64_leaves_keep_their_dtype(opt):
+    with jax.enable_x64(True):
+        tx = l2lgd.as_optax(opt)
+        params = {"x": jnp.ones(3, jnp.float64), "y": jnp.ones(2, jnp.float32)}
+        updates, state = tx.update(params, tx.init(params))
+        assert updates["x"].dtype == jnp.float64 and updates["y"].dtype == jnp.float32
+        chex.assert_tree_all_finite(updates)
+
+
+@pytest.mark.parametrize("leaf", [jnp.arange(3), jnp.array([True, False])])
+def test_integer_and_boolean_leaves_are_refused_by_path(opt, leaf):
+    tx = l2lgd.as_optax(opt)
+    with pytest.raises(TypeError, match=r"\['bad'\]"):
+        tx.init({"good": jnp.ones(2), "bad": leaf})
+
+
+def test_driving_by_hand_matches_the_training_unroll(opt):
+    config = l2lgd.Config(preprocessing="log_rescale", min_log_gradient=30.0)
+    keys = problem_keys(11, 8)
+    trained_losses = unroll_losses(l2lgd.as_optax(opt), config, keys)
+    tx = l2lgd.as_optax(opt)
+    for i in range(8):
+        loss_fn, x = l2lgd.sample_quadratic(keys[i], 2)
+        state = tx.init(x)
+        by_hand = []
+        for _ in range(20):
+            by_hand.append(loss_fn(x))
+            updates, state = tx.update(jax.grad(loss_fn)(x), state, x)
+            x = optax.apply_updates(x, updates)
+        np.testing.assert_allclose(np.log10(np.array(by_hand) + 1e-38), np.log10(np.asarray(trained_losses[i]) + 1e-38), atol=1e-3)
