@@ -25,6 +25,18 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m l2lgd train $(EXP) $(TRAIN_ARGS) $(ARGS)
 
+eval: $(STAMP)
+	$(PY) -m l2lgd eval $(EXP) $(if $(OUT),--out $(OUT)) $(ARGS)
+
+figures: $(STAMP)
+	$(PY) -m l2lgd figures $(EXP) $(if $(OUT),--out $(OUT)) $(ARGS)
+
+reproduce: $(STAMP)
+	$(PY) -m l2lgd reproduce $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m l2lgd bench $(EXP) $(ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(ARGS)
 

@@ -45,3 +45,77 @@ def unroll_losses(
 def log10_losses(losses: Any) -> np.ndarray:
     """log10(loss + 1e-38) in float64 on the host: exact, and -38 where a loss is 0."""
     return np.log10(np.asarray(losses, dtype=np.float64) + 1e-38)
+
+
+def summarize(final_losses: Any) -> dict[str, float]:
+    """Statistics of log10(f + 1e-38) over problems: mean, median, 5th/95th percentiles, the 95%
+    confidence interval of the mean (normal approximation), and the fraction of exact zeros."""
+    final_losses = np.asarray(final_losses, dtype=np.float64)
+    logs = log10_losses(final_losses)
+    n = logs.size
+    half = 1.96 * logs.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+    return {
+        "mean": float(logs.mean()),
+        "median": float(np.median(logs)),
+        "p5": float(np.percentile(logs, 5)),
+        "p95": float(np.percentile(logs, 95)),
+        "ci95_low": float(logs.mean() - half),
+        "ci95_high": float(logs.mean() + half),
+        "frac_zero": float(np.mean(final_losses == 0.0)),
+        "num_problems": int(n),
+    }
+
+
+def per_step_log10(losses: Any) -> dict[str, list[float]]:
+    """Mean, 5th and 95th percentile of log10(loss + 1e-38) at every step."""
+    logs = log10_losses(losses)
+    return {
+        "mean": logs.mean(axis=0).tolist(),
+        "p5": np.percentile(logs, 5, axis=0).tolist(),
+        "p95": np.percentile(logs, 95, axis=0).tolist(),
+    }
+
+
+def run_optimizer(tx: optax.GradientTransformation, config: Config, keys: jax.Array, num_steps: int | None = None) -> np.ndarray:
+    """`[num_problems, num_steps]` losses of `tx`, compiled once per call."""
+    return np.asarray(jax.jit(lambda k: unroll_losses(tx, config, k, num_steps=num_steps))(keys))
+
+
+def tune_learning_rate(
+    make_tx: Callable[[float], optax.GradientTransformation],
+    grid: Any,
+    config: Config,
+    keys: jax.Array,
+    *,
+    max_seconds: float = 600.0,
+    progress: bool = True,
+    desc: str = "grid",
+    sample: Callable | None = None,
+) -> tuple[float, dict[float, float]]:
+    """The learning rate of `grid` with the lowest mean log10 final loss on the problems `keys`.
+
+    The learning rate is a traced argument, so the whole grid compiles once. A grid whose
+    estimated time (from its first point) exceeds `max_seconds` is refused before it runs.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    grid = [float(lr) for lr in grid]
+    if not grid:
+        raise ValueError("The learning-rate grid is empty.")
+    losses_at = jax.jit(lambda lr, k: unroll_losses(make_tx(lr), config, k, sample=sample)[:, -1])
+    losses_at(grid[0], keys[:2]).block_until_ready()  # compile
+    start = time.perf_counter()
+    scores = {grid[0]: float(log10_losses(losses_at(grid[0], keys)).mean())}
+    estimate = (time.perf_counter() - start) * len(grid)
+    if estimate > max_seconds:
+        raise ValueError(
+            f"The grid of {len(grid)} learning rates on {len(keys)} problems would take about "
+            f"{estimate:.0f} s, over the limit of {max_seconds:.0f} s; use fewer rates or problems."
+        )
+    for lr in tqdm(grid[1:], desc=desc, disable=not progress, leave=False):
+        scores[lr] = float(log10_losses(losses_at(lr, keys)).mean())
+    finite = {lr: s for lr, s in scores.items() if np.isfinite(s)}
+    best = min(finite, key=finite.get)
+    return best, scores

@@ -86,6 +86,50 @@ def _train_seeds(args: argparse.Namespace, config) -> None:
     print(f"best of seeds {list(seeds)}: {best} -> {out / 'optimizer'}")
 
 
+def _run_dir(args: argparse.Namespace) -> Path:
+    from ._compare import require_trained
+    from ._experiments import load_experiment
+
+    load_experiment(args.experiment)  # an unknown name fails here, listing the known ones
+    run_dir = Path(args.out) if args.out else Path("checkpoints") / args.experiment
+    require_trained(run_dir, args.experiment)
+    return run_dir
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    run_dir = _run_dir(args)
+    configure_cpu(args.core)
+    from ._compare import evaluate_run, format_table
+
+    result = evaluate_run(run_dir, num_problems=args.problems, validation_problems=args.validation_problems)
+    print(format_table(result))
+    print(f"written to {run_dir / 'eval.json'}")
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    run_dir = _run_dir(args)
+    configure_cpu(args.core)
+    from ._figures import draw_run_figures
+
+    for path in draw_run_figures(run_dir):
+        print(path)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    configure_cpu()
+    from ._report import SEED_EXPERIMENTS, reproduce
+
+    experiments = tuple(args.experiments.split(",")) if args.experiments else SEED_EXPERIMENTS
+    print(reproduce(args.root, seeds=args.seeds, experiments=experiments, ship=args.ship, num_problems=args.problems))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    configure_cpu(args.core)
+    from ._bench import run_bench
+
+    run_bench(args.experiment, out=Path(args.json), steps=args.steps)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2lgd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--core", type=int, default=0, help="CPU core to pin the process to")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    for name, func, text in (("eval", cmd_eval, "evaluate a trained optimizer against baselines"),
+                             ("figures", cmd_figures, "draw the seed's figures for a trained run")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("experiment", nargs="?", default="log30")
+        p.add_argument("--out", help="run folder (default: checkpoints/EXP)")
+        p.add_argument("--core", type=int, default=0)
+        if name == "eval":
+            p.add_argument("--problems", type=int, default=10_000, help="test problems")
+            p.add_argument("--validation-problems", type=int, default=1_000, help="problems for tuning baselines")
+        p.set_defaults(func=func)
+
+    rep = sub.add_parser("reproduce", help="train, evaluate and report every seed experiment")
+    rep.add_argument("--root", default="runs", help="where the runs go")
+    rep.add_argument("--seeds", type=int, default=3)
+    rep.add_argument("--experiments", help="comma-separated subset (default: the seed's six)")
+    rep.add_argument("--ship", action="store_true", help="also replace checkpoints/EXP with seed 0's optimizer")
+    rep.add_argument("--problems", type=int, default=10_000)
+    rep.set_defaults(func=cmd_reproduce)
+
+    bench = sub.add_parser("bench", help="meta-training throughput, compile time and memory")
+    bench.add_argument("experiment", nargs="?", default="log30")
+    bench.add_argument("--steps", type=int, default=3_000, help="meta-steps timed at batch 1")
+    bench.add_argument("--json", default="bench.json")
+    bench.add_argument("--core", type=int, default=0)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,106 @@
+"""`make eval`: a trained optimizer against the seed's and optax's baselines on held-out problems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optax
+
+from ._baselines import seed_rmsprop, seed_sgd
+from ._checkpoint import EXPORT, load_learned_optimizer
+from ._evaluate import (
+    TEST_SEED,
+    VALIDATION_SEED,
+    per_step_log10,
+    problem_keys,
+    run_optimizer,
+    summarize,
+    tune_learning_rate,
+)
+from ._optax_face import as_optax
+
+LEARNING_RATES = tuple(float(x) for x in np.logspace(-3, 0.5, 29))
+
+# Baselines whose learning rate is tuned on the validation problems (as the paper did).
+TUNED = {
+    "optax sgd": lambda lr: optax.sgd(lr),
+    "optax momentum 0.9": lambda lr: optax.sgd(lr, momentum=0.9),
+    "optax nesterov 0.9": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "optax rmsprop": lambda lr: optax.rmsprop(lr),
+    "optax adam": lambda lr: optax.adam(lr),
+}
+
+
+def require_trained(run_dir: Path, experiment: str) -> None:
+    if not (run_dir / EXPORT).is_dir():
+        raise FileNotFoundError(
+            f"{run_dir} holds no trained optimizer: train it first with `make train EXP={experiment}"
+            + (f" OUT={run_dir}" if run_dir != Path("checkpoints") / experiment else "")
+            + "`."
+        )
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    num_problems: int = 10_000,
+    validation_problems: int = 1_000,
+    progress: bool = True,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Evaluates `<run_dir>/optimizer` and the baselines on `num_problems` test problems.
+
+    Returns (and writes to `<run_dir>/eval.json`) for each optimizer: its summary statistics of
+    log10 f(x_T-1), the mean log10 loss at every step and, for tuned baselines, the grid.
+    """
+    run_dir = Path(run_dir)
+    opt, config, metrics = load_learned_optimizer(run_dir)
+    test_keys = problem_keys(TEST_SEED, num_problems)
+    val_keys = problem_keys(VALIDATION_SEED, validation_problems)
+    entries: dict[str, Any] = {}
+
+    def add(name, tx, **extra):
+        losses = run_optimizer(tx, config, test_keys)
+        entries[name] = {"final": summarize(losses[:, -1]), "per_step": per_step_log10(losses), **extra}
+
+    add(f"learned ({config.name})", as_optax(opt), step=metrics["step"])
+    add("seed sgd (lr 0.1)", seed_sgd(0.1), learning_rate=0.1)
+    add("seed rmsprop (lr 0.1)", seed_rmsprop(0.1), learning_rate=0.1)
+    for name, make in TUNED.items():
+        lr, grid = tune_learning_rate(make, LEARNING_RATES, config, val_keys, progress=progress, desc=name)
+        add(f"{name} (tuned)", make(lr), learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
+    result = {
+        "experiment": config.name,
+        "config": config.to_dict(),
+        "num_problems": num_problems,
+        "validation_problems": validation_problems,
+        "test_seed": TEST_SEED,
+        "validation_seed": VALIDATION_SEED,
+        "optimizers": entries,
+    }
+    if write:
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The evaluation as a Markdown table."""
+    steps = result["config"]["num_steps"]
+    lines = [
+        f"log10 f(x_{steps - 1}) + 1e-38 over {result['num_problems']:,} test problems",
+        "",
+        "| optimizer | lr | mean | 95% CI | median | p5 | p95 | exactly 0 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in result["optimizers"].items():
+        f = entry["final"]
+        lr = entry.get("learning_rate")
+        lines.append(
+            f"| {name} | {'' if lr is None else f'{lr:.3g}'} | {f['mean']:.2f} | "
+            f"[{f['ci95_low']:.2f}, {f['ci95_high']:.2f}] | {f['median']:.2f} | {f['p5']:.2f} | "
+            f"{f['p95']:.2f} | {100 * f['frac_zero']:.1f}% |"
+        )
+    return "\n".join(lines)

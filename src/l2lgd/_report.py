@@ -1,0 +1,151 @@
+"""`make reproduce`: every seed experiment from scratch, several seeds, evaluated, drawn, reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._checkpoint import EXPORT, export_best_of, load_learned_optimizer, load_record
+from ._compare import evaluate_run, format_table
+from ._evaluate import TEST_SEED, log10_losses, problem_keys, run_optimizer
+from ._experiments import load_experiment
+from ._figures import convergence, draw_run_figures
+from ._optax_face import as_optax
+
+SEED_EXPERIMENTS = ("sum", "end", "end_log", "log15_end", "log15_end_log", "log30")
+# The seed's closing comparison (`draw_convergence('RMS', 'RNN_simple_end_log_res', ...)`).
+COMPARISON = ("end_log", "log15_end_log", "log30")
+
+
+def _train_all(jobs: list[tuple[str, int, Path]], workers: int) -> dict[tuple[str, int], float]:
+    """Runs `python -m l2lgd train` for every job, `workers` at a time, each pinned to a core."""
+    pending, running, walls = list(jobs), {}, {}
+    free_cores = list(range(workers))
+    while pending or running:
+        while pending and free_cores:
+            exp, seed, out = pending.pop(0)
+            core = free_cores.pop(0)
+            cmd = [sys.executable, "-m", "l2lgd", "train", exp, "--seed", str(seed), "--out", str(out),
+                   "--core", str(core), "--fresh", "--no-progress"]
+            print(f"[reproduce] training {exp} seed {seed} on core {core}", flush=True)
+            running[subprocess.Popen(cmd)] = (exp, seed, core, time.perf_counter())
+        time.sleep(0.2)
+        for proc in [p for p in running if p.poll() is not None]:
+            exp, seed, core, start = running.pop(proc)
+            if proc.returncode:
+                raise RuntimeError(f"training {exp} seed {seed} failed (exit {proc.returncode})")
+            walls[(exp, seed)] = time.perf_counter() - start
+            free_cores.append(core)
+    return walls
+
+
+def _test_mean(run_dir: Path, num_problems: int) -> float:
+    opt, config, _ = load_learned_optimizer(run_dir)
+    losses = run_optimizer(as_optax(opt), config, problem_keys(TEST_SEED, num_problems))
+    return float(log10_losses(losses[:, -1]).mean())
+
+
+def reproduce(
+    root: str | Path = "runs",
+    *,
+    seeds: int = 3,
+    experiments: tuple[str, ...] = SEED_EXPERIMENTS,
+    ship: bool = False,
+    num_problems: int = 10_000,
+    report: str | Path = "experiments/REPORT.md",
+) -> Path:
+    """Trains, evaluates and reports every experiment; returns the report's path."""
+    start = time.perf_counter()
+    root, report = Path(root), Path(report)
+    figures = report.parent / "figures"
+    modules = {name: load_experiment(name) for name in experiments}
+    jobs = [(name, s, root / name / f"seed{s}") for name in experiments for s in range(seeds)]
+    walls = _train_all(jobs, workers=max(1, min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)))
+
+    rows, tables, comparison = [], [], {}
+    for name in experiments:
+        module = modules[name]
+        runs = [root / name / f"seed{s}" for s in range(seeds)]
+        records = [load_record(r) for r in runs]
+        window = getattr(module, "ROLLING_WINDOW", 5_000)
+        rolling = [float(r[-window:].mean()) for r in records]
+        tests = [_test_mean(r, num_problems) for r in runs]
+        best = export_best_of(runs, root / name)
+        result = evaluate_run(best, num_problems=num_problems, progress=False)
+        draw_run_figures(best, figures / name)
+        if ship:
+            target = Path("checkpoints") / name
+            target.mkdir(parents=True, exist_ok=True)
+            if (target / EXPORT).exists():
+                shutil.rmtree(target / EXPORT)
+            shutil.copytree(runs[0] / EXPORT, target / EXPORT)
+            shutil.copy(runs[0] / "config.json", target / "config.json")
+        if name in COMPARISON:
+            comparison[name] = records[0]
+        learned = next(v for k, v in result["optimizers"].items() if k.startswith("learned"))["final"]["mean"]
+        best_baseline = min(
+            ((k, v["final"]["mean"]) for k, v in result["optimizers"].items() if not k.startswith("learned")),
+            key=lambda kv: kv[1],
+        )
+        rows.append({
+            "name": name, "seed_figure": getattr(module, "SEED_FIGURE", float("nan")), "window": window,
+            "rolling": rolling, "tests": tests, "meta_steps": module.CONFIG.meta_steps,
+            "wall": [walls[(name, s)] for s in range(seeds)], "best_seed": best.name,
+            "learned": learned, "best_baseline": best_baseline,
+        })
+        tables.append((name, best.name, format_table(result), result))
+
+    rms = next(v for k, v in tables[0][3]["optimizers"].items() if k.startswith("seed rmsprop"))["final"]["mean"]
+    convergence(figures / "comparison.png", comparison, {"seed RMSProp": rms},
+                title="Final loss during meta-training (seed 0 of each experiment)")
+    report.write_text(_markdown(rows, tables, seeds, num_problems, time.perf_counter() - start) + "\n")
+    (root / "reproduce.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return report
+
+
+def _markdown(rows, tables, seeds, num_problems, total) -> str:
+    out = [
+        "# Reproduction report",
+        "",
+        "Generated by `make reproduce` (`python -m l2lgd reproduce`): every experiment of the seed",
+        f"notebook trained from scratch with seeds 0..{seeds - 1}, evaluated on {num_problems:,} held-out",
+        f"test problems. Total wall time: {total / 60:.1f} min on this machine.",
+        "",
+        "![comparison](figures/comparison.png)",
+        "",
+        "## Seed vs. measured",
+        "",
+        "Training figure: the rolling mean of log10 f(x_19) over the last meta-steps of training",
+        "(the seed's `average_log_result`; window 2,000 for `sum`, 5,000 otherwise), mean and",
+        "standard deviation over seeds. Test figure: mean log10(f(x_19)+1e-38) of each seed's",
+        "exported optimizer (the best validation snapshot) on the test problems.",
+        "",
+        "| experiment | meta-steps | seed | ours (training) | per seed | ours (test) | per seed | wall s per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| `{r['name']}` | {r['meta_steps']:,} | {r['seed_figure']:.2f} | {np.mean(r['rolling']):.2f} ± {np.std(r['rolling']):.2f} | "
+            f"{', '.join(f'{x:.2f}' for x in r['rolling'])} | {np.mean(r['tests']):.2f} ± {np.std(r['tests']):.2f} | "
+            f"{', '.join(f'{x:.2f}' for x in r['tests'])} | {', '.join(f'{x:.0f}' for x in r['wall'])} |"
+        )
+    out += ["", "## Learned optimizer vs. baselines", "",
+            "Where the best learned optimizer (best validation score over seeds) stands against the",
+            "best baseline, seed-exact or tuned (mean log10 final loss, lower is better):", ""]
+    for r in rows:
+        name, value = r["best_baseline"]
+        verdict = "beats" if r["learned"] < value else "loses to"
+        out.append(f"- `{r['name']}`: learned {r['learned']:.2f} {verdict} the best baseline, {name} ({value:.2f}).")
+    for name, best, table, _ in tables:
+        out += ["", f"### `{name}` (exported optimizer of {best})", "", table, "",
+                f"![{name} samples](figures/{name}/sample_problems.png)",
+                f"![{name} convergence](figures/{name}/convergence.png)",
+                f"![{name} per step](figures/{name}/per_step.png)"]
+    return "\n".join(out)
