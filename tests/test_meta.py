@@ -49,16 +49,20 @@ def test_non_finite_guard_skips_an_injected_nan(tiny):
     chex.assert_tree_all_finite(after2.theta)
 
 
-def test_per_problem_clip_bounds_each_problem(tiny):
-    config = tiny.replace(batch_size=4, per_problem_clip=True, clip_norm=1e-3, meta_lr=1.0)
-    state, chunk = _chunk(config)
-    new, rec = chunk(state, 1)
-    chex.assert_tree_all_finite(new.theta)
-    # Adam's first step moves each weight by about meta_lr whatever the clip; check the clip
-    # really applies by comparing the mean-of-clipped gradient's norm with the bound.
-    static = eqx.filter(l2lgd.init_state(config)[1], eqx.is_array, inverse=True)
-    loss = l2lgd.make_meta_loss(config, static)
+def test_per_problem_clip_is_the_mean_of_clipped_meta_gradients(tiny):
+    config = tiny.replace(batch_size=4, per_problem_clip=True, clip_norm=1e-3)
+    state, opt = l2lgd.init_state(config)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
     problems = make_problem_batch(config)(state.key, state.step)
-    grads = jax.vmap(jax.grad(lambda t, p: loss(t, p)[0]), in_axes=(None, 0))(state.theta, problems)
-    norms = jnp.sqrt(sum(jnp.sum(g.reshape(4, -1) ** 2, axis=1) for g in jax.tree.leaves(grads)))
-    assert float(norms.min()) > 1e-3  # so clipping to 1e-3 is active for every problem
+    _, _, clipped_mean = l2lgd.make_meta_gradient(config, static)(state.theta, problems)
+    loss = l2lgd.make_meta_loss(config, static)
+    expected = None
+    for i in range(4):
+        g = jax.grad(lambda t: loss(t, jax.tree.map(lambda a: a[i], problems))[0])(state.theta)
+        norm = jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g)))
+        assert float(norm) > 1e-3  # so the clip is active for every problem
+        g = jax.tree.map(lambda x: x * 1e-3 / norm / 4, g)
+        expected = g if expected is None else jax.tree.map(jnp.add, expected, g)
+    chex.assert_trees_all_close(clipped_mean, expected, rtol=1e-4, atol=1e-9)
+    _, _, plain_mean = l2lgd.make_meta_gradient(config.replace(per_problem_clip=False), static)(state.theta, problems)
+    assert not np.allclose(jax.tree.leaves(plain_mean)[0], jax.tree.leaves(clipped_mean)[0])

@@ -6,6 +6,7 @@ from ._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
 from ._meta import (
     TrainState as TrainState,
     init_state as init_state,
+    make_meta_gradient as make_meta_gradient,
     make_meta_loss as make_meta_loss,
     make_meta_step as make_meta_step,
     make_problem_batch as make_problem_batch,

@@ -6,8 +6,8 @@ import dataclasses
 import json
 from typing import Any
 
-PREPROCESSINGS = ("identity", "log_rescale")
-OBJECTIVES = ("sum", "end", "end_log")
+PREPROCESSINGS = ("identity", "log_rescale", "lr_ratio")
+OBJECTIVES = ("sum", "end", "end_log", "sum_log")
 TASKS = ("quadratic",)
 
 # Fields that may differ between a run and the checkpoint it resumes from.

@@ -11,8 +11,10 @@ from typing import Any, Callable, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._config import Config
@@ -101,17 +103,16 @@ def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_meta_step(config: Config, static: LearnedOptimizer):
-    """`meta_step(state, problems) -> (state, StepRecord)`: one meta-step on a batch of problems.
+def make_meta_gradient(config: Config, static: LearnedOptimizer):
+    """`meta_gradient(theta, problems) -> (objective, final_losses, grads)` for a batch.
 
     The meta-gradient is the mean over the batch; with `per_problem_clip` each problem's
-    meta-gradient is first clipped to norm `clip_norm`. An update whose meta-loss or
-    meta-gradient is not finite is dropped (theta and Adam state unchanged) and counted.
+    meta-gradient is first clipped to global norm `clip_norm` (then the usual clip applies to
+    the mean as well).
     """
     loss = make_meta_loss(config, static)
-    tx = meta_optimizer(config)
 
-    def batch_grads(theta, problems):
+    def meta_gradient(theta, problems):
         if config.per_problem_clip:
             grad_fn = jax.value_and_grad(loss, has_aux=True)
             (objectives, finals), grads = jax.vmap(grad_fn, in_axes=(None, 0))(theta, problems)
@@ -125,6 +126,18 @@ def make_meta_step(config: Config, static: LearnedOptimizer):
 
         (objective, finals), grads = jax.value_and_grad(mean_loss, has_aux=True)(theta)
         return objective, finals, grads
+
+    return meta_gradient
+
+
+def make_meta_step(config: Config, static: LearnedOptimizer):
+    """`meta_step(state, problems) -> (state, StepRecord)`: one meta-step on a batch of problems.
+
+    An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
+    unchanged) and counted.
+    """
+    batch_grads = make_meta_gradient(config, static)
+    tx = meta_optimizer(config)
 
     def meta_step(state: TrainState, problems) -> tuple[TrainState, StepRecord]:
         objective, finals, grads = batch_grads(state.theta, problems)
@@ -146,18 +159,38 @@ def make_meta_step(config: Config, static: LearnedOptimizer):
     return meta_step
 
 
-def make_train_chunk(config: Config, static: LearnedOptimizer, sample: ProblemSampler | None = None):
+def batch_mesh(config: Config, devices=None) -> Mesh | None:
+    """A 1-D mesh over the devices (of all hosts) that divide the batch, or None for one device."""
+    devices = list(devices if devices is not None else jax.devices())
+    count = max(d for d in range(1, len(devices) + 1) if config.batch_size % d == 0)
+    return None if count == 1 else Mesh(np.array(devices[:count]), ("batch",))
+
+
+def make_train_chunk(
+    config: Config,
+    static: LearnedOptimizer,
+    sample: ProblemSampler | None = None,
+    *,
+    mesh: Mesh | None | str = "auto",
+):
     """`train_chunk(state, num_steps) -> (state, StepRecord of [num_steps] arrays)`, jitted.
 
     The chunk's problems are drawn up front in one batched call, then a `lax.scan` runs the
-    meta-steps. `num_steps` is static: each distinct value compiles once.
+    meta-steps. `num_steps` is static: each distinct value compiles once. The batch of problems
+    is sharded over `mesh` (default: all devices that divide the batch size); the
+    meta-parameters are replicated.
     """
+    mesh = batch_mesh(config) if mesh == "auto" else mesh
     meta_step = make_meta_step(config, static)
     problems = make_problem_batch(config, sample)
 
     def train_chunk(state: TrainState, num_steps: int):
         steps = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
         batches = jax.vmap(problems, in_axes=(None, 0))(state.key, steps)
+        if mesh is not None:
+            # Each device meta-differentiates its share of the batch; XLA adds the all-reduce.
+            spec = NamedSharding(mesh, PartitionSpec(None, "batch"))
+            batches = jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), batches)
         return lax.scan(meta_step, state, batches)
 
     return jax.jit(train_chunk, static_argnums=1)

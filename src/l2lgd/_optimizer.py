@@ -23,16 +23,18 @@ class LearnedOptimizer(eqx.Module):
     lstm: CoordinateLSTM
     preprocessing: Any
 
-    def init_state(self, n: int, dtype=jnp.float32) -> LSTMState:
-        """The optimizer's state for `n` coordinates."""
-        return self.lstm.init_state(n, dtype)
+    def init_state(self, n: int, dtype=jnp.float32) -> tuple[LSTMState, Any]:
+        """The optimizer's state for `n` coordinates: the LSTM's and the preprocessing's."""
+        return self.lstm.init_state(n, dtype), self.preprocessing.init(n, dtype)
 
     def step(
-        self, g: Float[Array, " n"], state: LSTMState
-    ) -> tuple[Float[Array, " n"], LSTMState]:
+        self, g: Float[Array, " n"], state: tuple[LSTMState, Any]
+    ) -> tuple[Float[Array, " n"], tuple[LSTMState, Any]]:
         """One update for the gradient `g`: the seed's `g_rnn*` functions."""
-        out, state = self.lstm(self.preprocessing.encode(g), state)
-        return self.preprocessing.decode(out), state
+        lstm_state, pre_state = state
+        out, lstm_state = self.lstm(self.preprocessing.encode(g, pre_state), lstm_state)
+        update, pre_state = self.preprocessing.decode(out, g, pre_state)
+        return update, (lstm_state, pre_state)
 
 
 def make_optimizer(config: Config, *, key: PRNGKeyArray) -> LearnedOptimizer:

@@ -20,28 +20,35 @@ from ._figures import convergence, draw_run_figures
 from ._optax_face import as_optax
 
 SEED_EXPERIMENTS = ("sum", "end", "end_log", "log15_end", "log15_end_log", "log30")
+# What `make reproduce` runs: the seed's six, and `floor`, beyond the seed.
+DEFAULT_EXPERIMENTS = (*SEED_EXPERIMENTS, "floor")
 # The seed's closing comparison (`draw_convergence('RMS', 'RNN_simple_end_log_res', ...)`).
 COMPARISON = ("end_log", "log15_end_log", "log30")
 
 
-def _train_all(jobs: list[tuple[str, int, Path]], workers: int) -> dict[tuple[str, int], float]:
-    """Runs `python -m l2lgd train` for every job, `workers` at a time, each pinned to a core."""
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _train_all(jobs: list[tuple], workers: int | None = None) -> dict[Path, float]:
+    """Runs `python -m l2lgd train EXP --seed S --out OUT [extra...]` for every job
+    `(exp, seed, out, *extra)`, `workers` at a time, each pinned to its own core."""
     pending, running, walls = list(jobs), {}, {}
-    free_cores = list(range(workers))
+    free_cores = list(range(workers or _workers()))
     while pending or running:
         while pending and free_cores:
-            exp, seed, out = pending.pop(0)
+            exp, seed, out, *extra = pending.pop(0)
             core = free_cores.pop(0)
             cmd = [sys.executable, "-m", "l2lgd", "train", exp, "--seed", str(seed), "--out", str(out),
-                   "--core", str(core), "--fresh", "--no-progress"]
-            print(f"[reproduce] training {exp} seed {seed} on core {core}", flush=True)
-            running[subprocess.Popen(cmd)] = (exp, seed, core, time.perf_counter())
+                   "--core", str(core), "--fresh", "--no-progress", *extra]
+            print(f"[l2lgd] training {exp} seed {seed} {' '.join(extra)} on core {core}", flush=True)
+            running[subprocess.Popen(cmd)] = (out, core, time.perf_counter())
         time.sleep(0.2)
         for proc in [p for p in running if p.poll() is not None]:
-            exp, seed, core, start = running.pop(proc)
+            out, core, start = running.pop(proc)
             if proc.returncode:
-                raise RuntimeError(f"training {exp} seed {seed} failed (exit {proc.returncode})")
-            walls[(exp, seed)] = time.perf_counter() - start
+                raise RuntimeError(f"training into {out} failed (exit {proc.returncode})")
+            walls[Path(out)] = time.perf_counter() - start
             free_cores.append(core)
     return walls
 
@@ -56,7 +63,7 @@ def reproduce(
     root: str | Path = "runs",
     *,
     seeds: int = 3,
-    experiments: tuple[str, ...] = SEED_EXPERIMENTS,
+    experiments: tuple[str, ...] = DEFAULT_EXPERIMENTS,
     ship: bool = False,
     num_problems: int = 10_000,
     report: str | Path = "experiments/REPORT.md",
@@ -67,7 +74,7 @@ def reproduce(
     figures = report.parent / "figures"
     modules = {name: load_experiment(name) for name in experiments}
     jobs = [(name, s, root / name / f"seed{s}") for name in experiments for s in range(seeds)]
-    walls = _train_all(jobs, workers=max(1, min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)))
+    walls = _train_all(jobs)
 
     rows, tables, comparison = [], [], {}
     for name in experiments:
@@ -95,9 +102,9 @@ def reproduce(
             key=lambda kv: kv[1],
         )
         rows.append({
-            "name": name, "seed_figure": getattr(module, "SEED_FIGURE", float("nan")), "window": window,
+            "name": name, "seed_figure": getattr(module, "SEED_FIGURE", None), "window": window,
             "rolling": rolling, "tests": tests, "meta_steps": module.CONFIG.meta_steps,
-            "wall": [walls[(name, s)] for s in range(seeds)], "best_seed": best.name,
+            "wall": [walls[r] for r in runs], "best_seed": best.name,
             "learned": learned, "best_baseline": best_baseline,
         })
         tables.append((name, best.name, format_table(result), result))
@@ -132,7 +139,7 @@ def _markdown(rows, tables, seeds, num_problems, total) -> str:
     ]
     for r in rows:
         out.append(
-            f"| `{r['name']}` | {r['meta_steps']:,} | {r['seed_figure']:.2f} | {np.mean(r['rolling']):.2f} ± {np.std(r['rolling']):.2f} | "
+            f"| `{r['name']}` | {r['meta_steps']:,} | {'—' if r['seed_figure'] is None else f"{r['seed_figure']:.2f}"} | {np.mean(r['rolling']):.2f} ± {np.std(r['rolling']):.2f} | "
             f"{', '.join(f'{x:.2f}' for x in r['rolling'])} | {np.mean(r['tests']):.2f} ± {np.std(r['tests']):.2f} | "
             f"{', '.join(f'{x:.2f}' for x in r['tests'])} | {', '.join(f'{x:.0f}' for x in r['wall'])} |"
         )
@@ -149,3 +156,51 @@ def _markdown(rows, tables, seeds, num_problems, total) -> str:
                 f"![{name} convergence](figures/{name}/convergence.png)",
                 f"![{name} per step](figures/{name}/per_step.png)"]
     return "\n".join(out)
+
+
+def ablate(
+    experiment: str,
+    *,
+    root: str | Path = "runs/ablations",
+    num_problems: int = 10_000,
+    report: str | Path = "experiments/ABLATIONS.md",
+) -> Path:
+    """Trains the experiment and each variant in its `ABLATIONS` (a dict of name -> Config
+    changes), evaluates each exported optimizer on the test problems, writes a table."""
+    from ._compare import format_table  # noqa: F401 - same statistics as `make eval`
+    from ._evaluate import summarize
+
+    module = load_experiment(experiment)
+    variants = {"as shipped": {}, **getattr(module, "ABLATIONS", {})}
+    root = Path(root) / experiment
+    jobs = []
+    for i, (name, changes) in enumerate(variants.items()):
+        extra = [f"--set={k}={v!r}" for k, v in changes.items()]
+        jobs.append((experiment, module.CONFIG.seed, root / f"variant{i}", *extra))
+    walls = _train_all(jobs)
+    lines = [
+        f"# Ablations of `{experiment}`",
+        "",
+        f"Generated by `python -m l2lgd ablate {experiment}`: each variant trained from scratch with the",
+        f"experiment's seed and meta-steps, its exported optimizer evaluated on {num_problems:,} test",
+        "problems: log10(f(x_19) + 1e-38), lower is better; -38 means the loss underflowed to exactly 0.",
+        "'first step at 0': the mean over problems of the first step t with f(x_t) = 0 (20 if never).",
+        "",
+        "| variant | changes | mean | 95% CI | p95 | exactly 0 | first step at 0 | validation | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, (name, changes) in enumerate(variants.items()):
+        run = root / f"variant{i}"
+        opt, config, metrics = load_learned_optimizer(run)
+        losses = run_optimizer(as_optax(opt), config, problem_keys(TEST_SEED, num_problems))
+        s = summarize(losses[:, -1])
+        zero = losses == 0
+        first_zero = np.where(zero.any(axis=1), zero.argmax(axis=1), losses.shape[1]).mean()
+        change = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "-"
+        lines.append(
+            f"| {name} | {change} | {s['mean']:.2f} | [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}] | {s['p95']:.2f} | "
+            f"{100 * s['frac_zero']:.1f}% | {first_zero:.1f} | {metrics['validation_log10_final']:.2f} | {walls[run]:.0f} |"
+        )
+    report = Path(report)
+    report.write_text("\n".join(lines) + "\n")
+    return report

@@ -77,14 +77,18 @@ def safe_log(x: Float[Array, "..."]) -> Float[Array, "..."]:
 
 
 def meta_objective(losses: Float[Array, " num_steps"], objective: str) -> Float[Array, ""]:
-    """The seed's meta-objectives: `sum` of the losses, the `end` loss, or `end_log`, its log."""
+    """The seed's meta-objectives: `sum` of the losses, the `end` loss, or `end_log`, its log;
+    and `sum_log`, the sum over steps of the (safe) log losses, which rewards every decade
+    gained at every step equally."""
     if objective == "sum":
         return jnp.sum(losses)
     if objective == "end":
         return losses[-1]
     if objective == "end_log":
         return safe_log(losses[-1])
-    raise ValueError(f"Unknown objective {objective!r}; expected 'sum', 'end' or 'end_log'.")
+    if objective == "sum_log":
+        return jnp.sum(safe_log(losses))
+    raise ValueError(f"Unknown objective {objective!r}; expected 'sum', 'end', 'end_log' or 'sum_log'.")
 
 
 def log10_loss(losses: Float[Array, "..."]) -> Float[Array, "..."]:

@@ -23,6 +23,35 @@ def configure_cpu(core: int | None = None) -> None:
         os.sched_setaffinity(0, {available[core % len(available)]})
 
 
+MULTI_HOST_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def maybe_initialize_distributed() -> None:
+    """`jax.distributed.initialize()` when a multi-host launcher set its usual variables
+    (a coordinator address, TPU worker list, or a SLURM job of several tasks)."""
+    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if slurm or any(v in os.environ for v in MULTI_HOST_VARIABLES):
+        import jax
+
+        jax.distributed.initialize()
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["batch_size=1", "objective='end_log'"]` -> `{"batch_size": 1, "objective": "end_log"}`."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}.")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value  # a bare word: a string
+    return out
+
+
 def default_out(name: str, seed: int, default_seed: int) -> Path:
     return Path("checkpoints") / name if seed == default_seed else Path("runs") / name / f"seed{seed}"
 
@@ -39,14 +68,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         changes["seed"] = args.seed
     if args.steps is not None:
         changes["meta_steps"] = args.steps
+    changes.update(parse_overrides(args.set or []))
     config = config.replace(**changes)
     out = Path(args.out) if args.out else default_out(config.name, config.seed, module.CONFIG.seed)
     configure_cpu(args.core)
+    maybe_initialize_distributed()
 
     from ._train import RunOptions, train
 
     options = RunOptions(
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every or getattr(module, "CHECKPOINT_EVERY", 5_000),
         max_consecutive_skips=args.max_skips,
         fresh=args.fresh,
         progress=not args.no_progress,
@@ -68,8 +99,9 @@ def _train_seeds(args: argparse.Namespace, config) -> None:
     procs = []
     for i, seed in enumerate(seeds):
         cmd = [sys.executable, "-m", "l2lgd", "train", args.experiment, "--seed", str(seed),
-               "--out", str(out / f"seed{seed}"), "--core", str(i),
-               "--checkpoint-every", str(args.checkpoint_every), "--max-skips", str(args.max_skips)]
+               "--out", str(out / f"seed{seed}"), "--core", str(i), "--max-skips", str(args.max_skips)]
+        if args.checkpoint_every:
+            cmd += ["--checkpoint-every", str(args.checkpoint_every)]
         if args.steps is not None:
             cmd += ["--steps", str(args.steps)]
         if args.fresh:
@@ -117,10 +149,17 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     configure_cpu()
-    from ._report import SEED_EXPERIMENTS, reproduce
+    from ._report import DEFAULT_EXPERIMENTS, reproduce
 
-    experiments = tuple(args.experiments.split(",")) if args.experiments else SEED_EXPERIMENTS
+    experiments = tuple(args.experiments.split(",")) if args.experiments else DEFAULT_EXPERIMENTS
     print(reproduce(args.root, seeds=args.seeds, experiments=experiments, ship=args.ship, num_problems=args.problems))
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    configure_cpu()
+    from ._report import ablate
+
+    print(ablate(args.experiment, root=args.root, num_problems=args.problems))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -140,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", type=int, help="train this many seeds in parallel processes")
     train.add_argument("--steps", type=int, help="number of meta-steps (default: the experiment's)")
     train.add_argument("--out", help="run folder (default: checkpoints/EXP, or runs/EXP/seedN)")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a Config field (repeatable)")
     train.add_argument("--fresh", action="store_true", help="discard earlier snapshots and start afresh")
-    train.add_argument("--checkpoint-every", type=int, default=5_000, help="meta-steps between snapshots")
+    train.add_argument("--checkpoint-every", type=int, help="meta-steps between snapshots (default: the experiment's CHECKPOINT_EVERY, else 5000)")
     train.add_argument("--max-skips", type=int, default=100, help="consecutive non-finite steps before stopping")
     train.add_argument("--core", type=int, default=0, help="CPU core to pin the process to")
     train.add_argument("--no-progress", action="store_true")
@@ -161,10 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="train, evaluate and report every seed experiment")
     rep.add_argument("--root", default="runs", help="where the runs go")
     rep.add_argument("--seeds", type=int, default=3)
-    rep.add_argument("--experiments", help="comma-separated subset (default: the seed's six)")
+    rep.add_argument("--experiments", help="comma-separated subset (default: the seed's six and floor)")
     rep.add_argument("--ship", action="store_true", help="also replace checkpoints/EXP with seed 0's optimizer")
     rep.add_argument("--problems", type=int, default=10_000)
     rep.set_defaults(func=cmd_reproduce)
+
+    abl = sub.add_parser("ablate", help="train and evaluate the ABLATIONS variants of an experiment")
+    abl.add_argument("experiment", nargs="?", default="floor")
+    abl.add_argument("--root", default="runs/ablations")
+    abl.add_argument("--problems", type=int, default=10_000)
+    abl.set_defaults(func=cmd_ablate)
 
     bench = sub.add_parser("bench", help="meta-training throughput, compile time and memory")
     bench.add_argument("experiment", nargs="?", default="log30")
