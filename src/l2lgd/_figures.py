@@ -69,7 +69,7 @@ def per_step(path: Path, stats: dict[str, dict[str, Sequence[float]]], title: st
     for name, s in stats.items():
         t = np.arange(len(s["mean"]))
         (line,) = ax.plot(t, s["mean"], label=name, marker=".")
-        ax.fill_between(t, s["p5"], s["p95"], color=line.get_color(), alpha=0.12)
+        ax.fill_between(t, s["p5"], s["p95"], color=line.get_color(), alpha=0.06, linewidth=0)
     ax.set_xlabel("optimizee step t")
     ax.set_ylabel("log10(f(x_t) + 1e-38): mean, 5-95% band")
     ax.set_title(title)

@@ -138,8 +138,9 @@ def _markdown(rows, tables, seeds, num_problems, total) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        seed = "—" if r["seed_figure"] is None else f"{r['seed_figure']:.2f}"
         out.append(
-            f"| `{r['name']}` | {r['meta_steps']:,} | {'—' if r['seed_figure'] is None else f"{r['seed_figure']:.2f}"} | {np.mean(r['rolling']):.2f} ± {np.std(r['rolling']):.2f} | "
+            f"| `{r['name']}` | {r['meta_steps']:,} | {seed} | {np.mean(r['rolling']):.2f} ± {np.std(r['rolling']):.2f} | "
             f"{', '.join(f'{x:.2f}' for x in r['rolling'])} | {np.mean(r['tests']):.2f} ± {np.std(r['tests']):.2f} | "
             f"{', '.join(f'{x:.2f}' for x in r['tests'])} | {', '.join(f'{x:.0f}' for x in r['wall'])} |"
         )
