@@ -12,7 +12,7 @@ OUT ?=
 
 TRAIN_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install train test eval figures bench reproduce clean
+.PHONY: install train test eval figures bench reproduce paper clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ figures: $(STAMP)
 
 reproduce: $(STAMP)
 	$(PY) -m l2lgd reproduce $(ARGS)
+
+paper: $(STAMP)
+	$(PY) -m l2lgd paper $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m l2lgd bench $(EXP) $(ARGS)

@@ -39,3 +39,17 @@ def test_changed_fields_ignores_step_count():
     a = l2lgd.Config()
     assert a.changed_fields(a.replace(meta_steps=7)) == []
     assert a.changed_fields(a.replace(seed=3, hidden_size=8)) == ["hidden_size", "seed"]
+
+
+def test_truncation_fields():
+    config = l2lgd.Config(num_steps=20, horizon=100)
+    assert config.total_steps == 100 and config.truncations == 5
+    assert l2lgd.Config(num_steps=20).truncations == 1
+    with pytest.raises(ValueError, match="horizon=50 must be a multiple of num_steps=20"):
+        l2lgd.Config(num_steps=20, horizon=50)
+    with pytest.raises(ValueError, match="hidden_units"):
+        l2lgd.Config(hidden_units=(20, 0))
+    with pytest.raises(ValueError, match="'tanh'"):
+        l2lgd.Config(activation="tanh")
+    config = l2lgd.Config(task="digits", hidden_units=(40, 20))
+    assert l2lgd.Config.from_dict(__import__("json").loads(config.to_json())) == config  # tuples survive JSON

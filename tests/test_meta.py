@@ -54,7 +54,7 @@ def test_per_problem_clip_is_the_mean_of_clipped_meta_gradients(tiny):
     state, opt = l2lgd.init_state(config)
     static = eqx.filter(opt, eqx.is_array, inverse=True)
     problems = make_problem_batch(config)(state.key, state.step)
-    _, _, clipped_mean = l2lgd.make_meta_gradient(config, static)(state.theta, problems)
+    _, _, clipped_mean, _ = l2lgd.make_meta_gradient(config, static)(state.theta, problems)
     loss = l2lgd.make_meta_loss(config, static)
     expected = None
     for i in range(4):
@@ -64,5 +64,5 @@ def test_per_problem_clip_is_the_mean_of_clipped_meta_gradients(tiny):
         g = jax.tree.map(lambda x: x * 1e-3 / norm / 4, g)
         expected = g if expected is None else jax.tree.map(jnp.add, expected, g)
     chex.assert_trees_all_close(clipped_mean, expected, rtol=1e-4, atol=1e-9)
-    _, _, plain_mean = l2lgd.make_meta_gradient(config.replace(per_problem_clip=False), static)(state.theta, problems)
+    _, _, plain_mean, _ = l2lgd.make_meta_gradient(config.replace(per_problem_clip=False), static)(state.theta, problems)
     assert not np.allclose(jax.tree.leaves(plain_mean)[0], jax.tree.leaves(clipped_mean)[0])

@@ -33,7 +33,8 @@ def test_vmapped_batch_equals_loop(tiny):
     for i in range(4):
         single = loss(state.theta, jax.tree.map(lambda a: a[i], problems))
         np.testing.assert_allclose(batched[0][i], single[0], rtol=1e-5)
-        np.testing.assert_allclose(batched[1][i], single[1], rtol=1e-5)
+        np.testing.assert_allclose(batched[1][0][i], single[1][0], rtol=1e-5)
+        np.testing.assert_allclose(batched[1][1][0][i], single[1][1][0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("objective", ["sum", "end", "end_log"])
@@ -77,3 +78,44 @@ def test_safe_log_is_finite_at_zero_and_has_no_gradient_there():
 def test_log10_loss_survives_underflow():
     values = l2lgd.log10_loss(jnp.array([0.0, 1e-30, 1.0], jnp.float32))
     np.testing.assert_allclose(values, [-38.0, -30.0, 0.0], rtol=1e-6)
+
+
+def test_truncated_unroll_with_one_truncation_equals_the_full_unroll(tiny):
+    full = tiny.replace(objective="sum")
+    truncated = full.replace(horizon=full.num_steps)  # one truncation: the same computation
+    assert truncated.truncations == 1
+    a, _ = l2lgd.make_train_chunk(full, eqx.filter(l2lgd.init_state(full)[1], eqx.is_array, inverse=True))(l2lgd.init_state(full)[0], 3)
+    b, _ = l2lgd.make_train_chunk(truncated, eqx.filter(l2lgd.init_state(truncated)[1], eqx.is_array, inverse=True))(l2lgd.init_state(truncated)[0], 3)
+    import chex
+
+    chex.assert_trees_all_close(a.theta, b.theta, rtol=1e-6)
+
+
+def test_truncations_continue_where_the_last_one_stopped(tiny):
+    # Two truncations of 5 steps from the carried state = one unroll of 10 steps.
+    config = tiny.replace(horizon=10, objective="sum")
+    state, opt = l2lgd.init_state(config)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    tx = l2lgd.as_optax(opt)
+    inner = jax.tree.map(lambda a: a[0], state.inner)
+    full = l2lgd.unroll(tx, inner.loss_fn, inner.params, 10)
+    loss = l2lgd.make_meta_loss(config, static)
+    _, (_, carry) = loss(state.theta, (inner.loss_fn, inner.params))
+    first = l2lgd.unroll(tx, inner.loss_fn, inner.params, 5)
+    _, (last, _) = loss(state.theta, (inner.loss_fn, carry[0]), carry[1], 5)
+    np.testing.assert_allclose(first, full[:5], rtol=1e-6)
+    np.testing.assert_allclose(last, full[-1], rtol=1e-5)
+
+
+def test_a_task_family_vmaps():
+    from l2lgd._tasks import sample_digits, sample_paper_quadratic
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    tasks, theta0 = jax.vmap(lambda k: sample_paper_quadratic(k, 10))(keys)
+    assert tasks.w.shape == (3, 10, 10) and theta0.shape == (3, 10)
+    losses = jax.vmap(lambda t, x: t(x))(tasks, theta0)
+    assert losses.shape == (3,) and bool(jnp.all(losses > 0))
+    loss_fn, params = jax.vmap(lambda k: sample_digits(k, (20,), "sigmoid", 16))(keys)
+    assert params[0]["w"].shape == (3, 64, 20)
+    values = jax.vmap(loss_fn, in_axes=(0, 0))(params, keys)
+    np.testing.assert_allclose(values, np.log(10.0), rtol=0.2)  # a fresh MLP is near chance

@@ -121,6 +121,15 @@ def skeleton(config: Config) -> LearnedOptimizer:
     return eqx.filter_eval_shape(lambda: make_optimizer(config, key=jax.random.key(0)))
 
 
+def _state_tree(state: TrainState) -> dict[str, Any]:
+    """The saved form of a TrainState: a dict, without `inner` unless training is truncated
+    (so snapshots of untruncated runs keep the layout they had before truncation existed)."""
+    tree = state._asdict()
+    if tree["inner"] == ():
+        del tree["inner"]
+    return tree
+
+
 class RunCheckpoints:
     """The snapshots of one meta-training run, in `<run_dir>/snapshots`."""
 
@@ -140,7 +149,7 @@ class RunCheckpoints:
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
+                state=ocp.args.StandardSave(_state_tree(state)),
                 config=ocp.args.JsonSave(_config_json(config)),
                 metrics=ocp.args.JsonSave(metrics),
             ),
@@ -158,10 +167,10 @@ class RunCheckpoints:
     def restore(self, step: int) -> tuple[TrainState, Config]:
         """The training state at `step`, rebuilt from the config stored beside it."""
         config = self.config(step)
-        abstract = jax.eval_shape(lambda: init_state(config)[0])
+        abstract = _state_tree(jax.eval_shape(lambda: init_state(config)[0]))
         step_dir = self.directory / str(step)
         _check_shapes(step_dir, "state", abstract, config)
-        return _restore_item(step_dir, "state", abstract), config
+        return TrainState(**_restore_item(step_dir, "state", abstract)), config
 
     def close(self) -> None:
         self.manager.close()
@@ -228,12 +237,12 @@ def load_learned_optimizer(
     opt = skeleton(config)
     theta_abstract = eqx.filter(opt, _is_array_like)
     if item == "state":
-        abstract = jax.eval_shape(lambda: init_state(config)[0])
+        abstract = _state_tree(jax.eval_shape(lambda: init_state(config)[0]))
     else:
         abstract = theta_abstract
     _check_shapes(step_dir, item, abstract, config)
     restored = _restore_item(step_dir, item, abstract)
-    theta = restored.theta if item == "state" else restored
+    theta = restored["theta"] if item == "state" else restored
     static = eqx.filter(opt, _is_array_like, inverse=True)
     return eqx.combine(theta, static), config, metrics
 

@@ -6,9 +6,10 @@ import dataclasses
 import json
 from typing import Any
 
-PREPROCESSINGS = ("identity", "log_rescale", "lr_ratio")
+PREPROCESSINGS = ("identity", "log_rescale", "lr_ratio", "paper")
 OBJECTIVES = ("sum", "end", "end_log", "sum_log")
-TASKS = ("quadratic",)
+TASKS = ("quadratic", "paper_quadratic", "digits")
+ACTIVATIONS = ("sigmoid", "relu")
 
 # Fields that may differ between a run and the checkpoint it resumes from.
 RESUMABLE_FIELDS = ("meta_steps",)
@@ -28,9 +29,15 @@ class Config:
     task: str = "quadratic"
     dim: int = 2
     num_steps: int = 20
+    horizon: int = 0  # 0: one unroll of num_steps; else truncated unrolls up to this horizon
+    # The digits MLP (task="digits").
+    hidden_units: tuple[int, ...] = (20,)
+    activation: str = "sigmoid"
+    minibatch: int = 128
     # Learned optimizer.
     preprocessing: str = "identity"
-    min_log_gradient: float = 15.0
+    min_log_gradient: float = 15.0  # k of log_rescale; p of the paper's preprocessing
+    output_scale: float = 0.1  # the paper's preprocessing: update = output_scale * LSTM output
     hidden_size: int = 20
     num_layers: int = 2
     # Meta-objective on the unroll's losses.
@@ -48,11 +55,23 @@ class Config:
         _check_choice("task", self.task, TASKS)
         _check_choice("preprocessing", self.preprocessing, PREPROCESSINGS)
         _check_choice("objective", self.objective, OBJECTIVES)
-        for field in ("dim", "num_steps", "hidden_size", "num_layers", "meta_steps", "batch_size"):
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        if not isinstance(self.hidden_units, tuple) or not self.hidden_units or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden_units
+        ):
+            raise ValueError(f"Config.hidden_units must be a non-empty tuple of positive integers, got {self.hidden_units!r}.")
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0:
+            raise ValueError(f"Config.horizon must be 0 or a positive integer, got {self.horizon!r}.")
+        if self.horizon and self.horizon % self.num_steps:
+            raise ValueError(
+                f"Config.horizon={self.horizon} must be a multiple of num_steps={self.num_steps} "
+                "(the length of one truncated unroll)."
+            )
+        for field in ("dim", "num_steps", "hidden_size", "num_layers", "meta_steps", "batch_size", "minibatch"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Config.{field} must be a positive integer, got {value!r}.")
-        for field in ("min_log_gradient", "meta_lr", "clip_norm"):
+        for field in ("min_log_gradient", "meta_lr", "clip_norm", "output_scale"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"Config.{field} must be a positive number, got {value!r}.")
@@ -61,6 +80,16 @@ class Config:
                 raise ValueError(f"Config.{field} must be True or False, got {getattr(self, field)!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"Config.seed must be a non-negative integer, got {self.seed!r}.")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizee steps per task: the horizon of truncated training, else `num_steps`."""
+        return self.horizon or self.num_steps
+
+    @property
+    def truncations(self) -> int:
+        """Truncated unrolls per task (1 when not truncated)."""
+        return self.total_steps // self.num_steps
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with `changes` applied (and validated); unknown fields are an error."""
@@ -73,6 +102,9 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         _check_fields(data)
+        data = dict(data)
+        if isinstance(data.get("hidden_units"), list):  # JSON has no tuples
+            data["hidden_units"] = tuple(data["hidden_units"])
         return cls(**data)
 
     def to_json(self) -> str:

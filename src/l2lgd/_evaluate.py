@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from ._config import Config
-from ._meta import problem_sampler
+from ._meta import draw_task, problem_sampler
 from ._unroll import unroll
 
 # Problem sets that training never draws from: training uses key(config.seed) split in two.
@@ -31,13 +31,15 @@ def unroll_losses(
     num_steps: int | None = None,
     sample: Callable | None = None,
 ) -> jax.Array:
-    """`[num_problems, num_steps]` losses of `tx` on the problems drawn with `keys`."""
+    """`[num_problems, num_steps]` losses of `tx` on the tasks drawn with `keys`
+    (default `num_steps`: the config's whole horizon)."""
     sample = sample or problem_sampler(config)
-    num_steps = num_steps or config.num_steps
+    num_steps = num_steps or config.total_steps
+    stochastic = config.task == "digits"
 
     def one(key):
-        loss_fn, x0 = sample(key)
-        return unroll(tx, loss_fn, x0, num_steps)
+        loss_fn, x0, minibatch_key = draw_task(sample, key)
+        return unroll(tx, loss_fn, x0, num_steps, key=minibatch_key if stochastic else None)
 
     return jax.vmap(one)(keys)
 
@@ -49,12 +51,19 @@ def log10_losses(losses: Any) -> np.ndarray:
 
 def summarize(final_losses: Any) -> dict[str, float]:
     """Statistics of log10(f + 1e-38) over problems: mean, median, 5th/95th percentiles, the 95%
-    confidence interval of the mean (normal approximation), and the fraction of exact zeros."""
+    confidence interval of the mean (normal approximation), and the fraction of exact zeros;
+    and of f itself: its mean over the finite values with a 95% CI half-width, and the fraction
+    that diverged (inf or NaN)."""
     final_losses = np.asarray(final_losses, dtype=np.float64)
     logs = log10_losses(final_losses)
     n = logs.size
     half = 1.96 * logs.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+    finite = final_losses[np.isfinite(final_losses)]
+    loss_half = 1.96 * finite.std(ddof=1) / np.sqrt(finite.size) if finite.size > 1 else float("nan")
     return {
+        "loss_mean": float(finite.mean()) if finite.size else float("nan"),
+        "loss_ci95": float(loss_half),
+        "frac_diverged": float(1 - finite.size / max(n, 1)),
         "mean": float(logs.mean()),
         "median": float(np.median(logs)),
         "p5": float(np.percentile(logs, 5)),

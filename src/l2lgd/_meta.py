@@ -20,10 +20,19 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._config import Config
 from ._optax_face import as_optax
 from ._optimizer import LearnedOptimizer, make_optimizer
-from ._problems import sample_quadratic
-from ._unroll import log10_loss, meta_objective, unroll
+from ._tasks import task_sampler
+from ._unroll import log10_loss, meta_objective, run_steps
 
-ProblemSampler = Callable[[PRNGKeyArray], tuple[Callable[[Any], Array], Any]]
+ProblemSampler = Callable[[PRNGKeyArray], tuple[Callable[..., Array], Any]]
+
+
+class Inner(NamedTuple):
+    """The optimizees carried from one truncated unroll to the next (batched)."""
+
+    loss_fn: Any
+    params: Any
+    opt_state: Any
+    key: Any  # uint32 key data of each task's minibatch stream
 
 
 class TrainState(NamedTuple):
@@ -35,6 +44,7 @@ class TrainState(NamedTuple):
     skipped: Int[Array, ""]  # meta-steps whose non-finite update was dropped, in total
     consecutive_skips: Int[Array, ""]
     key: Any  # the run's key data (uint32); step keys are fold_in(key, step)
+    inner: Any = ()  # truncated training only: the `Inner` optimizees in flight
 
 
 class StepRecord(NamedTuple):
@@ -51,7 +61,14 @@ def meta_optimizer(config: Config) -> optax.GradientTransformation:
 
 
 def problem_sampler(config: Config) -> ProblemSampler:
-    return lambda key: sample_quadratic(key, config.dim)
+    """`sample(key) -> (loss_fn, params0)` of the config's task family."""
+    return task_sampler(config)
+
+
+def draw_task(sample: ProblemSampler, key: PRNGKeyArray):
+    """`(loss_fn, params0, minibatch_key_data)` of the task drawn with `key`."""
+    loss_fn, x0 = sample(key)
+    return loss_fn, x0, jax.random.key_data(jax.random.fold_in(key, 1))
 
 
 def init_state(config: Config) -> tuple[TrainState, LearnedOptimizer]:
@@ -59,8 +76,13 @@ def init_state(config: Config) -> tuple[TrainState, LearnedOptimizer]:
     key = jax.random.key(config.seed)
     init_key, run_key = jax.random.split(key)
     opt = make_optimizer(config, key=init_key)
-    theta, _ = eqx.partition(opt, eqx.is_array)
+    theta, static = eqx.partition(opt, eqx.is_array)
     zero = jnp.zeros((), jnp.int32)
+    inner = ()
+    if config.truncations > 1:
+        loss_fn, x0, keys = make_problem_batch(config)(jax.random.key_data(run_key), zero)
+        tx = as_optax(opt)
+        inner = Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)
     state = TrainState(
         theta=theta,
         opt_state=meta_optimizer(config).init(theta),
@@ -68,24 +90,35 @@ def init_state(config: Config) -> tuple[TrainState, LearnedOptimizer]:
         skipped=zero,
         consecutive_skips=zero,
         key=jax.random.key_data(run_key),
+        inner=inner,
     )
     return state, opt
 
 
 def make_meta_loss(config: Config, static: LearnedOptimizer):
-    """`loss(theta, problem) -> (objective, final_loss)` for one problem `(loss_fn, x0)`."""
+    """`loss(theta, problem, opt_state=None, start=0) -> (objective, (final_loss, carry))`.
 
-    def loss(theta, problem):
-        loss_fn, x0 = problem
+    `problem` is `(loss_fn, params)` or `(loss_fn, params, minibatch_key)`. The unroll runs
+    `config.num_steps` steps from `params` and `opt_state` (a fresh optimizer state when None);
+    `carry` is `(params, opt_state)` after them, for the next truncated unroll.
+    """
+
+    def loss(theta, problem, opt_state=None, start=0):
+        loss_fn, x0, *rest = problem
         tx = as_optax(eqx.combine(theta, static))
-        losses = unroll(tx, loss_fn, x0, config.num_steps, second_order=config.second_order)
-        return meta_objective(losses, config.objective), losses[-1]
+        opt_state = tx.init(x0) if opt_state is None else opt_state
+        carry, losses = run_steps(
+            tx, loss_fn, x0, opt_state, config.num_steps,
+            second_order=config.second_order, key=rest[0] if rest else None, start=start,
+        )
+        return meta_objective(losses, config.objective), (losses[-1], carry)
 
     return loss
 
 
 def make_problem_batch(config: Config, sample: ProblemSampler | None = None):
-    """`problems(key_data, step)`: the batch of problems of meta-step `step`.
+    """`problems(key_data, step)`: the batch of tasks `(loss_fn, params0, minibatch_key)` drawn
+    at meta-step `step`.
 
     Its key is `fold_in(run_key, step)`, so a resumed run draws exactly what an uninterrupted
     run draws, however the steps are chunked.
@@ -94,7 +127,7 @@ def make_problem_batch(config: Config, sample: ProblemSampler | None = None):
 
     def problems(key_data, step):
         step_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
-        return jax.vmap(sample)(jax.random.split(step_key, config.batch_size))
+        return jax.vmap(lambda k: draw_task(sample, k))(jax.random.split(step_key, config.batch_size))
 
     return problems
 
@@ -104,28 +137,30 @@ def _all_finite(tree) -> Array:
 
 
 def make_meta_gradient(config: Config, static: LearnedOptimizer):
-    """`meta_gradient(theta, problems) -> (objective, final_losses, grads)` for a batch.
+    """`meta_gradient(theta, problems, opt_states=None, start=0) -> (objective, finals, grads, carries)`.
 
     The meta-gradient is the mean over the batch; with `per_problem_clip` each problem's
     meta-gradient is first clipped to global norm `clip_norm` (then the usual clip applies to
     the mean as well).
     """
     loss = make_meta_loss(config, static)
+    in_axes = (None, 0, 0, None)
 
-    def meta_gradient(theta, problems):
+    def meta_gradient(theta, problems, opt_states=None, start=0):
         if config.per_problem_clip:
             grad_fn = jax.value_and_grad(loss, has_aux=True)
-            (objectives, finals), grads = jax.vmap(grad_fn, in_axes=(None, 0))(theta, problems)
+            (objectives, (finals, carries)), grads = jax.vmap(grad_fn, in_axes=in_axes)(theta, problems, opt_states, start)
             clip = optax.clip_by_global_norm(config.clip_norm)
             grads = jax.vmap(lambda g: clip.update(g, clip.init(g))[0])(grads)
-            return jnp.mean(objectives), finals, jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+            grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+            return jnp.mean(objectives), finals, grads, carries
 
         def mean_loss(theta):
-            objectives, finals = jax.vmap(loss, in_axes=(None, 0))(theta, problems)
-            return jnp.mean(objectives), finals
+            objectives, aux = jax.vmap(loss, in_axes=in_axes)(theta, problems, opt_states, start)
+            return jnp.mean(objectives), aux
 
-        (objective, finals), grads = jax.value_and_grad(mean_loss, has_aux=True)(theta)
-        return objective, finals, grads
+        (objective, (finals, carries)), grads = jax.value_and_grad(mean_loss, has_aux=True)(theta)
+        return objective, finals, grads, carries
 
     return meta_gradient
 
@@ -139,8 +174,23 @@ def make_meta_step(config: Config, static: LearnedOptimizer):
     batch_grads = make_meta_gradient(config, static)
     tx = meta_optimizer(config)
 
+    def current_tasks(state: TrainState, problems):
+        """Fresh tasks, or (truncated training, not at a task's start) the carried ones."""
+        if config.truncations == 1:
+            return problems, None, 0, state.inner
+        loss_fn, x0, keys = problems
+        tx = as_optax(eqx.combine(state.theta, static))
+        fresh = Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)
+        index = state.step % config.truncations
+        inner = jax.tree.map(lambda f, c: jnp.where(index == 0, f, c), fresh, state.inner)
+        return (inner.loss_fn, inner.params, inner.key), inner.opt_state, index * config.num_steps, inner
+
     def meta_step(state: TrainState, problems) -> tuple[TrainState, StepRecord]:
-        objective, finals, grads = batch_grads(state.theta, problems)
+        problems, opt_states, start, inner = current_tasks(state, problems)
+        objective, finals, grads, carries = batch_grads(state.theta, problems, opt_states, start)
+        if config.truncations > 1:
+            params, opt_states = lax.stop_gradient(carries)
+            inner = inner._replace(params=params, opt_state=opt_states)
         finite = jnp.isfinite(objective) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
@@ -153,6 +203,7 @@ def make_meta_step(config: Config, static: LearnedOptimizer):
             skipped=state.skipped + skip,
             consecutive_skips=(state.consecutive_skips + 1) * skip,
             key=state.key,
+            inner=inner,
         )
         return new_state, StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
 

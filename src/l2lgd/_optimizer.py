@@ -39,7 +39,9 @@ class LearnedOptimizer(eqx.Module):
 
 def make_optimizer(config: Config, *, key: PRNGKeyArray) -> LearnedOptimizer:
     """A freshly initialised learned optimizer for `config`."""
-    preprocessing = make_preprocessing(config.preprocessing, min_log_gradient=config.min_log_gradient)
+    preprocessing = make_preprocessing(
+        config.preprocessing, min_log_gradient=config.min_log_gradient, output_scale=config.output_scale
+    )
     lstm = CoordinateLSTM(
         config.hidden_size,
         config.num_layers,

@@ -104,7 +104,29 @@ class LearningRateRatio(eqx.Module):
         return -jnp.exp(log_lr) * g, RatioState(jax.lax.stop_gradient(g), log_lr)
 
 
-def make_preprocessing(name: str, *, min_log_gradient: float = 15.0) -> eqx.Module:
+class PaperPreprocessing(Stateless):
+    """The paper's preprocessing (arXiv 1606.04474, appendix A), with p = `p`:
+
+    (log|g| / p, sign(g)) if |g| >= e^-p, else (-1, e^p g); out: update = output_scale * u.
+    """
+
+    p: float = eqx.field(static=True, default=10.0)
+    output_scale: float = eqx.field(static=True, default=0.1)
+
+    num_features = 2
+
+    def encode(self, g: Float[Array, " n"], state=()) -> Float[Array, "n 2"]:
+        big = jnp.abs(g) >= np.exp(-self.p)
+        safe = jnp.where(big, jnp.abs(g), 1.0)
+        first = jnp.where(big, jnp.log(safe) / self.p, -1.0)
+        second = jnp.where(big, jnp.sign(g), np.exp(self.p) * g)
+        return jnp.stack([first, second], axis=-1)
+
+    def decode(self, out: Float[Array, "n 1"], g=None, state=()):
+        return self.output_scale * out[:, 0], state
+
+
+def make_preprocessing(name: str, *, min_log_gradient: float = 15.0, output_scale: float = 0.1) -> eqx.Module:
     """The transform called `name` in a `Config`."""
     if name == "identity":
         return Identity()
@@ -112,4 +134,6 @@ def make_preprocessing(name: str, *, min_log_gradient: float = 15.0) -> eqx.Modu
         return LogRescale(float(min_log_gradient))
     if name == "lr_ratio":
         return LearningRateRatio()
-    raise ValueError(f"Unknown preprocessing {name!r}; expected 'identity', 'log_rescale' or 'lr_ratio'.")
+    if name == "paper":
+        return PaperPreprocessing(float(min_log_gradient), float(output_scale))
+    raise ValueError(f"Unknown preprocessing {name!r}; expected 'identity', 'log_rescale', 'lr_ratio' or 'paper'.")

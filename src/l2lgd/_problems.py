@@ -13,7 +13,7 @@ class Quadratic(eqx.Module):
 
     scale: Float[Array, " dim"]
 
-    def __call__(self, x: Float[Array, " dim"]) -> Float[Array, ""]:
+    def __call__(self, x: Float[Array, " dim"], key=None) -> Float[Array, ""]:
         return jnp.sum(jnp.square(self.scale * x))
 
 

@@ -112,7 +112,13 @@ def reproduce(
     rms = next(v for k, v in tables[0][3]["optimizers"].items() if k.startswith("seed rmsprop"))["final"]["mean"]
     convergence(figures / "comparison.png", comparison, {"seed RMSProp": rms},
                 title="Final loss during meta-training (seed 0 of each experiment)")
-    report.write_text(_markdown(rows, tables, seeds, num_problems, time.perf_counter() - start) + "\n")
+    text = _markdown(rows, tables, seeds, num_problems, time.perf_counter() - start) + "\n"
+    old = report.read_text() if report.exists() else ""
+    from ._paper import END, START
+
+    if START in old and END in old:  # keep the section that `make paper` wrote
+        text += "\n" + old[old.index(START): old.index(END) + len(END)] + "\n"
+    report.write_text(text)
     (root / "reproduce.json").write_text(json.dumps(rows, indent=1) + "\n")
     return report
 

@@ -31,8 +31,14 @@ def run_steps(
     num_steps: int,
     *,
     second_order: bool = True,
+    key: Any = None,
+    start: Any = 0,
 ) -> tuple[tuple[Any, Any], Float[Array, " num_steps"]]:
     """Runs `num_steps` steps of `tx` on `loss_fn` from `(params, opt_state)`.
+
+    For a stochastic task, `key` (a key or its uint32 data) draws step t's minibatch with
+    `fold_in(key, start + t)`: `start` is the index of the first step within the task, so
+    truncated unrolls continue the minibatch stream where the previous one stopped.
 
     The loss is recorded before each update, as in the seed: the losses returned are
     f(x_0), ..., f(x_{num_steps-1}). With `second_order=False` the optimizee's gradient is a
@@ -43,15 +49,21 @@ def run_steps(
         `((params, opt_state), losses)` after the last update.
     """
 
-    def body(carry, _):
+    if key is not None and jnp.issubdtype(jnp.asarray(key).dtype, jnp.unsignedinteger):
+        key = jax.random.wrap_key_data(key)
+
+    def body(carry, t):
         x, state = carry
-        loss, g = jax.value_and_grad(loss_fn)(x)
+        if key is None:
+            loss, g = jax.value_and_grad(loss_fn)(x)
+        else:
+            loss, g = jax.value_and_grad(loss_fn)(x, jax.random.fold_in(key, start + t))
         if not second_order:
             g = lax.stop_gradient(g)
         updates, state = tx.update(g, state, x)
         return (optax.apply_updates(x, updates), state), loss
 
-    return lax.scan(body, (params, opt_state), length=num_steps, unroll=scan_unroll(num_steps))
+    return lax.scan(body, (params, opt_state), jnp.arange(num_steps), unroll=scan_unroll(num_steps))
 
 
 def unroll(
@@ -61,9 +73,10 @@ def unroll(
     num_steps: int,
     *,
     second_order: bool = True,
+    key: Any = None,
 ) -> Float[Array, " num_steps"]:
     """The losses f(x_0), ..., f(x_{num_steps-1}) of `tx` started at `x0` (the seed's `learn`)."""
-    _, losses = run_steps(tx, loss_fn, x0, tx.init(x0), num_steps, second_order=second_order)
+    _, losses = run_steps(tx, loss_fn, x0, tx.init(x0), num_steps, second_order=second_order, key=key)
     return losses
 
 

@@ -78,6 +78,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     options = RunOptions(
         checkpoint_every=args.checkpoint_every or getattr(module, "CHECKPOINT_EVERY", 5_000),
+        validation_problems=getattr(module, "VALIDATION_PROBLEMS", 1_000),
         max_consecutive_skips=args.max_skips,
         fresh=args.fresh,
         progress=not args.no_progress,
@@ -133,7 +134,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     configure_cpu(args.core)
     from ._compare import evaluate_run, format_table
 
-    result = evaluate_run(run_dir, num_problems=args.problems, validation_problems=args.validation_problems)
+    from ._experiments import load_experiment
+
+    module = load_experiment(args.experiment)
+    result = evaluate_run(
+        run_dir,
+        num_problems=args.problems or getattr(module, "EVAL_PROBLEMS", 10_000),
+        validation_problems=args.validation_problems or getattr(module, "VALIDATION_PROBLEMS", 1_000),
+    )
     print(format_table(result))
     print(f"written to {run_dir / 'eval.json'}")
 
@@ -160,6 +168,13 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from ._report import ablate
 
     print(ablate(args.experiment, root=args.root, num_problems=args.problems))
+
+
+def cmd_paper(args: argparse.Namespace) -> None:
+    configure_cpu()
+    from ._paper import paper_report
+
+    print(paper_report())
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -194,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="run folder (default: checkpoints/EXP)")
         p.add_argument("--core", type=int, default=0)
         if name == "eval":
-            p.add_argument("--problems", type=int, default=10_000, help="test problems")
-            p.add_argument("--validation-problems", type=int, default=1_000, help="problems for tuning baselines")
+            p.add_argument("--problems", type=int, help="test problems (default: the experiment's EVAL_PROBLEMS, else 10000)")
+            p.add_argument("--validation-problems", type=int, help="problems for tuning baselines (default: VALIDATION_PROBLEMS, else 1000)")
         p.set_defaults(func=func)
 
     rep = sub.add_parser("reproduce", help="train, evaluate and report every seed experiment")
@@ -211,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--root", default="runs/ablations")
     abl.add_argument("--problems", type=int, default=10_000)
     abl.set_defaults(func=cmd_ablate)
+
+    paper = sub.add_parser("paper", help="the paper's tasks and generalization table -> experiments/REPORT.md")
+    paper.set_defaults(func=cmd_paper)
 
     bench = sub.add_parser("bench", help="meta-training throughput, compile time and memory")
     bench.add_argument("experiment", nargs="?", default="log30")
