@@ -174,7 +174,6 @@ def ablate(
 ) -> Path:
     """Trains the experiment and each variant in its `ABLATIONS` (a dict of name -> Config
     changes), evaluates each exported optimizer on the test problems, writes a table."""
-    from ._compare import format_table  # noqa: F401 - same statistics as `make eval`
     from ._evaluate import summarize
 
     module = load_experiment(experiment)

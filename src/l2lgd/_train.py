@@ -7,6 +7,7 @@ bar, record file, snapshots, export), outside of jit.
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 import math
 import shutil
 import time
@@ -67,11 +68,6 @@ class TrainResult:
     train_time: float
 
 
-def rolling_mean(values: np.ndarray, window: int) -> float:
-    tail = np.asarray(values[-window:], dtype=np.float64)
-    return float(tail.mean()) if tail.size else float("nan")
-
-
 def validation_score(theta: Any, static: Any, config: Config, keys: jax.Array) -> float:
     """Mean log10(f(x_T-1) + 1e-38) over the validation problems: the model-selection score."""
     losses = _validation_losses(theta, static, config, keys)
@@ -127,7 +123,8 @@ def train(config: Config, run_dir: str | Path, options: RunOptions = RunOptions(
         truncate_record(run_dir, latest)
     elif (run_dir / RECORD).exists():
         (run_dir / RECORD).unlink()
-    record = list(np.fromfile(run_dir / RECORD, dtype="<f4")) if (run_dir / RECORD).exists() else []
+    # The last 1,000 final losses, for the progress bar and the snapshots' metrics.
+    recent = deque(np.fromfile(run_dir / RECORD, dtype="<f4")[-1000:] if (run_dir / RECORD).exists() else [], maxlen=1000)
 
     val_keys = problem_keys(VALIDATION_SEED, options.validation_problems)
     train_chunk = make_train_chunk(config, static)
@@ -151,11 +148,11 @@ def train(config: Config, run_dir: str | Path, options: RunOptions = RunOptions(
             finals = np.asarray(rec.final_log10)
             train_time += time.perf_counter() - t0
             step = int(state.step)
-            record.extend(finals.tolist())
+            recent.extend(finals.tolist())
             append_record(run_dir, finals)
             bar.update(n)
             bar.set_postfix(
-                log10_final=f"{rolling_mean(np.asarray(record), 1000):.2f}",
+                log10_final=f"{np.mean(recent):.2f}",
                 skipped=int(state.skipped),
                 refresh=False,
             )
@@ -169,7 +166,7 @@ def train(config: Config, run_dir: str | Path, options: RunOptions = RunOptions(
                 metrics = {
                     "step": step,
                     "skipped": int(state.skipped),
-                    "rolling_log10_final": rolling_mean(np.asarray(record), 1000),
+                    "rolling_log10_final": float(np.mean(recent, dtype=np.float64)),
                     "validation_log10_final": validation_score(state.theta, static, config, val_keys),
                     "validation_problems": options.validation_problems,
                 }
