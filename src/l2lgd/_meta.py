@@ -179,8 +179,8 @@ def make_meta_step(config: Config, static: LearnedOptimizer):
         if config.truncations == 1:
             return problems, None, 0, state.inner
         loss_fn, x0, keys = problems
-        tx = as_optax(eqx.combine(state.theta, static))
-        fresh = Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)
+        learned = as_optax(eqx.combine(state.theta, static))
+        fresh = Inner(loss_fn, x0, jax.vmap(learned.init)(x0), keys)
         index = state.step % config.truncations
         inner = jax.tree.map(lambda f, c: jnp.where(index == 0, f, c), fresh, state.inner)
         return (inner.loss_fn, inner.params, inner.key), inner.opt_state, index * config.num_steps, inner
