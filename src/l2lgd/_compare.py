@@ -43,6 +43,21 @@ def require_trained(run_dir: Path, experiment: str) -> None:
         )
 
 
+def evaluate_tx(tx: optax.GradientTransformation, config, keys, **extra) -> dict[str, Any]:
+    """One optimizer on the tasks `keys`: summary of the final losses and log10 loss per step."""
+    losses = run_optimizer(tx, config, keys)
+    return {"final": summarize(losses[:, -1]), "per_step": per_step_log10(losses), **extra}
+
+
+def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Each optax baseline of TUNED with its learning rate tuned on `val_keys`, run on `test_keys`."""
+    out = {}
+    for name, make in TUNED.items():
+        lr, grid = tune_learning_rate(make, LEARNING_RATES, config, val_keys, progress=progress, desc=name)
+        out[name] = evaluate_tx(make(lr), config, test_keys, learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
+    return out
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -60,18 +75,13 @@ def evaluate_run(
     opt, config, metrics = load_learned_optimizer(run_dir)
     test_keys = problem_keys(TEST_SEED, num_problems)
     val_keys = problem_keys(VALIDATION_SEED, validation_problems)
-    entries: dict[str, Any] = {}
-
-    def add(name, tx, **extra):
-        losses = run_optimizer(tx, config, test_keys)
-        entries[name] = {"final": summarize(losses[:, -1]), "per_step": per_step_log10(losses), **extra}
-
-    add(f"learned ({config.name})", as_optax(opt), step=metrics["step"])
-    add("seed sgd (lr 0.1)", seed_sgd(0.1), learning_rate=0.1)
-    add("seed rmsprop (lr 0.1)", seed_rmsprop(0.1), learning_rate=0.1)
-    for name, make in TUNED.items():
-        lr, grid = tune_learning_rate(make, LEARNING_RATES, config, val_keys, progress=progress, desc=name)
-        add(f"{name} (tuned)", make(lr), learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
+    entries: dict[str, Any] = {
+        f"learned ({config.name})": evaluate_tx(as_optax(opt), config, test_keys, step=metrics["step"]),
+        "seed sgd (lr 0.1)": evaluate_tx(seed_sgd(0.1), config, test_keys, learning_rate=0.1),
+        "seed rmsprop (lr 0.1)": evaluate_tx(seed_rmsprop(0.1), config, test_keys, learning_rate=0.1),
+    }
+    for name, entry in tuned_baselines(config, val_keys, test_keys, progress=progress).items():
+        entries[f"{name} (tuned)"] = entry
     result = {
         "experiment": config.name,
         "config": config.to_dict(),

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ._checkpoint import load_learned_optimizer
-from ._compare import LEARNING_RATES, TUNED
-from ._evaluate import TEST_SEED, VALIDATION_SEED, per_step_log10, problem_keys, run_optimizer, summarize, tune_learning_rate
+from ._compare import LEARNING_RATES, TUNED, evaluate_tx, tuned_baselines
+from ._evaluate import TEST_SEED, VALIDATION_SEED, problem_keys
 from ._figures import _save
 from ._optax_face import as_optax
 
@@ -36,18 +36,11 @@ SETTINGS = (
 
 
 def run_setting(run_dir: str, changes: dict[str, Any], test_tasks: int, validation_tasks: int) -> dict[str, Any]:
+    """The trained optimizer of `run_dir` and the tuned baselines on the setting `changes`."""
     opt, config, _ = load_learned_optimizer(run_dir)
     config = config.replace(**changes)
     test, val = problem_keys(TEST_SEED, test_tasks), problem_keys(VALIDATION_SEED, validation_tasks)
-    out = {}
-    losses = run_optimizer(as_optax(opt), config, test)
-    out["learned"] = {"final": summarize(losses[:, -1]), "per_step": per_step_log10(losses), "mean_loss": np.nanmean(losses, 0).tolist()}
-    for name, make in TUNED.items():
-        lr, _ = tune_learning_rate(make, LEARNING_RATES, config, val, progress=False)
-        losses = run_optimizer(make(lr), config, test)
-        out[name] = {"final": summarize(losses[:, -1]), "per_step": per_step_log10(losses), "learning_rate": lr,
-                     "mean_loss": np.nanmean(losses, 0).tolist()}
-    return out
+    return {"learned": evaluate_tx(as_optax(opt), config, test), **tuned_baselines(config, val, test, progress=False)}
 
 
 def figure(path: Path, title: str, results: dict[str, Any]) -> Path:
