@@ -27,3 +27,27 @@ def test_eval_of_an_untrained_run_names_the_train_command(tmp_path):
         cli.main(["eval", "log30", "--out", str(tmp_path / "none")])
     with pytest.raises(SystemExit, match=r"make train EXP=sum"):
         cli.main(["figures", "sum", "--out", str(tmp_path / "none")])
+
+
+def test_several_seeds_train_in_parallel_and_the_best_is_exported(tmp_path):
+    import json
+    import os
+
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "tiny.py").write_text(
+        "from l2lgd import Config\nCONFIG = Config(name='tiny', num_steps=5, hidden_size=4, meta_steps=10)\n"
+    )
+    env = dict(os.environ, L2LGD_EXPERIMENTS=str(tmp_path / "exps"))
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "l2lgd", "train", "tiny", "--seeds", "2", "--out", str(out), "--checkpoint-every", "5"],
+        env=env, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scores = {}
+    for seed in (0, 1):
+        step_dir = next((out / f"seed{seed}" / "optimizer").iterdir())
+        scores[seed] = json.loads((step_dir / "metrics" / "metadata").read_text())["validation_log10_final"]
+        assert json.loads((out / f"seed{seed}" / "config.json").read_text())["seed"] == seed
+    best = next((out / "optimizer").iterdir())
+    assert json.loads((best / "metrics" / "metadata").read_text())["validation_log10_final"] == min(scores.values())

@@ -30,9 +30,10 @@ def _workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _train_all(jobs: list[tuple], workers: int | None = None) -> dict[Path, float]:
+def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = True) -> dict[Path, float]:
     """Runs `python -m l2lgd train EXP --seed S --out OUT [extra...]` for every job
-    `(exp, seed, out, *extra)`, `workers` at a time, each pinned to its own core."""
+    `(exp, seed, out, *extra)`, `workers` at a time (default: one per core), each pinned to its
+    own core. Returns each run's wall time."""
     pending, running, walls = list(jobs), {}, {}
     free_cores = list(range(workers or _workers()))
     while pending or running:
@@ -40,7 +41,7 @@ def _train_all(jobs: list[tuple], workers: int | None = None) -> dict[Path, floa
             exp, seed, out, *extra = pending.pop(0)
             core = free_cores.pop(0)
             cmd = [sys.executable, "-m", "l2lgd", "train", exp, "--seed", str(seed), "--out", str(out),
-                   "--core", str(core), "--fresh", "--no-progress", *extra]
+                   "--core", str(core), "--no-progress", *(["--fresh"] if fresh else []), *extra]
             print(f"[l2lgd] training {exp} seed {seed} {' '.join(extra)} on core {core}", flush=True)
             running[subprocess.Popen(cmd)] = (out, core, time.perf_counter())
         time.sleep(0.2)
@@ -74,7 +75,7 @@ def reproduce(
     figures = report.parent / "figures"
     modules = {name: load_experiment(name) for name in experiments}
     jobs = [(name, s, root / name / f"seed{s}") for name in experiments for s in range(seeds)]
-    walls = _train_all(jobs)
+    walls = train_all(jobs)
 
     rows, tables, comparison = [], [], {}
     for name in experiments:
@@ -183,7 +184,7 @@ def ablate(
     for i, (name, changes) in enumerate(variants.items()):
         extra = [f"--set={k}={v!r}" for k, v in changes.items()]
         jobs.append((experiment, module.CONFIG.seed, root / f"variant{i}", *extra))
-    walls = _train_all(jobs)
+    walls = train_all(jobs)
     lines = [
         f"# Ablations of `{experiment}`",
         "",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -94,27 +93,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _train_seeds(args: argparse.Namespace, config) -> None:
     """Independent seeds in parallel processes, one per core, then the best one exported."""
+    from ._checkpoint import export_best_of
+    from ._report import train_all
+
     out = Path(args.out) if args.out else Path("runs") / config.name
     first = args.seed if args.seed is not None else config.seed
     seeds = range(first, first + args.seeds)
-    procs = []
-    for i, seed in enumerate(seeds):
-        cmd = [sys.executable, "-m", "l2lgd", "train", args.experiment, "--seed", str(seed),
-               "--out", str(out / f"seed{seed}"), "--core", str(i), "--max-skips", str(args.max_skips)]
-        if args.checkpoint_every:
-            cmd += ["--checkpoint-every", str(args.checkpoint_every)]
-        if args.steps is not None:
-            cmd += ["--steps", str(args.steps)]
-        if args.fresh:
-            cmd.append("--fresh")
-        if args.no_progress or i > 0:
-            cmd.append("--no-progress")
-        procs.append(subprocess.Popen(cmd))
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        sys.exit(f"seed runs failed with exit codes {codes}")
-    from ._checkpoint import export_best_of
-
+    extra = ["--max-skips", str(args.max_skips)]
+    extra += ["--steps", str(args.steps)] if args.steps is not None else []
+    extra += ["--checkpoint-every", str(args.checkpoint_every)] if args.checkpoint_every else []
+    extra += [f"--set={item}" for item in args.set or []]
+    try:
+        train_all([(args.experiment, s, out / f"seed{s}", *extra) for s in seeds], fresh=args.fresh)
+    except RuntimeError as e:
+        sys.exit(f"error: {e}")
     best = export_best_of([out / f"seed{s}" for s in seeds], out)
     print(f"best of seeds {list(seeds)}: {best} -> {out / 'optimizer'}")
 
