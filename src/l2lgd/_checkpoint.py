@@ -130,6 +130,13 @@ def _state_tree(state: TrainState) -> dict[str, Any]:
     return tree
 
 
+def _restore_state(step_dir: Path, config: Config) -> TrainState:
+    """The TrainState stored in `step_dir`, checked against and rebuilt from `config`."""
+    abstract = _state_tree(jax.eval_shape(lambda: init_state(config)[0]))
+    _check_shapes(step_dir, "state", abstract, config)
+    return TrainState(**_restore_item(step_dir, "state", abstract))
+
+
 class RunCheckpoints:
     """The snapshots of one meta-training run, in `<run_dir>/snapshots`."""
 
@@ -167,10 +174,7 @@ class RunCheckpoints:
     def restore(self, step: int) -> tuple[TrainState, Config]:
         """The training state at `step`, rebuilt from the config stored beside it."""
         config = self.config(step)
-        abstract = _state_tree(jax.eval_shape(lambda: init_state(config)[0]))
-        step_dir = self.directory / str(step)
-        _check_shapes(step_dir, "state", abstract, config)
-        return TrainState(**_restore_item(step_dir, "state", abstract)), config
+        return _restore_state(self.directory / str(step), config), config
 
     def close(self) -> None:
         self.manager.close()
@@ -235,14 +239,12 @@ def load_learned_optimizer(
     config = _parse_config(_read_json_item(step_dir, "config"), step_dir / "config")
     metrics = _read_json_item(step_dir, "metrics")
     opt = skeleton(config)
-    theta_abstract = eqx.filter(opt, _is_array_like)
     if item == "state":
-        abstract = _state_tree(jax.eval_shape(lambda: init_state(config)[0]))
+        theta = _restore_state(step_dir, config).theta
     else:
-        abstract = theta_abstract
-    _check_shapes(step_dir, item, abstract, config)
-    restored = _restore_item(step_dir, item, abstract)
-    theta = restored["theta"] if item == "state" else restored
+        abstract = eqx.filter(opt, _is_array_like)
+        _check_shapes(step_dir, item, abstract, config)
+        theta = _restore_item(step_dir, item, abstract)
     static = eqx.filter(opt, _is_array_like, inverse=True)
     return eqx.combine(theta, static), config, metrics
 

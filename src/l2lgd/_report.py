@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ._checkpoint import EXPORT, export_best_of, load_learned_optimizer, load_record
-from ._compare import evaluate_run, format_table
-from ._evaluate import TEST_SEED, log10_losses, problem_keys, run_optimizer
+from ._compare import evaluate_run, evaluate_tx, format_table
+from ._evaluate import TEST_SEED, problem_keys, run_optimizer
 from ._experiments import load_experiment
 from ._figures import convergence, draw_run_figures
 from ._optax_face import as_optax
@@ -56,8 +56,7 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
 
 def _test_mean(run_dir: Path, num_problems: int) -> float:
     opt, config, _ = load_learned_optimizer(run_dir)
-    losses = run_optimizer(as_optax(opt), config, problem_keys(TEST_SEED, num_problems))
-    return float(log10_losses(losses[:, -1]).mean())
+    return evaluate_tx(as_optax(opt), config, problem_keys(TEST_SEED, num_problems))["final"]["mean"]
 
 
 def reproduce(
