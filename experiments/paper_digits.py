@@ -9,11 +9,13 @@ truncated unrolls of 20; the paper's preprocessing (p = 10), output scale 0.1, m
 the sum of the losses, second-order terms dropped. One task per meta-step, 1,500 meta-steps
 (300 tasks of 100 steps); 32 validation tasks for model selection and for tuning baselines.
 
-Measured (`make eval EXP=paper_digits`, 200 test tasks): mean final loss 0.0725 ± 0.0077; it
-beats tuned SGD (0.181) and RMSProp (0.143) but not tuned Nesterov (0.0524 ± 0.0044), momentum
-(0.0617) or Adam (0.0621): 1.38x the best. What was tried, validation mean log10 of the final
-loss over 32 tasks (higher is worse), each with the command:
-- as shipped: -1.29 (best snapshot at meta-step 250; later snapshots score worse);
+Measured (`make eval EXP=paper_digits`, 200 test tasks): mean final loss 0.0626 ± 0.0060; it
+beats tuned SGD (0.181) and RMSProp (0.143), is level with tuned momentum (0.0617 ± 0.0045) and
+Adam (0.0621 ± 0.0041), and loses to Nesterov (0.0524 ± 0.0044): 1.19x the best. Validation
+mean log10 of the final loss over 32 tasks (higher is worse): -1.30 as shipped (best snapshot at
+meta-step 1,250 of 1,500). Tried before the LSTM's gates were computed in one pass (the same
+function to float32 rounding; an earlier training of this config, exported at meta-step 250,
+scored -1.29 and 0.0725 on test), each with the command:
 - `--set "objective='sum_log'"`: -1.17;
 - `--set "preprocessing='lr_ratio'" --set "objective='sum_log'"` (the floor design): -0.93;
 - batch 4 tasks per meta-step: about 0.25 s a meta-step here, too slow for the 15-minute budget.

@@ -1,8 +1,9 @@
 """`make bench`: meta-training throughput, compile time and memory, against a naive loop.
 
 The naive implementation is what one writes first: one jitted meta-step per Python call (the
-batch by `vmap`, problems drawn inside the step). It is measured in the same run, so the ratio
-is a like-for-like comparison on whatever machine runs it.
+batch by `vmap`, problems drawn inside the step, `jax.grad` of the unroll). The training
+program with `jax.grad`'s meta-gradient instead of the fused one (`_fused.py`) is measured too.
+All run in the same process, so the ratios are like-for-like on whatever machine runs them.
 """
 
 from __future__ import annotations
@@ -34,13 +35,9 @@ def _time(fn, min_seconds: float) -> tuple[float, int]:
             return elapsed, done
 
 
-def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) -> dict[str, Any]:
-    """Meta-steps/s of the scanned implementation and of the naive loop, and compile times."""
-    state, opt = init_state(config)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
-    chunk = chunk or max(1, min(1000, 20_000 // config.batch_size))
-
-    train_chunk = make_train_chunk(config, static)
+def _chunk_speed(config, state, static, chunk: int, min_seconds: float, fused: bool) -> tuple[float, float]:
+    """(meta-steps/s, compile seconds) of `make_train_chunk` with the fused or autodiff meta-gradient."""
+    train_chunk = make_train_chunk(config, static, fused=fused)
     t0 = time.perf_counter()
     compiled = train_chunk.lower(state, chunk).compile()
     compile_s = time.perf_counter() - t0
@@ -53,9 +50,20 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
 
     run_chunk()  # warm-up
     elapsed, done = _time(run_chunk, min_seconds)
-    fast = done / elapsed
+    return done / elapsed, compile_s
 
-    meta_step = make_meta_step(config, static)
+
+def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) -> dict[str, Any]:
+    """Meta-steps/s and compile times of the training program (scanned chunks, fused
+    meta-gradient), of the same with `jax.grad`'s meta-gradient, and of the naive loop."""
+    state, opt = init_state(config)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    chunk = chunk or max(1, min(1000, 20_000 // config.batch_size))
+    fast, compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=True)
+    autodiff, _ = _chunk_speed(config, state, static, chunk, min_seconds, fused=False)
+    holder = {}
+
+    meta_step = make_meta_step(config, static, fused=False)
     problems = make_problem_batch(config)
     naive_step = jax.jit(lambda s: meta_step(s, problems(s.key, s.step)))
     t0 = time.perf_counter()
@@ -81,6 +89,8 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
         "naive_problems_per_s": naive * config.batch_size,
         "naive_compile_s": naive_compile_s,
         "speedup": fast / naive,
+        "autodiff_meta_steps_per_s": autodiff,
+        "fused_speedup": fast / autodiff,
     }
 
 
@@ -131,12 +141,14 @@ def format_bench(result: dict[str, Any]) -> str:
     lines = [
         f"{result['experiment']}: meta-training throughput ({result['machine']['devices'][0]}, pinned to one of {result['machine']['cpus']} CPUs)",
         "",
-        "| batch | meta-steps/s | problems/s | compile s | naive meta-steps/s | naive compile s | speedup |",
-        "|---|---|---|---|---|---|---|",
+        "| batch | meta-steps/s | problems/s | compile s | jax.grad meta-steps/s | fused vs jax.grad "
+        "| naive meta-steps/s | naive compile s | vs naive |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['batch_size']} | {r['meta_steps_per_s']:,.0f} | {r['problems_per_s']:,.0f} | {r['compile_s']:.1f} | "
+            f"{r['autodiff_meta_steps_per_s']:,.0f} | {r['fused_speedup']:.2f}x | "
             f"{r['naive_meta_steps_per_s']:,.0f} | {r['naive_compile_s']:.1f} | {r['speedup']:.2f}x |"
         )
     m = result["memory"]

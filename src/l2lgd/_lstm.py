@@ -14,6 +14,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
@@ -28,6 +29,20 @@ def glorot_uniform(key: PRNGKeyArray, fan_in: int, fan_out: int) -> Float[Array,
     """TF's default `glorot_uniform_initializer` for a `[fan_in, fan_out]` kernel."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return jax.random.uniform(key, (fan_in, fan_out), minval=-limit, maxval=limit)
+
+
+def gate_activations(gates: Float[Array, "n 4hidden"], forget_bias: float, axis: int = -1) -> Float[Array, "n 4hidden"]:
+    """(sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)) of the gates (i, j, f, o) laid
+    out along `axis`, in one elementwise pass: sigmoid(x) = (1 + tanh(x / 2)) / 2, so every gate
+    costs one tanh, and the result is one array (on CPU one kernel instead of four)."""
+    hidden = gates.shape[axis] // 4
+    along = (slice(None),) + (None,) * (gates.ndim - 1 - axis % gates.ndim)
+    is_tanh = np.repeat(np.array([0.0, 1.0, 0.0, 0.0]), hidden)[along]
+    scale = 0.5 + 0.5 * is_tanh  # input and output scale: 1/2 for the sigmoids, 1 for tanh
+    shift = np.repeat(np.array([0.0, 0.0, 0.5 * forget_bias, 0.0]), hidden)[along]
+    dtype = gates.dtype
+    inner = jnp.tanh(gates * scale.astype(dtype) + shift.astype(dtype))
+    return inner * scale.astype(dtype) + (0.5 - 0.5 * is_tanh).astype(dtype)
 
 
 class CoordinateLSTM(eqx.Module):
@@ -83,9 +98,9 @@ class CoordinateLSTM(eqx.Module):
         cs, hs = [], []
         for layer, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
             gates = jnp.concatenate([x, state.h[layer]], axis=-1) @ kernel + bias
-            i, j, f, o = jnp.split(gates, 4, axis=-1)
-            c = jax.nn.sigmoid(f + self.forget_bias) * state.c[layer] + jax.nn.sigmoid(i) * jnp.tanh(j)
-            x = jax.nn.sigmoid(o) * jnp.tanh(c)
+            i, j, f, o = jnp.split(gate_activations(gates, self.forget_bias), 4, axis=-1)
+            c = f * state.c[layer] + i * j
+            x = o * jnp.tanh(c)
             cs.append(c)
             hs.append(x)
         out = x @ self.out_kernel + self.out_bias

@@ -1,0 +1,102 @@
+"""The fused meta-gradient (hand-written LSTM backward pass) equals `jax.grad` of the generic unroll."""
+
+import chex
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import l2lgd
+from l2lgd._fused import fused_supported, make_fused_unroll
+from l2lgd._meta import init_state, make_meta_gradient, make_problem_batch
+
+BASE = l2lgd.Config(num_steps=6, hidden_size=5, batch_size=3, dim=3)
+
+CASES = {
+    "identity/sum": BASE,
+    "log_rescale/end_log": BASE.replace(preprocessing="log_rescale", min_log_gradient=30.0, objective="end_log"),
+    "log_rescale/first_order": BASE.replace(preprocessing="log_rescale", objective="end", second_order=False),
+    "lr_ratio/sum_log": BASE.replace(preprocessing="lr_ratio", objective="sum_log"),
+    "paper/one_layer": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=1, min_log_gradient=10.0),
+    "paper/three_layers": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=3, min_log_gradient=10.0),
+    "digits/minibatch": BASE.replace(task="digits", preprocessing="paper", min_log_gradient=10.0, hidden_units=(4,), minibatch=16),
+}
+
+
+def _grads(config, fused, start_at_zero=False):
+    state, opt = init_state(config)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    problems = make_problem_batch(config)(state.key, state.step)
+    if start_at_zero:  # x0 = 0: every loss and gradient of the unroll is exactly 0
+        problems = (problems[0], jnp.zeros_like(problems[1]), *problems[2:])
+    return jax.jit(make_meta_gradient(config, static, fused=fused))(state.theta, problems)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fused_meta_gradient_equals_autodiff(name):
+    config = CASES[name]
+    objective, finals, grads, carries = _grads(config, fused=True)
+    ref_objective, ref_finals, ref_grads, ref_carries = _grads(config, fused=False)
+    np.testing.assert_allclose(objective, ref_objective, rtol=1e-5)
+    np.testing.assert_allclose(finals, ref_finals, rtol=1e-4)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
+    assert scale > 0
+    chex.assert_trees_all_close(grads, ref_grads, atol=1e-5 * scale, rtol=1e-4)
+    chex.assert_trees_all_equal_structs(carries, ref_carries)
+    chex.assert_trees_all_close(carries, ref_carries, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_continues_a_truncated_unroll():
+    """From a carried optimizer state (with a preprocessing state) and a later start."""
+    config = BASE.replace(task="paper_quadratic", preprocessing="lr_ratio", objective="sum_log")
+    _, _, _, carries = _grads(config, fused=False)
+    params, opt_states = carries
+    state, opt = init_state(config)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    loss_fn, _, keys = make_problem_batch(config)(state.key, state.step)
+    problems = (loss_fn, params, keys)
+    results = {}
+    for fused in (True, False):
+        fn = jax.jit(make_meta_gradient(config, static, fused=fused))
+        results[fused] = fn(state.theta, problems, opt_states, jnp.int32(config.num_steps))
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(results[False][2]))
+    chex.assert_trees_all_close(results[True][2], results[False][2], atol=1e-5 * scale, rtol=1e-4)
+
+
+def test_fused_losses_are_the_unroll_losses(tiny):
+    config = tiny.replace(batch_size=2, preprocessing="log_rescale")
+    state, opt = init_state(config)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    problems = make_problem_batch(config)(state.key, state.step)
+    losses, (params, _) = make_fused_unroll(config, static)(state.theta, problems)
+    chex.assert_shape(losses, (2, config.num_steps))
+    loss = l2lgd.make_meta_loss(config.replace(objective="end"), static)
+    for b in range(2):
+        problem = jax.tree.map(lambda x: x[b], problems)
+        final, (_, (ref_params, _)) = loss(state.theta, problem)
+        np.testing.assert_allclose(losses[b, -1], final, rtol=1e-5)
+        np.testing.assert_allclose(params[b], ref_params, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_is_used_where_supported_and_refused_where_not(tiny):
+    assert fused_supported(tiny)
+    assert not fused_supported(tiny.replace(per_problem_clip=True))
+    assert not fused_supported(tiny.replace(num_steps=40))
+    state, opt = init_state(tiny)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    with pytest.raises(ValueError, match="per_problem_clip"):
+        make_meta_gradient(tiny.replace(per_problem_clip=True), static, fused=True)
+    # The default falls back to autodiff where the fused path does not apply.
+    make_meta_gradient(tiny.replace(per_problem_clip=True), static)
+
+
+@pytest.mark.parametrize("preprocessing", ["lr_ratio", "log_rescale"])
+def test_fused_meta_gradient_is_finite_at_exact_zero_losses(preprocessing):
+    """The floor's regime: losses of exactly 0 give a finite meta-gradient, equal to autodiff's."""
+    config = BASE.replace(preprocessing=preprocessing, objective="sum_log")
+    objective, finals, grads, _ = _grads(config, fused=True, start_at_zero=True)
+    assert np.all(finals == 0) and np.isfinite(objective)
+    chex.assert_tree_all_finite(grads)
+    chex.assert_trees_all_close(grads, _grads(config, fused=False, start_at_zero=True)[2], atol=1e-6)
