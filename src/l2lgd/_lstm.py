@@ -31,15 +31,14 @@ def glorot_uniform(key: PRNGKeyArray, fan_in: int, fan_out: int) -> Float[Array,
     return jax.random.uniform(key, (fan_in, fan_out), minval=-limit, maxval=limit)
 
 
-def gate_activations(gates: Float[Array, "n 4hidden"], forget_bias: float, axis: int = -1) -> Float[Array, "n 4hidden"]:
-    """(sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)) of the gates (i, j, f, o) laid
-    out along `axis`, in one elementwise pass: sigmoid(x) = (1 + tanh(x / 2)) / 2, so every gate
-    costs one tanh, and the result is one array (on CPU one kernel instead of four)."""
-    hidden = gates.shape[axis] // 4
-    along = (slice(None),) + (None,) * (gates.ndim - 1 - axis % gates.ndim)
-    is_tanh = np.repeat(np.array([0.0, 1.0, 0.0, 0.0]), hidden)[along]
+def gate_activations(gates: Float[Array, "n 4hidden"], forget_bias: float) -> Float[Array, "n 4hidden"]:
+    """(sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)) of the gates (i, j, f, o), in one
+    elementwise pass: sigmoid(x) = (1 + tanh(x / 2)) / 2, so every gate costs one tanh, and the
+    result is one array (on CPU one kernel instead of four)."""
+    hidden = gates.shape[-1] // 4
+    is_tanh = np.repeat(np.array([0.0, 1.0, 0.0, 0.0]), hidden)
     scale = 0.5 + 0.5 * is_tanh  # input and output scale: 1/2 for the sigmoids, 1 for tanh
-    shift = np.repeat(np.array([0.0, 0.0, 0.5 * forget_bias, 0.0]), hidden)[along]
+    shift = np.repeat(np.array([0.0, 0.0, 0.5 * forget_bias, 0.0]), hidden)
     dtype = gates.dtype
     inner = jnp.tanh(gates * scale.astype(dtype) + shift.astype(dtype))
     return inner * scale.astype(dtype) + (0.5 - 0.5 * is_tanh).astype(dtype)
