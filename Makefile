@@ -10,7 +10,7 @@ SEEDS ?=
 STEPS ?=
 OUT ?=
 
-TRAIN_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(OUT),--out $(OUT))
+TRAIN_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(OUT),--out "$(OUT)")
 
 .PHONY: install train test eval figures bench reproduce paper clean
 
@@ -26,10 +26,10 @@ train: $(STAMP)
 	$(PY) -m l2lgd train $(EXP) $(TRAIN_ARGS) $(ARGS)
 
 eval: $(STAMP)
-	$(PY) -m l2lgd eval $(EXP) $(if $(OUT),--out $(OUT)) $(ARGS)
+	$(PY) -m l2lgd eval $(EXP) $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 figures: $(STAMP)
-	$(PY) -m l2lgd figures $(EXP) $(if $(OUT),--out $(OUT)) $(ARGS)
+	$(PY) -m l2lgd figures $(EXP) $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 reproduce: $(STAMP)
 	$(PY) -m l2lgd reproduce $(ARGS)

@@ -19,6 +19,13 @@ def test_json_round_trip():
         ("objective", "mean", ["objective", "'mean'", "'sum'", "'end'", "'end_log'"]),
         ("preprocessing", "log", ["preprocessing", "'log'", "'identity'", "'log_rescale'"]),
         ("second_order", 1, ["second_order", "True or False"]),
+        ("meta_lr", float("inf"), ["meta_lr", "finite", "inf"]),
+        ("clip_norm", float("nan"), ["clip_norm", "finite"]),
+        ("seed", 2**32, ["seed", "[0, 2**32)", "4294967296"]),
+        ("seed", -1, ["seed", "-1"]),
+        ("name", "../../x", ["name", "'../../x'", "folder"]),
+        ("name", "a/b", ["name", "'a/b'"]),
+        ("dataset", "mnist", ["dataset", "'mnist'", "'digits'", "'wine'"]),
     ],
 )
 def test_invalid_values_name_the_field_and_allowed_values(field, value, words):

@@ -21,9 +21,12 @@ def test_grid_search_finds_the_known_best_rate():
     # On f(x) = sum((s x)^2) with s = 1 exactly, SGD with lr 0.5 lands on 0 in one step:
     # x - 0.5 * 2x = 0. It must win the grid.
     config = l2lgd.Config(dim=3)
-    sample = lambda key: (l2lgd.Quadratic(np.ones(3, np.float32)), l2lgd.sample_quadratic(key, 3)[1])
+    class UnitScale(l2lgd.TaskFamily):
+        def sample(self, key):
+            return l2lgd.Quadratic(np.ones(3, np.float32)), l2lgd.sample_quadratic(key, 3)[1]
+
     best, scores = tune_learning_rate(
-        optax.sgd, [0.1, 0.3, 0.5, 0.7], config, problem_keys(0, 16), progress=False, sample=sample
+        optax.sgd, [0.1, 0.3, 0.5, 0.7], config, problem_keys(0, 16), progress=False, family=UnitScale()
     )
     assert best == 0.5
     assert scores[0.5] == pytest.approx(-38.0)

@@ -11,9 +11,11 @@ A run folder (e.g. `checkpoints/log30/`) holds:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ._config import Config
+from ._config import Config, stored_configs
 from ._meta import TrainState, init_state
 from ._optimizer import LearnedOptimizer, make_optimizer
 
@@ -30,6 +32,7 @@ FORMAT_VERSION = 1
 SNAPSHOTS = "snapshots"
 EXPORT = "optimizer"
 RECORD = "final_log10.f32"
+CHECKSUMS = "checksums"
 
 
 def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
@@ -37,7 +40,7 @@ def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     for item in ("state", "weights"):
         registry.add(item, ocp.args.StandardSave, ocp.StandardCheckpointHandler)
         registry.add(item, ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
-    for item in ("config", "metrics"):
+    for item in ("config", "metrics", CHECKSUMS):
         registry.add(item, ocp.args.JsonSave, ocp.JsonCheckpointHandler)
         registry.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
     return registry
@@ -64,7 +67,8 @@ def _parse_config(data: Any, where: Path) -> Config:
             f"version {FORMAT_VERSION}."
         )
     try:
-        return Config.from_dict(data["config"])
+        with stored_configs():
+            return Config.from_dict(data["config"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where} holds an invalid config: {e}") from None
 
@@ -104,12 +108,40 @@ def _check_shapes(step_dir: Path, item: str, abstract: Any, config: Config) -> N
         )
 
 
+def checksums(tree: Any) -> dict[str, str]:
+    """SHA-256 of every array leaf's bytes (with its dtype and shape), by leaf path."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+        out[jax.tree_util.keystr(path) or "<root>"] = digest.hexdigest()
+    return out
+
+
+def _verify(step_dir: Path, item: str, tree: Any) -> None:
+    """Compares restored arrays with the checksums written beside them (checkpoints written
+    before checksums existed have none and are not checked)."""
+    if not (step_dir / CHECKSUMS).is_dir():
+        return
+    stored = _read_json_item(step_dir, CHECKSUMS).get(item, {})
+    for path, digest in checksums(tree).items():
+        if stored.get(path) != digest:
+            raise ValueError(
+                f"{step_dir / item} is corrupt: the array {path} does not match the checksum stored in "
+                f"{step_dir / CHECKSUMS}."
+            )
+
+
 def _restore_item(step_dir: Path, item: str, abstract: Any):
     try:
         with ocp.StandardCheckpointer() as checkpointer:
-            return checkpointer.restore((step_dir / item).absolute(), abstract)
+            tree = checkpointer.restore((step_dir / item).absolute(), abstract)
     except Exception as e:  # noqa: BLE001 - name the file, not a frame deep inside orbax.
-        raise ValueError(f"{step_dir / item} is truncated or corrupt ({e.__class__.__name__}: {e}).") from None
+        message = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ValueError(f"{step_dir / item} is truncated or corrupt ({e.__class__.__name__}: {message}).") from None
+    _verify(step_dir, item, tree)
+    return tree
 
 
 def _is_array_like(x: Any) -> bool:
@@ -130,9 +162,10 @@ def _state_tree(state: TrainState) -> dict[str, Any]:
     return tree
 
 
-def _restore_state(step_dir: Path, config: Config) -> TrainState:
-    """The TrainState stored in `step_dir`, checked against and rebuilt from `config`."""
-    abstract = _state_tree(jax.eval_shape(lambda: init_state(config)[0]))
+def _restore_state(step_dir: Path, config: Config, family=None) -> TrainState:
+    """The TrainState stored in `step_dir`, checked against and rebuilt from `config` (and, for
+    truncated training, the `family` of the tasks in flight: default, the config's)."""
+    abstract = _state_tree(jax.eval_shape(lambda: init_state(config, family)[0]))
     _check_shapes(step_dir, "state", abstract, config)
     return TrainState(**_restore_item(step_dir, "state", abstract))
 
@@ -159,6 +192,7 @@ class RunCheckpoints:
                 state=ocp.args.StandardSave(_state_tree(state)),
                 config=ocp.args.JsonSave(_config_json(config)),
                 metrics=ocp.args.JsonSave(metrics),
+                checksums=ocp.args.JsonSave({"state": checksums(_state_tree(state))}),
             ),
             force=True,
         )
@@ -171,32 +205,59 @@ class RunCheckpoints:
     def metrics(self, step: int) -> dict[str, Any]:
         return _read_json_item(self.directory / str(step), "metrics")
 
-    def restore(self, step: int) -> tuple[TrainState, Config]:
+    def restore(self, step: int, family=None) -> tuple[TrainState, Config]:
         """The training state at `step`, rebuilt from the config stored beside it."""
         config = self.config(step)
-        return _restore_state(self.directory / str(step), config), config
+        return _restore_state(self.directory / str(step), config, family), config
+
+    def set_aside(self, step: int) -> Path:
+        """Moves the (damaged) snapshot `step` to `<run_dir>/damaged/<step>`, out of the run."""
+        target = self.run_dir / "damaged" / str(step)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(exist_ok=True)
+        (self.directory / str(step)).rename(target)
+        self.manager.reload()
+        return target
 
     def close(self) -> None:
         self.manager.close()
 
 
 def export_optimizer(run_dir: str | Path, theta: Any, config: Config, metrics: dict[str, Any]) -> Path:
-    """Writes `<run_dir>/optimizer/<step>/`: weights, config and metrics of a trained optimizer."""
+    """Writes `<run_dir>/optimizer/<step>/`: weights, config, metrics and checksums of a trained
+    optimizer. Atomic: the new export is complete on disk before the old one is removed."""
     directory = Path(run_dir) / EXPORT
-    if directory.exists():
-        shutil.rmtree(directory)
-    manager = _manager(directory)
+    staging = Path(run_dir) / f".{EXPORT}.new"
+    if staging.exists():
+        shutil.rmtree(staging)
+    manager = _manager(staging)
     manager.save(
         int(metrics["step"]),
         args=ocp.args.Composite(
             weights=ocp.args.StandardSave(theta),
             config=ocp.args.JsonSave(_config_json(config)),
             metrics=ocp.args.JsonSave(metrics),
+            checksums=ocp.args.JsonSave({"weights": checksums(theta)}),
         ),
     )
     manager.wait_until_finished()
     manager.close()
+    replace_folder(staging, directory)
     return directory
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Puts the complete folder `new` at `target`: the old one is moved aside first and removed
+    only once `new` is in place, so a crash leaves one of them whole."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def _find_steps(directory: Path) -> list[int]:
@@ -209,12 +270,17 @@ def load_learned_optimizer(
     """Loads a trained optimizer: its module, its config and its metrics.
 
     Args:
-        path: a run folder (e.g. `checkpoints/log30`), or its `optimizer/` folder.
+        path: a run folder (e.g. `checkpoints/log30`), or its `optimizer/` folder, or the name
+            of a shipped optimizer (`l2lgd.list_optimizers()`), e.g. "log30".
         step: None for the exported (best) optimizer; else the snapshot at that meta-step.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No such checkpoint folder: {path}")
+    from ._shipped import resolve_optimizer_path
+
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
+        raise TypeError(f"step must be an integer meta-step or None, got {step!r} ({type(step).__name__}).")
+    path = resolve_optimizer_path(path)
+    if path.parent.name == EXPORT and path.name.isdigit() and step is None:
+        path = path.parent  # a step folder of an export: the export itself
     if not path.is_dir():
         raise ValueError(f"{path} is a file; expected an l2lgd run folder such as checkpoints/log30.")
     if path.name == EXPORT and step is None:
@@ -268,10 +334,14 @@ def truncate_record(run_dir: Path, num_steps: int) -> None:
     path = Path(run_dir) / RECORD
     size = path.stat().st_size if path.exists() else 0
     if size < 4 * num_steps:
-        raise ValueError(
+        warnings.warn(
             f"{path} holds {size // 4} meta-steps but the snapshot to resume is at step {num_steps}: "
-            "the record is incomplete. Start afresh with --fresh."
+            "the missing entries are recorded as NaN (the weights are unaffected).",
+            stacklevel=2,
         )
+        with open(path, "ab") as f:
+            f.truncate(size // 4 * 4)
+            f.write(np.full(num_steps - size // 4, np.nan, dtype="<f4").tobytes())
     with open(path, "r+b") as f:
         f.truncate(4 * num_steps)
 
@@ -289,10 +359,11 @@ def export_best_of(run_dirs: list[Path], out: str | Path) -> Path:
     if not scored:
         raise ValueError(f"None of {[str(r) for r in run_dirs]} holds an exported optimizer.")
     _, best = min(scored)
-    target = Path(out) / EXPORT
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(best / EXPORT, target)
+    staging = Path(out) / f".{EXPORT}.new"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(best / EXPORT, staging)
+    replace_folder(staging, Path(out) / EXPORT)
     return best
 
 
@@ -300,11 +371,12 @@ def load_optimizer(path: str | Path, step: int | None = None):
     """A trained optimizer as an `optax.GradientTransformation`.
 
     Args:
-        path: a run folder such as `checkpoints/log30` (or its `optimizer/` folder).
+        path: a run folder such as `checkpoints/log30` (or its `optimizer/` folder), or the
+            name of a shipped optimizer (`l2lgd.list_optimizers()`), e.g. "log30".
         step: None for the exported best snapshot; else the snapshot at that meta-step.
 
     Example:
-        >>> tx = l2lgd.load_optimizer("checkpoints/log30")
+        >>> tx = l2lgd.load_optimizer("log30")
         >>> state = tx.init(params)
         >>> updates, state = tx.update(jax.grad(loss)(params), state)
         >>> params = optax.apply_updates(params, updates)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import optax
 
@@ -16,9 +17,10 @@ from ._evaluate import (
     VALIDATION_SEED,
     per_step_log10,
     problem_keys,
-    run_optimizer,
     summarize,
+    summarize_metrics,
     tune_learning_rate,
+    unroll_with_metrics,
 )
 from ._optax_face import as_optax
 
@@ -43,10 +45,15 @@ def require_trained(run_dir: Path, experiment: str) -> None:
         )
 
 
-def evaluate_tx(tx: optax.GradientTransformation, config, keys, **extra) -> dict[str, Any]:
-    """One optimizer on the tasks `keys`: summary of the final losses and log10 loss per step."""
-    losses = run_optimizer(tx, config, keys)
-    return {"final": summarize(losses[:, -1]), "per_step": per_step_log10(losses), **extra}
+def evaluate_tx(tx: optax.GradientTransformation, config, keys, family=None, **extra) -> dict[str, Any]:
+    """One optimizer on the tasks `keys`: summary of the final losses, log10 loss per step, and
+    the family's metrics of the trained params (mean and 95% CI), if it has any."""
+    losses, metrics = jax.jit(lambda k: unroll_with_metrics(tx, config, k, family=family))(keys)
+    losses = np.asarray(losses)
+    out = {"final": summarize(losses[:, -1]), "per_step": per_step_log10(losses), **extra}
+    if metrics:
+        out["metrics"] = summarize_metrics(metrics)
+    return out
 
 
 def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True) -> dict[str, dict[str, Any]]:
@@ -109,10 +116,20 @@ def format_table(result: dict[str, Any]) -> str:
     for name, entry in result["optimizers"].items():
         f = entry["final"]
         lr = entry.get("learning_rate")
+        lr_text = "" if lr is None else f"{lr:.3g}"
+        if lr is not None and "grid" in entry and lr in (min(LEARNING_RATES), max(LEARNING_RATES)):
+            lr_text += " (grid edge)"
         lines.append(
-            f"| {name} | {'' if lr is None else f'{lr:.3g}'} | {f['mean']:.2f} | "
+            f"| {name} | {lr_text} | {f['mean']:.2f} | "
             f"[{f['ci95_low']:.2f}, {f['ci95_high']:.2f}] | {f['median']:.2f} | {f['p5']:.2f} | "
             f"{f['p95']:.2f} | {100 * f['frac_zero']:.1f}% | {f['loss_mean']:.3g} ± {f['loss_ci95']:.2g} | "
             f"{100 * f['frac_diverged']:.1f}% |"
         )
+    with_metrics = {k: v["metrics"] for k, v in result["optimizers"].items() if "metrics" in v}
+    if with_metrics:
+        names = list(next(iter(with_metrics.values())))
+        lines += ["", "Trained params after the last step, mean ± 95% CI over the test tasks:", "",
+                  "| optimizer | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for k, m in with_metrics.items():
+            lines.append(f"| {k} | " + " | ".join(f"{m[n]['mean']:.4g} ± {m[n]['ci95']:.2g}" for n in names) + " |")
     return "\n".join(lines)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
+import math
+import re
 from typing import Any
 
-PREPROCESSINGS = ("identity", "log_rescale", "lr_ratio", "paper")
+from ._tasks import DATASETS, TASK_FAMILIES
+
+PREPROCESSINGS = ("identity", "log_rescale", "lr_ratio", "paper", "moments", "moments_no_clock")
 OBJECTIVES = ("sum", "end", "end_log", "sum_log")
-TASKS = ("quadratic", "paper_quadratic", "digits")
 ACTIVATIONS = ("sigmoid", "relu")
+
+NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
 # Fields that may differ between a run and the checkpoint it resumes from.
 RESUMABLE_FIELDS = ("meta_steps",)
@@ -34,6 +41,7 @@ class Config:
     hidden_units: tuple[int, ...] = (20,)
     activation: str = "sigmoid"
     minibatch: int = 128
+    dataset: str = "digits"  # which of scikit-learn's bundled data sets the MLP learns
     # Learned optimizer.
     preprocessing: str = "identity"
     min_log_gradient: float = 15.0  # k of log_rescale; p of the paper's preprocessing
@@ -52,7 +60,11 @@ class Config:
     seed: int = 0
 
     def __post_init__(self):
-        _check_choice("task", self.task, TASKS)
+        if _CHECK_TASK.get():
+            _check_choice("task", self.task, tuple(TASK_FAMILIES))
+        elif not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"Config.task must be a task family's name, got {self.task!r}.")
+        _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("preprocessing", self.preprocessing, PREPROCESSINGS)
         _check_choice("objective", self.objective, OBJECTIVES)
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -73,13 +85,19 @@ class Config:
                 raise ValueError(f"Config.{field} must be a positive integer, got {value!r}.")
         for field in ("min_log_gradient", "meta_lr", "clip_norm", "output_scale"):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"Config.{field} must be a positive number, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+                raise ValueError(f"Config.{field} must be a positive number and finite, got {value!r}.")
         for field in ("second_order", "per_problem_clip"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"Config.{field} must be True or False, got {getattr(self, field)!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"Config.seed must be a non-negative integer, got {self.seed!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            # JAX keys keep 32 bits of an integer seed: larger seeds would alias smaller ones.
+            raise ValueError(f"Config.seed must be an integer in [0, 2**32), got {self.seed!r}.")
+        if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
+            raise ValueError(
+                f"Config.name must be letters, digits, '_', '-' or '.' (not starting with '.'), got "
+                f"{self.name!r}: it names the run's folder."
+            )
 
     @property
     def total_steps(self) -> int:
@@ -114,6 +132,21 @@ class Config:
         """Names of the fields whose values differ between `self` and `other`."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [k for k in mine if k not in ignore and mine[k] != theirs[k]]
+
+
+# Off while reading a stored config: an exported optimizer loads without the code of the task
+# family it was trained on (a user's own family need not be registered in the loading process).
+_CHECK_TASK = contextvars.ContextVar("l2lgd_check_task", default=True)
+
+
+@contextlib.contextmanager
+def stored_configs():
+    """Within this block, `Config.task` may name a family that is not registered here."""
+    token = _CHECK_TASK.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_TASK.reset(token)
 
 
 def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:

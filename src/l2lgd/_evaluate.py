@@ -9,8 +9,9 @@ import numpy as np
 import optax
 
 from ._config import Config
-from ._meta import draw_task, problem_sampler
-from ._unroll import unroll
+from ._meta import draw_task
+from ._tasks import TaskFamily, task_family
+from ._unroll import run_steps, unroll
 
 # Problem sets that training never draws from: training uses key(config.seed) split in two.
 VALIDATION_SEED = 1_000_003
@@ -28,17 +29,37 @@ def unroll_losses(
     keys: jax.Array,
     *,
     num_steps: int | None = None,
-    sample: Callable | None = None,
+    family: TaskFamily | None = None,
 ) -> jax.Array:
-    """`[num_problems, num_steps]` losses of `tx` on the tasks drawn with `keys`
-    (default `num_steps`: the config's whole horizon)."""
-    sample = sample or problem_sampler(config)
+    """`[num_problems, num_steps]` losses of `tx` on the tasks of `family` (default: the
+    config's) drawn with `keys` (default `num_steps`: the config's whole horizon)."""
+    family = family if family is not None else task_family(config)
     num_steps = num_steps or config.total_steps
-    stochastic = config.task == "digits"
 
     def one(key):
-        loss_fn, x0, minibatch_key = draw_task(sample, key)
-        return unroll(tx, loss_fn, x0, num_steps, key=minibatch_key if stochastic else None)
+        loss_fn, x0, minibatch_key = draw_task(family, key)
+        return unroll(tx, loss_fn, x0, num_steps, key=minibatch_key if family.stochastic else None)
+
+    return jax.vmap(one)(keys)
+
+
+def unroll_with_metrics(
+    tx: optax.GradientTransformation,
+    config: Config,
+    keys: jax.Array,
+    *,
+    family: TaskFamily | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The losses of `unroll_losses` and, per task, the family's `metrics` of the params after
+    the last step (e.g. test-split loss and accuracy; empty for families without metrics)."""
+    family = family if family is not None else task_family(config)
+
+    def one(key):
+        loss_fn, x0, minibatch_key = draw_task(family, key)
+        (params, _), losses = run_steps(
+            tx, loss_fn, x0, tx.init(x0), config.total_steps, key=minibatch_key if family.stochastic else None
+        )
+        return losses, family.metrics(loss_fn, params)
 
     return jax.vmap(one)(keys)
 
@@ -84,9 +105,25 @@ def per_step_log10(losses: Any) -> dict[str, list[float]]:
     }
 
 
-def run_optimizer(tx: optax.GradientTransformation, config: Config, keys: jax.Array, num_steps: int | None = None) -> np.ndarray:
+def summarize_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean and 95% CI half-width over tasks of each metric."""
+    out = {}
+    for name, values in metrics.items():
+        values = np.asarray(values, dtype=np.float64)
+        half = 1.96 * values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else float("nan")
+        out[name] = {"mean": float(values.mean()), "ci95": float(half)}
+    return out
+
+
+def run_optimizer(
+    tx: optax.GradientTransformation,
+    config: Config,
+    keys: jax.Array,
+    num_steps: int | None = None,
+    family: TaskFamily | None = None,
+) -> np.ndarray:
     """`[num_problems, num_steps]` losses of `tx`, compiled once per call."""
-    return np.asarray(jax.jit(lambda k: unroll_losses(tx, config, k, num_steps=num_steps))(keys))
+    return np.asarray(jax.jit(lambda k: unroll_losses(tx, config, k, num_steps=num_steps, family=family))(keys))
 
 
 def tune_learning_rate(
@@ -98,7 +135,7 @@ def tune_learning_rate(
     max_seconds: float = 600.0,
     progress: bool = True,
     desc: str = "grid",
-    sample: Callable | None = None,
+    family: TaskFamily | None = None,
 ) -> tuple[float, dict[float, float]]:
     """The learning rate of `grid` with the lowest mean log10 final loss on the problems `keys`.
 
@@ -112,7 +149,7 @@ def tune_learning_rate(
     grid = [float(lr) for lr in grid]
     if not grid:
         raise ValueError("The learning-rate grid is empty.")
-    losses_at = jax.jit(lambda lr, k: unroll_losses(make_tx(lr), config, k, sample=sample)[:, -1])
+    losses_at = jax.jit(lambda lr, k: unroll_losses(make_tx(lr), config, k, family=family)[:, -1])
     losses_at(grid[0], keys[:2]).block_until_ready()  # compile
     start = time.perf_counter()
     scores = {grid[0]: float(log10_losses(losses_at(grid[0], keys)).mean())}

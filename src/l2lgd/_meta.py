@@ -22,11 +22,8 @@ from ._config import Config
 from ._optax_face import as_optax
 from ._fused import fused_supported, make_fused_unroll
 from ._optimizer import LearnedOptimizer, make_optimizer
-from ._tasks import task_sampler
+from ._tasks import TaskFamily, task_family
 from ._unroll import log10_loss, meta_objective, run_steps
-
-ProblemSampler = Callable[[PRNGKeyArray], tuple[Callable[..., Array], Any]]
-
 
 class Inner(NamedTuple):
     """The optimizees carried from one truncated unroll to the next (batched)."""
@@ -62,19 +59,16 @@ def meta_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(config.meta_lr))
 
 
-def problem_sampler(config: Config) -> ProblemSampler:
-    """`sample(key) -> (loss_fn, params0)` of the config's task family."""
-    return task_sampler(config)
-
-
-def draw_task(sample: ProblemSampler, key: PRNGKeyArray):
+def draw_task(family: TaskFamily, key: PRNGKeyArray):
     """`(loss_fn, params0, minibatch_key_data)` of the task drawn with `key`."""
-    loss_fn, x0 = sample(key)
+    loss_fn, x0 = family.sample(key)
     return loss_fn, x0, jax.random.key_data(jax.random.fold_in(key, 1))
 
 
-def init_state(config: Config) -> tuple[TrainState, LearnedOptimizer]:
-    """The state before the first meta-step, and the optimizer skeleton (its static part)."""
+def init_state(config: Config, family: TaskFamily | None = None) -> tuple[TrainState, LearnedOptimizer]:
+    """The state before the first meta-step, and the optimizer skeleton (its static part).
+
+    `family` (default: the config's) draws the first tasks of truncated training."""
     key = jax.random.key(config.seed)
     init_key, run_key = jax.random.split(key)
     opt = make_optimizer(config, key=init_key)
@@ -82,7 +76,7 @@ def init_state(config: Config) -> tuple[TrainState, LearnedOptimizer]:
     zero = jnp.zeros((), jnp.int32)
     inner = ()
     if config.truncations > 1:
-        loss_fn, x0, keys = make_problem_batch(config)(jax.random.key_data(run_key), zero)
+        loss_fn, x0, keys = make_problem_batch(config, family)(jax.random.key_data(run_key), zero)
         tx = as_optax(opt)
         inner = Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)
     state = TrainState(
@@ -118,18 +112,18 @@ def make_meta_loss(config: Config, static: LearnedOptimizer):
     return loss
 
 
-def make_problem_batch(config: Config, sample: ProblemSampler | None = None):
+def make_problem_batch(config: Config, family: TaskFamily | None = None):
     """`problems(key_data, step)`: the batch of tasks `(loss_fn, params0, minibatch_key)` drawn
     at meta-step `step`.
 
     Its key is `fold_in(run_key, step)`, so a resumed run draws exactly what an uninterrupted
     run draws, however the steps are chunked.
     """
-    sample = sample or problem_sampler(config)
+    family = family if family is not None else task_family(config)
 
     def problems(key_data, step):
         step_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
-        return jax.vmap(lambda k: draw_task(sample, k))(jax.random.split(step_key, config.batch_size))
+        return jax.vmap(lambda k: draw_task(family, k))(jax.random.split(step_key, config.batch_size))
 
     return problems
 
@@ -191,11 +185,15 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool 
     return meta_gradient
 
 
-def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool | None = None):
+def make_meta_step(
+    config: Config, static: LearnedOptimizer, *, fused: bool | None = None, max_consecutive_skips: int | None = None
+):
     """`meta_step(state, problems) -> (state, StepRecord)`: one meta-step on a batch of problems.
 
-    An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
-    unchanged) and counted. `fused`: see `make_meta_gradient`.
+    An update whose meta-loss, meta-gradient, new weights or new Adam state is not finite is
+    dropped (theta and Adam state unchanged) and counted. Once `max_consecutive_skips` steps in
+    a row were dropped, meta-steps do nothing (the state, its step included, stays as it is), so
+    a compiled chunk halts where the limit was reached. `fused`: see `make_meta_gradient`.
     """
     batch_grads = make_meta_gradient(config, static, fused=fused)
     tx = meta_optimizer(config)
@@ -217,9 +215,9 @@ def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool | No
         if config.truncations > 1:
             params, opt_states = lax.stop_gradient(carries)
             inner = inner._replace(params=params, opt_state=opt_states)
-        finite = jnp.isfinite(objective) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
+        finite = jnp.isfinite(objective) & _all_finite((grads, theta, opt_state))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         skip = (~finite).astype(jnp.int32)
         new_state = TrainState(
@@ -231,7 +229,12 @@ def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool | No
             key=state.key,
             inner=inner,
         )
-        return new_state, StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
+        record = StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
+        if max_consecutive_skips is None:
+            return new_state, record
+        halted = state.consecutive_skips >= max_consecutive_skips
+        new_state = jax.tree.map(lambda old, new: jnp.where(halted, old, new), state, new_state)
+        return new_state, record._replace(skipped=record.skipped | halted)
 
     return meta_step
 
@@ -246,10 +249,11 @@ def batch_mesh(config: Config, devices=None) -> Mesh | None:
 def make_train_chunk(
     config: Config,
     static: LearnedOptimizer,
-    sample: ProblemSampler | None = None,
+    family: TaskFamily | None = None,
     *,
     mesh: Mesh | None | str = "auto",
     fused: bool | None = None,
+    max_consecutive_skips: int | None = None,
 ):
     """`train_chunk(state, num_steps) -> (state, StepRecord of [num_steps] arrays)`, jitted.
 
@@ -259,8 +263,8 @@ def make_train_chunk(
     meta-parameters are replicated.
     """
     mesh = batch_mesh(config) if mesh == "auto" else mesh
-    meta_step = make_meta_step(config, static, fused=fused)
-    problems = make_problem_batch(config, sample)
+    meta_step = make_meta_step(config, static, fused=fused, max_consecutive_skips=max_consecutive_skips)
+    problems = make_problem_batch(config, family)
 
     def train_chunk(state: TrainState, num_steps: int):
         steps = state.step + jnp.arange(num_steps, dtype=state.step.dtype)

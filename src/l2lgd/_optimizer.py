@@ -46,6 +46,7 @@ def make_optimizer(config: Config, *, key: PRNGKeyArray) -> LearnedOptimizer:
         config.hidden_size,
         config.num_layers,
         num_features=preprocessing.num_features,
+        num_outputs=getattr(preprocessing, "num_outputs", 1),
         key=key,
     )
     return LearnedOptimizer(lstm, preprocessing)

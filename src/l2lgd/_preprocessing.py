@@ -126,6 +126,74 @@ class PaperPreprocessing(Stateless):
         return self.output_scale * out[:, 0], state
 
 
+class MomentState(NamedTuple):
+    m: Float[Array, "n k"]  # momenta at the decays `betas`
+    v: Float[Array, " n"]  # second moment at decay `beta2`
+    t: Float[Array, ""]  # steps taken
+
+
+class Moments(eqx.Module):
+    """Adam's statistics at several timescales in, a direction and a log step size out.
+
+    Features (no gradient flows through them), all divided by sqrt(v_hat) + eps so that they do
+    not depend on the scale of the loss: the bias-corrected momenta m_hat at each decay of
+    `betas`, the gradient itself, and `tanh(t / tau)` of the step count t for each `taus`.
+    Out (two numbers per coordinate, d and a):
+
+        update = -exp(lr_offset + a_max * tanh(a / a_max)) * (m_hat_0.9 / (sqrt(v_hat) + eps) + s * d)
+
+    with s = sqrt(v_hat) / (sqrt(v_hat) + eps): 0 for a coordinate whose gradient has always
+    been exactly 0 (it never moves, as with Adam), 1 otherwise. So an LSTM whose outputs are 0
+    is Adam with learning rate exp(lr_offset); the LSTM learns a per-coordinate correction of its
+    direction and a bounded per-coordinate step size (a schedule, through the step-count
+    features). Non-finite features (gradients of 1e30 overflow v) are replaced by 0 and every
+    feature is clipped to [-f_max, f_max]. Invariant to the scale of the loss (up to eps).
+    """
+
+    lr_offset: float = eqx.field(static=True, default=-2.3)
+    betas: tuple[float, ...] = eqx.field(static=True, default=(0.5, 0.9, 0.99))
+    beta2: float = eqx.field(static=True, default=0.999)
+    taus: tuple[float, ...] = eqx.field(static=True, default=(10.0, 30.0, 100.0))
+    eps: float = eqx.field(static=True, default=1e-8)
+    a_max: float = eqx.field(static=True, default=3.0)
+    f_max: float = eqx.field(static=True, default=10.0)
+
+    num_outputs = 2
+
+    @property
+    def num_features(self) -> int:
+        return len(self.betas) + 1 + len(self.taus)
+
+    def init(self, n: int, dtype=jnp.float32) -> MomentState:
+        return MomentState(jnp.zeros((n, len(self.betas)), dtype), jnp.zeros(n, dtype), jnp.zeros((), dtype))
+
+    def _statistics(self, g, state: MomentState):
+        """The state after `g`, the scaled momenta and gradient, and s (see the class)."""
+        g = jax.lax.stop_gradient(g)
+        betas = jnp.asarray(self.betas, g.dtype)
+        t = state.t + 1
+        m = betas * jax.lax.stop_gradient(state.m) + (1 - betas) * g[:, None]
+        v = self.beta2 * jax.lax.stop_gradient(state.v) + (1 - self.beta2) * jnp.square(g)
+        m_hat = m / (1 - betas**t)
+        denom = jnp.sqrt(v / (1 - self.beta2**t)) + self.eps
+        scaled = jnp.concatenate([m_hat, g[:, None]], axis=-1) / denom[:, None]
+        scaled = jnp.clip(jnp.where(jnp.isfinite(scaled), scaled, 0.0), -self.f_max, self.f_max)
+        seen = jnp.where(v > 0, 1.0 - self.eps / denom, 0.0)
+        return MomentState(m, v, t), scaled, seen
+
+    def encode(self, g: Float[Array, " n"], state: MomentState) -> Float[Array, "n f"]:
+        _, scaled, _ = self._statistics(g, state)
+        t = state.t + 1
+        clock = jnp.tanh(t / jnp.asarray(self.taus, g.dtype))
+        return jnp.concatenate([scaled, jnp.broadcast_to(clock, (g.shape[0], len(self.taus)))], axis=-1)
+
+    def decode(self, out: Float[Array, "n 2"], g: Float[Array, " n"], state: MomentState):
+        state, scaled, seen = self._statistics(g, state)
+        direction = scaled[:, list(self.betas).index(0.9) if 0.9 in self.betas else 0] + seen * out[:, 0]
+        log_lr = self.lr_offset + self.a_max * jnp.tanh(out[:, 1] / self.a_max)
+        return -jnp.exp(log_lr) * direction, state
+
+
 def make_preprocessing(name: str, *, min_log_gradient: float = 15.0, output_scale: float = 0.1) -> eqx.Module:
     """The transform called `name` in a `Config`."""
     if name == "identity":
@@ -136,4 +204,8 @@ def make_preprocessing(name: str, *, min_log_gradient: float = 15.0, output_scal
         return LearningRateRatio()
     if name == "paper":
         return PaperPreprocessing(float(min_log_gradient), float(output_scale))
+    if name == "moments":
+        return Moments()
+    if name == "moments_no_clock":  # an ablation: no step-count features
+        return Moments(taus=())
     raise ValueError(f"Unknown preprocessing {name!r}; expected 'identity', 'log_rescale', 'lr_ratio' or 'paper'.")

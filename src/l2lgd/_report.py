@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checkpoint import EXPORT, export_best_of, load_learned_optimizer, load_record
+from ._checkpoint import export_best_of, load_learned_optimizer, load_record
 from ._compare import evaluate_run, evaluate_tx, format_table
 from ._evaluate import TEST_SEED, problem_keys, run_optimizer
 from ._experiments import load_experiment
 from ._figures import convergence, draw_run_figures
 from ._optax_face import as_optax
+from ._shipped import ship as ship_run
 
 SEED_EXPERIMENTS = ("sum", "end", "end_log", "log15_end", "log15_end_log", "log30")
 # What `make reproduce` runs: the seed's six, and `floor`, beyond the seed.
@@ -88,12 +88,7 @@ def reproduce(
         result = evaluate_run(best, num_problems=num_problems, progress=False)
         draw_run_figures(best, figures / name)
         if ship:
-            target = Path("checkpoints") / name
-            target.mkdir(parents=True, exist_ok=True)
-            if (target / EXPORT).exists():
-                shutil.rmtree(target / EXPORT)
-            shutil.copytree(runs[0] / EXPORT, target / EXPORT)
-            shutil.copy(runs[0] / "config.json", target / "config.json")
+            print(ship_run(runs[0], name), flush=True)
         if name in COMPARISON:
             comparison[name] = records[0]
         learned = next(v for k, v in result["optimizers"].items() if k.startswith("learned"))["final"]["mean"]
@@ -114,10 +109,10 @@ def reproduce(
                 title="Final loss during meta-training (seed 0 of each experiment)")
     text = _markdown(rows, tables, seeds, num_problems, time.perf_counter() - start) + "\n"
     old = report.read_text() if report.exists() else ""
-    from ._paper import END, START
+    from ._paper import kept_sections
 
-    if START in old and END in old:  # keep the section that `make paper` wrote
-        text += "\n" + old[old.index(START): old.index(END) + len(END)] + "\n"
+    for section in kept_sections(old):  # keep the sections that `make paper` wrote
+        text += "\n" + section + "\n"
     report.write_text(text)
     (root / "reproduce.json").write_text(json.dumps(rows, indent=1) + "\n")
     return report

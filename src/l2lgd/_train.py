@@ -6,11 +6,17 @@ bar, record file, snapshots, export), outside of jit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections import deque
 import math
+import os
 import shutil
+import signal
+import sys
+import threading
 import time
+import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +34,89 @@ from ._checkpoint import (
     export_optimizer,
     truncate_record,
 )
-from ._config import Config
+from ._config import Config, stored_configs
 from ._evaluate import VALIDATION_SEED, log10_losses, problem_keys, unroll_losses
 from ._meta import TrainState, init_state, make_train_chunk
 from ._optax_face import as_optax
+from ._tasks import TASK_FAMILIES, TaskFamily, check_family, task_family
 
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive meta-steps had a non-finite meta-loss or meta-gradient."""
+
+
+class Stopped(Exception):
+    """The run was stopped by SIGINT or SIGTERM at a chunk boundary."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class RunLocked(RuntimeError):
+    """Another process is writing the run folder."""
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Holds `<run_dir>/.lock` (an exclusive `flock`) while a run writes the folder: a second
+    writer fails at once, naming the folder and the holder. The kernel releases the lock when its
+    holder dies, so a stale lock (holder gone) is taken over, with a message."""
+    import fcntl
+    import socket
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLocked(f"{run_dir} is being written by {holder}; wait for it or choose another --out.") from None
+    handle.seek(0)
+    stale = handle.read().strip()
+    if stale:
+        print(f"[l2lgd] {run_dir}: taking over the lock of {stale}, which is gone.", file=sys.stderr)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])})\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.seek(0)
+        handle.truncate()  # a clean release leaves an empty lock file
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGINT and SIGTERM set a flag that the driver reads at each chunk boundary; a second
+    SIGINT stops at once. Only in the main thread (elsewhere signals cannot be caught)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            os._exit(130)
+        received.append(signum)
+        print(f"\n[l2lgd] {signal.Signals(signum).name}: stopping at the end of this chunk (Ctrl-C again to stop now).",
+              file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,20 +148,20 @@ class TrainResult:
     train_time: float
 
 
-def validation_score(theta: Any, static: Any, config: Config, keys: jax.Array) -> float:
-    """Mean log10(f(x_T-1) + 1e-38) over the validation problems: the model-selection score."""
-    losses = _validation_losses(theta, static, config, keys)
+def validation_score(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> float:
+    """Mean log10(f(x_T-1) + 1e-38) over the validation tasks: the model-selection score."""
+    losses = _validation_losses(theta, static, config, keys, family)
     return float(log10_losses(losses[:, -1]).mean())
 
 
 @eqx.filter_jit
-def _validation_losses(theta, static, config, keys):
-    return unroll_losses(as_optax(eqx.combine(theta, static)), config, keys)
+def _validation_losses(theta, static, config, keys, family):
+    return unroll_losses(as_optax(eqx.combine(theta, static)), config, keys, family=family)
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions) -> None:
-    if options.fresh:
-        for name in (SNAPSHOTS, EXPORT, RECORD, "config.json"):
+    if options.fresh:  # the export stays until a new one replaces it (atomically)
+        for name in (SNAPSHOTS, RECORD, "config.json"):
             target = run_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -90,94 +171,113 @@ def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions) -> None
     (run_dir / "config.json").write_text(config.to_json() + "\n")
 
 
-def train(config: Config, run_dir: str | Path, options: RunOptions = RunOptions()) -> TrainResult:
-    """Meta-trains `config` into `run_dir`, resuming from its latest snapshot if there is one.
+def family_name(family: TaskFamily) -> str:
+    """The name a family is stored under in a config: its registered name, else its class name."""
+    names = [name for name, cls in TASK_FAMILIES.items() if cls is type(family)]
+    return names[0] if names else type(family).__name__
 
-    Snapshots are written every `options.checkpoint_every` meta-steps and at the end; each is
-    scored on a fixed validation set, and the best is exported to `<run_dir>/optimizer/`.
-    """
-    start = time.perf_counter()
-    run_dir = Path(run_dir)
-    checkpoints = None
-    if not options.fresh and (run_dir / SNAPSHOTS).is_dir():
-        checkpoints = RunCheckpoints(run_dir)
-        latest = checkpoints.latest_step()
-        if latest is not None:
-            stored = checkpoints.config(latest)
-            changed = config.changed_fields(stored)
-            if changed:
-                details = ", ".join(f"{k}: {getattr(stored, k)!r} -> {getattr(config, k)!r}" for k in changed)
-                raise ValueError(
-                    f"{run_dir} holds a run with a different config ({details}). Resume with the same "
-                    "config, pass --fresh to start afresh, or choose another output folder."
-                )
-    _prepare_run_dir(run_dir, config, options)
-    checkpoints = checkpoints or RunCheckpoints(run_dir)
 
-    state, opt = init_state(config)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
+def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, TaskFamily]:
+    """The run's config (naming `family`) and its family, checked before anything is written."""
+    if family is None:
+        family = task_family(config)
+    else:
+        with stored_configs():
+            config = config.replace(task=family_name(family))
+    check_family(family)
+    return config, family
+
+
+def _check_resumable(run_dir: Path, config: Config, options: RunOptions) -> RunCheckpoints | None:
+    """The run's snapshots when resuming, after checking that they hold the same config."""
+    if options.fresh or not (run_dir / SNAPSHOTS).is_dir():
+        return None
+    checkpoints = RunCheckpoints(run_dir)
     latest = checkpoints.latest_step()
     if latest is not None:
-        state, _ = checkpoints.restore(latest)
+        try:
+            stored = checkpoints.config(latest)
+        except ValueError:
+            return checkpoints  # a damaged snapshot: `_initial_state` falls back past it
+        changed = config.changed_fields(stored)
+        message = None
+        if changed:
+            details = ", ".join(f"{k}: {getattr(stored, k)!r} -> {getattr(config, k)!r}" for k in changed)
+            message = (f"{run_dir} holds a run with a different config ({details}). Resume with the same "
+                       "config, pass --fresh to start afresh, or choose another output folder.")
+        elif config.meta_steps < latest:
+            message = (f"{run_dir} holds a run at meta-step {latest:,}, beyond the {config.meta_steps:,} asked for; "
+                       f"ask for at least {latest:,} meta-steps (or --fresh to start afresh).")
+        if message:
+            checkpoints.close()
+            raise ValueError(message)
+    return checkpoints
+
+
+def _initial_state(run_dir: Path, config: Config, family: TaskFamily, checkpoints: RunCheckpoints):
+    """The state to start from (the latest snapshot's, else a fresh one), the optimizer's static
+    part, and the last 1,000 final losses of the record (for the progress bar and metrics)."""
+    state, opt = init_state(config, family)
+    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    latest = None
+    for step in reversed(checkpoints.steps()):  # the newest intact snapshot
+        try:
+            state, _ = checkpoints.restore(step, family)
+        except ValueError as e:
+            warnings.warn(f"{e} Setting snapshot {step} aside (to {run_dir / 'damaged'}) and trying an older one.", stacklevel=2)
+            checkpoints.set_aside(step)
+            continue
+        latest = step
+        break
+    if latest is not None:
         truncate_record(run_dir, latest)
     elif (run_dir / RECORD).exists():
         (run_dir / RECORD).unlink()
-    # The last 1,000 final losses, for the progress bar and the snapshots' metrics.
-    recent = deque(np.fromfile(run_dir / RECORD, dtype="<f4")[-1000:] if (run_dir / RECORD).exists() else [], maxlen=1000)
+    record = np.fromfile(run_dir / RECORD, dtype="<f4")[-1000:] if (run_dir / RECORD).exists() else []
+    return state, static, deque(record, maxlen=1000)
 
-    val_keys = problem_keys(VALIDATION_SEED, options.validation_problems)
-    train_chunk = make_train_chunk(config, static)
-    chunk = min(options.chunk_size, options.checkpoint_every)
-    step = int(state.step)
-    train_time = 0.0
-    bar = tqdm(
-        total=config.meta_steps,
-        initial=step,
-        desc=f"{config.name} seed {config.seed}",
-        unit="meta-step",
-        disable=not options.progress,
-        dynamic_ncols=True,
-    )
-    try:
-        while step < config.meta_steps:
-            next_checkpoint = (step // options.checkpoint_every + 1) * options.checkpoint_every
-            n = min(chunk, config.meta_steps - step, next_checkpoint - step)
-            t0 = time.perf_counter()
-            state, rec = train_chunk(state, n)
-            finals = np.asarray(rec.final_log10)
-            train_time += time.perf_counter() - t0
-            step = int(state.step)
-            recent.extend(finals.tolist())
-            append_record(run_dir, finals)
-            bar.update(n)
-            bar.set_postfix(
-                log10_final=f"{np.mean(recent):.2f}",
-                skipped=int(state.skipped),
-                refresh=False,
-            )
-            if int(state.consecutive_skips) >= options.max_consecutive_skips:
-                raise NonFiniteError(
-                    f"{int(state.consecutive_skips)} consecutive meta-steps up to step {step} had a "
-                    "non-finite meta-loss or meta-gradient; stopping. The last good snapshot in "
-                    f"{run_dir / SNAPSHOTS} is kept (weights never took a non-finite update)."
-                )
-            if step % options.checkpoint_every == 0 or step == config.meta_steps:
-                metrics = {
-                    "step": step,
-                    "skipped": int(state.skipped),
-                    "rolling_log10_final": float(np.mean(recent, dtype=np.float64)),
-                    "validation_log10_final": validation_score(state.theta, static, config, val_keys),
-                    "validation_problems": options.validation_problems,
-                }
-                checkpoints.save(state, config, metrics)
-    finally:
-        bar.close()
 
-    best_step, best_score = select_best(checkpoints)
-    best_state, _ = checkpoints.restore(best_step)
-    metrics = dict(checkpoints.metrics(best_step), selected_from=checkpoints.steps())
-    export_optimizer(run_dir, best_state.theta, config, metrics)
-    checkpoints.close()
+def train(
+    config: Config,
+    out_dir: str | Path,
+    options: RunOptions | None = None,
+    *,
+    family: TaskFamily | None = None,
+) -> TrainResult:
+    """Meta-trains a learned optimizer, resuming from the latest snapshot in `out_dir` if any.
+
+    Args:
+        config: the experiment (optimizer, meta-objective, meta-training).
+        out_dir: the run folder: `snapshots/` every `options.checkpoint_every` meta-steps and at
+            the end, each scored on validation tasks of the family; the best is exported to
+            `out_dir/optimizer/`, which `l2lgd.load_optimizer(out_dir)` loads (without the
+            family's code).
+        options: how the run is driven (`RunOptions`); none of it changes the weights.
+        family: the `TaskFamily` to meta-train on (default: the one `config.task` names). Its
+            registered name (else its class name) is stored as the config's `task`.
+
+    Returns:
+        A `TrainResult`: the final state, the exported snapshot's step and validation score,
+        and the wall and training times.
+
+    Example:
+        >>> result = l2lgd.train(l2lgd.Config(meta_steps=100), "runs/demo", family=MyFamily())
+        >>> tx = l2lgd.load_optimizer("runs/demo")
+    """
+    start = time.perf_counter()
+    options = options or RunOptions()
+    run_dir = Path(out_dir)
+    config, family = _resolve_family(config, family)
+    with run_lock(run_dir):
+        checkpoints = _check_resumable(run_dir, config, options)
+        _prepare_run_dir(run_dir, config, options)
+        checkpoints = checkpoints or RunCheckpoints(run_dir)
+        try:
+            state, static, recent = _initial_state(run_dir, config, family, checkpoints)
+            state, train_time = _run_chunks(run_dir, config, family, options, checkpoints, state, static, recent)
+            best_step, best_score = _export_best(run_dir, checkpoints, family)
+        finally:
+            checkpoints.close()
     return TrainResult(
         run_dir=run_dir,
         state=state,
@@ -189,15 +289,99 @@ def train(config: Config, run_dir: str | Path, options: RunOptions = RunOptions(
     )
 
 
-def select_best(checkpoints: RunCheckpoints) -> tuple[int, float]:
-    """The snapshot with the lowest validation score (ties: the later one)."""
+def _run_chunks(run_dir, config, family, options, checkpoints, state, static, recent):
+    """Meta-steps in compiled chunks up to `config.meta_steps`, with the record and snapshots."""
+    val_keys = problem_keys(VALIDATION_SEED, options.validation_problems)
+    train_chunk = make_train_chunk(config, static, family, max_consecutive_skips=options.max_consecutive_skips)
+    chunk = min(options.chunk_size, options.checkpoint_every)
+    step = int(state.step)
+    train_time = 0.0
+    bar = tqdm(
+        total=config.meta_steps,
+        initial=step,
+        desc=f"{config.name} seed {config.seed}",
+        unit="meta-step",
+        disable=not options.progress,
+        dynamic_ncols=True,
+    )
+    with stop_signals() as received, contextlib.closing(bar):
+        while step < config.meta_steps:
+            next_checkpoint = (step // options.checkpoint_every + 1) * options.checkpoint_every
+            n = min(chunk, config.meta_steps - step, next_checkpoint - step)
+            t0 = time.perf_counter()
+            state, rec = train_chunk(state, n)
+            done = int(state.step) - step  # fewer than n when the skip limit halted the chunk
+            finals = np.asarray(rec.final_log10)[:done]
+            train_time += time.perf_counter() - t0
+            step = int(state.step)
+            recent.extend(finals.tolist())
+            append_record(run_dir, finals)
+            bar.update(done)
+            bar.set_postfix(log10_final=f"{np.nanmean(recent) if recent else float('nan'):.2f}", skipped=int(state.skipped), refresh=False)
+            if int(state.consecutive_skips) >= options.max_consecutive_skips:
+                snapshots = checkpoints.steps()
+                kept = (f"the last snapshot, meta-step {snapshots[-1]:,}, is in {run_dir / SNAPSHOTS}"
+                        if snapshots else "no snapshot was written before it")
+                raise NonFiniteError(
+                    f"{int(state.consecutive_skips)} consecutive meta-steps up to meta-step {step:,} had a "
+                    f"non-finite meta-loss, meta-gradient or update (skipped, never applied); stopping: {kept}."
+                )
+            if received and not (step % options.checkpoint_every == 0 or step == config.meta_steps):
+                raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
+            if step % options.checkpoint_every == 0 or step == config.meta_steps:
+                metrics = {
+                    "step": step,
+                    "skipped": int(state.skipped),
+                    "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
+                    "validation_log10_final": validation_score(state.theta, static, config, val_keys, family),
+                    "validation_problems": options.validation_problems,
+                }
+                checkpoints.save(state, config, metrics)
+                if received and step < config.meta_steps:
+                    raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
+    return state, train_time
+
+
+def _stopped_message(run_dir: Path, step: int, checkpoints: RunCheckpoints) -> str:
+    snapshots = checkpoints.steps()
+    last = f"last snapshot at meta-step {snapshots[-1]:,}" if snapshots else "no snapshot yet"
+    return (f"stopped at meta-step {step:,} ({last}); resume with: python -m l2lgd train "
+            f"{' '.join(sys.argv[2:]) if len(sys.argv) > 2 else '... --out ' + str(run_dir)}")
+
+
+def _export_best(run_dir: Path, checkpoints: RunCheckpoints, family: TaskFamily) -> tuple[int, float]:
+    """Model selection: the snapshot with the best validation score, exported. A damaged
+    snapshot is skipped with a warning."""
+    damaged: list[int] = []
+    while True:
+        best_step, best_score = select_best(checkpoints, skip=damaged)
+        try:
+            best_state, config = checkpoints.restore(best_step, family)
+            break
+        except ValueError as e:
+            warnings.warn(f"{e} Model selection skips it.", stacklevel=2)
+            damaged.append(best_step)
+    metrics = dict(checkpoints.metrics(best_step), selected_from=checkpoints.steps())
+    export_optimizer(run_dir, best_state.theta, config, metrics)
+    return best_step, best_score
+
+
+def select_best(checkpoints: RunCheckpoints, skip=()) -> tuple[int, float]:
+    """The snapshot with the lowest validation score (ties: the later one); snapshots in `skip`
+    and those whose metrics cannot be read (with a warning) are left out."""
     best = None
     for step in checkpoints.steps():
-        score = checkpoints.metrics(step).get("validation_log10_final", math.inf)
+        if step in skip:
+            continue
+        try:
+            score = checkpoints.metrics(step).get("validation_log10_final", math.inf)
+        except ValueError as e:
+            warnings.warn(f"{e} Model selection skips snapshot {step}.", stacklevel=2)
+            continue
         if not math.isfinite(score):
             continue
         if best is None or score <= best[1]:
             best = (step, score)
     if best is None:
-        raise ValueError(f"No snapshot in {checkpoints.directory} has a finite validation score.")
+        raise ValueError(f"No intact snapshot in {checkpoints.directory} has a finite validation score.")
     return best

@@ -52,11 +52,49 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def default_out(name: str, seed: int, default_seed: int) -> Path:
-    return Path("checkpoints") / name if seed == default_seed else Path("runs") / name / f"seed{seed}"
+    """Where a run goes by default: `runs/NAME` (`runs/NAME/seedN` for another seed). Shipped
+    optimizers in `checkpoints/` are replaced only with `--ship`."""
+    return Path("runs") / name if seed == default_seed else Path("runs") / name / f"seed{seed}"
+
+
+_CORE_CLAIM = []
+
+
+def free_core() -> int | None:
+    """The first core that no other l2lgd process on this machine has claimed (a lock file per
+    core, held for this process's life), so concurrent trainings spread over the cores; None
+    when every core is taken (then the process is not pinned)."""
+    import fcntl
+    import tempfile
+
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    for index, _ in enumerate(sorted(os.sched_getaffinity(0))):
+        handle = open(Path(tempfile.gettempdir()) / f"l2lgd-core-{index}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _CORE_CLAIM.append(handle)
+        return index
+    return None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from ._experiments import load_experiment
+    from ._shipped import is_shipped
 
     module = load_experiment(args.experiment)
     config = module.CONFIG
@@ -70,7 +108,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     changes.update(parse_overrides(args.set or []))
     config = config.replace(**changes)
     out = Path(args.out) if args.out else default_out(config.name, config.seed, module.CONFIG.seed)
-    configure_cpu(args.core)
+    if is_shipped(out):
+        raise ValueError(
+            f"{out} is a shipped optimizer's folder: train into another folder (the default is "
+            f"{default_out(config.name, config.seed, module.CONFIG.seed)}), then pass --ship to replace what is shipped."
+        )
+    configure_cpu(args.core if args.core is not None else free_core())
     maybe_initialize_distributed()
 
     from ._train import RunOptions, train
@@ -82,21 +125,41 @@ def cmd_train(args: argparse.Namespace) -> None:
         fresh=args.fresh,
         progress=not args.no_progress,
     )
-    result = train(config, out, options)
+    result = train(config, out, options, family=getattr(module, "FAMILY", None))
     print(
         f"{config.name} seed {config.seed}: {int(result.state.step)} meta-steps in {result.wall_time:.1f} s "
         f"(training {result.train_time:.1f} s, incl. compilation); skipped {int(result.state.skipped)}; "
         f"exported step {result.best_step} (validation mean log10 f(x_T-1) {result.best_validation:.2f}) "
         f"to {out / 'optimizer'}"
     )
+    _compare_with_shipped(out, config.name, ship=args.ship)
+
+
+def _compare_with_shipped(run_dir: Path, name: str, *, ship: bool) -> None:
+    """Says whether the run reproduced the shipped optimizer of the same name; ships it if asked."""
+    from ._shipped import compare_exports, ship as ship_run, shipped_folder
+
+    target = shipped_folder(name)
+    if ship:
+        print(ship_run(run_dir, name))
+    elif target is not None and (target / "optimizer").is_dir():
+        difference = compare_exports(run_dir, target)
+        if difference is None:
+            print(f"reproduced the shipped optimizer {target} bit for bit (left untouched).")
+        else:
+            print(f"differs from the shipped optimizer {target}: {difference}. It stays as shipped; "
+                  "pass --ship to replace it.")
 
 
 def _train_seeds(args: argparse.Namespace, config) -> None:
     """Independent seeds in parallel processes, one per core, then the best one exported."""
     from ._checkpoint import export_best_of
     from ._report import train_all
+    from ._shipped import is_shipped
 
     out = Path(args.out) if args.out else Path("runs") / config.name
+    if is_shipped(out):
+        raise ValueError(f"{out} is a shipped optimizer's folder: train several seeds into another folder.")
     first = args.seed if args.seed is not None else config.seed
     seeds = range(first, first + args.seeds)
     extra = ["--max-skips", str(args.max_skips)]
@@ -116,26 +179,44 @@ def _run_dir(args: argparse.Namespace) -> Path:
     from ._experiments import load_experiment
 
     load_experiment(args.experiment)  # an unknown name fails here, listing the known ones
-    run_dir = Path(args.out) if args.out else Path("checkpoints") / args.experiment
+    if args.out:
+        run_dir = Path(args.out)
+    else:
+        from ._shipped import shipped_folder
+
+        run_dir = shipped_folder(args.experiment) or Path("checkpoints") / args.experiment
     require_trained(run_dir, args.experiment)
     return run_dir
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     run_dir = _run_dir(args)
-    configure_cpu(args.core)
-    from ._compare import evaluate_run, format_table
+    configure_cpu(args.core if args.core is not None else free_core())
+    import json
 
+    from ._compare import evaluate_run, format_table
     from ._experiments import load_experiment
+    from ._shipped import is_shipped
 
     module = load_experiment(args.experiment)
     result = evaluate_run(
         run_dir,
         num_problems=args.problems or getattr(module, "EVAL_PROBLEMS", 10_000),
         validation_problems=args.validation_problems or getattr(module, "VALIDATION_PROBLEMS", 1_000),
+        write=False,
     )
     print(format_table(result))
-    print(f"written to {run_dir / 'eval.json'}")
+    text = json.dumps(result, indent=1) + "\n"
+    target = run_dir / "eval.json"
+    if is_shipped(run_dir) and not args.ship:
+        if target.is_file() and target.read_text() == text:
+            print(f"identical to the shipped {target} (left untouched)")
+            return
+        target = Path("runs") / run_dir.name / "eval.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"differs from the shipped {run_dir / 'eval.json'}, which stays as shipped (pass --ship to replace it)")
+    target.write_text(text)
+    print(f"written to {target}")
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -164,9 +245,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 def cmd_paper(args: argparse.Namespace) -> None:
     configure_cpu()
-    from ._paper import paper_report
+    from ._paper import digits_report, paper_report
 
-    print(paper_report())
+    print(digits_report() if args.section == "digits" else paper_report())
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -176,21 +257,33 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_bench(args.experiment, out=Path(args.json), steps=args.steps)
 
 
+def cmd_list(args: argparse.Namespace) -> None:
+    from ._shipped import list_optimizers
+
+    optimizers = list_optimizers()
+    if not optimizers:
+        sys.exit("error: this l2lgd has no shipped optimizers (neither a checkout's checkpoints/ nor an installed copy).")
+    width = max(len(o.name) for o in optimizers)
+    for o in optimizers:
+        print(f"{o.name:<{width}}  {o.summary}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2lgd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="meta-train an experiment of experiments/")
-    train.add_argument("experiment", nargs="?", default="log30")
+    train.add_argument("experiment", nargs="?", default="log30", help="a shipped experiment's name, or path/to/file.py")
     train.add_argument("--seed", type=int, help="the run's seed (default: the experiment's)")
-    train.add_argument("--seeds", type=int, help="train this many seeds in parallel processes")
+    train.add_argument("--seeds", type=positive_int, help="train this many seeds in parallel processes")
     train.add_argument("--steps", type=int, help="number of meta-steps (default: the experiment's)")
-    train.add_argument("--out", help="run folder (default: checkpoints/EXP, or runs/EXP/seedN)")
+    train.add_argument("--out", help="run folder (default: runs/EXP, or runs/EXP/seedN)")
+    train.add_argument("--ship", action="store_true", help="replace the shipped checkpoints/EXP optimizer with this run's (unless bit-identical)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a Config field (repeatable)")
     train.add_argument("--fresh", action="store_true", help="discard earlier snapshots and start afresh")
-    train.add_argument("--checkpoint-every", type=int, help="meta-steps between snapshots (default: the experiment's CHECKPOINT_EVERY, else 5000)")
-    train.add_argument("--max-skips", type=int, default=100, help="consecutive non-finite steps before stopping")
-    train.add_argument("--core", type=int, default=0, help="CPU core to pin the process to")
+    train.add_argument("--checkpoint-every", type=positive_int, help="meta-steps between snapshots (default: the experiment's CHECKPOINT_EVERY, else 5000)")
+    train.add_argument("--max-skips", type=positive_int, default=100, help="consecutive non-finite steps before stopping")
+    train.add_argument("--core", type=int, help="CPU core to pin the process to (default: the first core no other l2lgd process holds)")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
@@ -199,27 +292,33 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("experiment", nargs="?", default="log30")
         p.add_argument("--out", help="run folder (default: checkpoints/EXP)")
-        p.add_argument("--core", type=int, default=0)
+        p.add_argument("--core", type=int)
         if name == "eval":
-            p.add_argument("--problems", type=int, help="test problems (default: the experiment's EVAL_PROBLEMS, else 10000)")
-            p.add_argument("--validation-problems", type=int, help="problems for tuning baselines (default: VALIDATION_PROBLEMS, else 1000)")
+            p.add_argument("--problems", type=positive_int, help="test problems (default: the experiment's EVAL_PROBLEMS, else 10000)")
+            p.add_argument("--validation-problems", type=positive_int, help="problems for tuning baselines (default: VALIDATION_PROBLEMS, else 1000)")
+            p.add_argument("--ship", action="store_true", help="write eval.json into a shipped folder even when it differs")
         p.set_defaults(func=func)
 
     rep = sub.add_parser("reproduce", help="train, evaluate and report every seed experiment")
     rep.add_argument("--root", default="runs", help="where the runs go")
-    rep.add_argument("--seeds", type=int, default=3)
+    rep.add_argument("--seeds", type=positive_int, default=3)
     rep.add_argument("--experiments", help="comma-separated subset (default: the seed's six and floor)")
     rep.add_argument("--ship", action="store_true", help="also replace checkpoints/EXP with seed 0's optimizer")
-    rep.add_argument("--problems", type=int, default=10_000)
+    rep.add_argument("--problems", type=positive_int, default=10_000)
     rep.set_defaults(func=cmd_reproduce)
 
     abl = sub.add_parser("ablate", help="train and evaluate the ABLATIONS variants of an experiment")
     abl.add_argument("experiment", nargs="?", default="floor")
     abl.add_argument("--root", default="runs/ablations")
-    abl.add_argument("--problems", type=int, default=10_000)
+    abl.add_argument("--problems", type=positive_int, default=10_000)
     abl.set_defaults(func=cmd_ablate)
 
+    lst = sub.add_parser("list", help="the shipped optimizers, one line each (load one with l2lgd.load_optimizer(NAME))")
+    lst.set_defaults(func=cmd_list)
+
     paper = sub.add_parser("paper", help="the paper's tasks and generalization table -> experiments/REPORT.md")
+    paper.add_argument("--section", choices=("paper", "digits"), default="paper",
+                       help="paper: the paper_* experiments; digits: the digits experiment's generalization table")
     paper.set_defaults(func=cmd_paper)
 
     bench = sub.add_parser("bench", help="meta-training throughput, compile time and memory")
@@ -232,8 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Runs a command; every expected failure is one line on stderr and a non-zero exit."""
     args = build_parser().parse_args(argv)
+    from ._train import NonFiniteError, RunLocked, Stopped
+
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except Stopped as e:
+        print(f"l2lgd: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+        print("l2lgd: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, TypeError, OSError, OverflowError, NonFiniteError, RunLocked) as e:
         sys.exit(f"error: {e}")
