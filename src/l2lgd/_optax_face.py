@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._lstm import LSTMState
 from ._optimizer import LearnedOptimizer, cast_optimizer
 
 
@@ -30,6 +31,27 @@ def _check_floating(tree: Any, what: str) -> None:
                 f"{jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}. Keep integer and "
                 "boolean leaves out of the optimized pytree (e.g. with optax.masked or eqx.partition)."
             )
+
+
+def _states_for(grads: Any, treedef, state: LearnedOptimizerState) -> list:
+    """Each gradient leaf's optimizer state, after checking that the gradients have the
+    structure and sizes that `init` saw (naming the first leaf that does not)."""
+    try:
+        states = treedef.flatten_up_to(state.per_leaf)
+    except (ValueError, TypeError):
+        expected = jax.tree.structure(state.per_leaf, is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], LSTMState))
+        raise ValueError(
+            f"update() got gradients with structure {treedef}, but init() was given params with structure "
+            f"{expected}: pass gradients of the params the optimizer was initialized with."
+        ) from None
+    for (path, g), (lstm_state, _) in zip(jax.tree_util.tree_flatten_with_path(grads)[0], states):
+        expected = lstm_state.c.shape[-2]
+        if jnp.size(g) != expected:
+            raise ValueError(
+                f"update() got the gradient leaf {jax.tree_util.keystr(path) or '<root>'} of shape "
+                f"{jnp.shape(g)} ({jnp.size(g)} coordinates), but init() saw {expected} coordinates there."
+            )
+    return states
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -54,7 +76,7 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
         del params
         _check_floating(grads, "gradients")
         leaves, treedef = jax.tree.flatten(grads)
-        states = treedef.flatten_up_to(state.per_leaf)
+        states = _states_for(grads, treedef, state)
         updates, new_states = [], []
         for g, s in zip(leaves, states):
             g = jnp.asarray(g)
