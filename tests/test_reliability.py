@@ -201,13 +201,30 @@ def test_the_skip_limit_stops_within_the_chunk_and_says_what_is_on_disk(tmp_path
     assert not RunCheckpoints(tmp_path / "run").steps()
 
 
-def test_non_finite_updates_never_reach_the_weights():
-    config = l2lgd.Config(num_steps=3, hidden_size=4, meta_lr=3e38, clip_norm=1e30)
-    state, opt = l2lgd.init_state(config)
-    chunk = l2lgd.make_train_chunk(config, eqx.filter(opt, eqx.is_array, inverse=True))
-    state, rec = chunk(state, 20)
-    chex.assert_tree_all_finite((state.theta, state.opt_state))
-    assert int(rec.skipped.sum()) == int(state.skipped)
+def test_injected_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
+    real = l2lgd._train.make_train_chunk
+
+    def poisoned(*args, **kwargs):
+        chunk = real(*args, **kwargs)
+
+        def run(state, n):
+            state, rec = chunk(state, n)
+            if int(state.step) > 5:  # the second chunk's weights: one NaN
+                theta = jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan), state.theta)
+                state = state._replace(theta=theta)
+            return state, rec
+
+        return run
+
+    monkeypatch.setattr(l2lgd._train, "make_train_chunk", poisoned)
+    config = l2lgd.Config(name="tiny", num_steps=3, hidden_size=4, meta_steps=20)
+    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=4)
+    with pytest.raises(l2lgd._train.NonFiniteError, match=r"became non-finite during meta-steps 6-10; nothing of them is saved; .*meta-step 5"):
+        l2lgd.train(config, tmp_path / "run", options)
+    checkpoints = RunCheckpoints(tmp_path / "run")
+    assert checkpoints.steps() == [5]
+    chex.assert_tree_all_finite(checkpoints.restore(5)[0].theta)
+    assert load_record(tmp_path / "run").size == 5
 
 
 @pytest.mark.parametrize(

@@ -185,15 +185,13 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool 
     return meta_gradient
 
 
-def make_meta_step(
-    config: Config, static: LearnedOptimizer, *, fused: bool | None = None, max_consecutive_skips: int | None = None
-):
+def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool | None = None):
     """`meta_step(state, problems) -> (state, StepRecord)`: one meta-step on a batch of problems.
 
-    An update whose meta-loss, meta-gradient, new weights or new Adam state is not finite is
-    dropped (theta and Adam state unchanged) and counted. Once `max_consecutive_skips` steps in
-    a row were dropped, meta-steps do nothing (the state, its step included, stays as it is), so
-    a compiled chunk halts where the limit was reached. `fused`: see `make_meta_gradient`.
+    An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
+    unchanged) and counted. `fused`: see `make_meta_gradient`. (The driver checks the weights
+    and Adam state after each chunk; checking them here too would change XLA's fusion of the
+    update, and so the trained weights at float32 rounding.)
     """
     batch_grads = make_meta_gradient(config, static, fused=fused)
     tx = meta_optimizer(config)
@@ -215,9 +213,9 @@ def make_meta_step(
         if config.truncations > 1:
             params, opt_states = lax.stop_gradient(carries)
             inner = inner._replace(params=params, opt_state=opt_states)
+        finite = jnp.isfinite(objective) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
-        finite = jnp.isfinite(objective) & _all_finite((grads, theta, opt_state))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         skip = (~finite).astype(jnp.int32)
         new_state = TrainState(
@@ -229,12 +227,7 @@ def make_meta_step(
             key=state.key,
             inner=inner,
         )
-        record = StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
-        if max_consecutive_skips is None:
-            return new_state, record
-        halted = state.consecutive_skips >= max_consecutive_skips
-        new_state = jax.tree.map(lambda old, new: jnp.where(halted, old, new), state, new_state)
-        return new_state, record._replace(skipped=record.skipped | halted)
+        return new_state, StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
 
     return meta_step
 
@@ -253,7 +246,6 @@ def make_train_chunk(
     *,
     mesh: Mesh | None | str = "auto",
     fused: bool | None = None,
-    max_consecutive_skips: int | None = None,
 ):
     """`train_chunk(state, num_steps) -> (state, StepRecord of [num_steps] arrays)`, jitted.
 
@@ -263,7 +255,7 @@ def make_train_chunk(
     meta-parameters are replicated.
     """
     mesh = batch_mesh(config) if mesh == "auto" else mesh
-    meta_step = make_meta_step(config, static, fused=fused, max_consecutive_skips=max_consecutive_skips)
+    meta_step = make_meta_step(config, static, fused=fused)
     problems = make_problem_batch(config, family)
 
     def train_chunk(state: TrainState, num_steps: int):

@@ -292,7 +292,7 @@ def train(
 def _run_chunks(run_dir, config, family, options, checkpoints, state, static, recent):
     """Meta-steps in compiled chunks up to `config.meta_steps`, with the record and snapshots."""
     val_keys = problem_keys(VALIDATION_SEED, options.validation_problems)
-    train_chunk = make_train_chunk(config, static, family, max_consecutive_skips=options.max_consecutive_skips)
+    train_chunk = make_train_chunk(config, static, family)
     chunk = min(options.chunk_size, options.checkpoint_every)
     step = int(state.step)
     train_time = 0.0
@@ -309,23 +309,28 @@ def _run_chunks(run_dir, config, family, options, checkpoints, state, static, re
             next_checkpoint = (step // options.checkpoint_every + 1) * options.checkpoint_every
             n = min(chunk, config.meta_steps - step, next_checkpoint - step)
             t0 = time.perf_counter()
+            before = state
             state, rec = train_chunk(state, n)
-            done = int(state.step) - step  # fewer than n when the skip limit halted the chunk
-            finals = np.asarray(rec.final_log10)[:done]
+            finals = np.asarray(rec.final_log10)
             train_time += time.perf_counter() - t0
+            limit = _skip_limit_reached(before, np.asarray(rec.skipped), options.max_consecutive_skips)
+            if limit is not None:  # stop where the limit was reached, as if the chunk had ended there
+                append_record(run_dir, finals[: limit - step])
+                raise NonFiniteError(
+                    f"{options.max_consecutive_skips} consecutive meta-steps up to meta-step {limit:,} had a "
+                    f"non-finite meta-loss or meta-gradient (skipped, never applied); stopping: "
+                    f"{_last_snapshot(run_dir, checkpoints)}."
+                )
+            if not _all_finite((state.theta, state.opt_state)):
+                raise NonFiniteError(
+                    f"the weights or Adam state became non-finite during meta-steps {step + 1:,}-{step + n:,}; "
+                    f"nothing of them is saved; stopping: {_last_snapshot(run_dir, checkpoints)}."
+                )
             step = int(state.step)
             recent.extend(finals.tolist())
             append_record(run_dir, finals)
-            bar.update(done)
+            bar.update(n)
             bar.set_postfix(log10_final=f"{np.nanmean(recent) if recent else float('nan'):.2f}", skipped=int(state.skipped), refresh=False)
-            if int(state.consecutive_skips) >= options.max_consecutive_skips:
-                snapshots = checkpoints.steps()
-                kept = (f"the last snapshot, meta-step {snapshots[-1]:,}, is in {run_dir / SNAPSHOTS}"
-                        if snapshots else "no snapshot was written before it")
-                raise NonFiniteError(
-                    f"{int(state.consecutive_skips)} consecutive meta-steps up to meta-step {step:,} had a "
-                    f"non-finite meta-loss, meta-gradient or update (skipped, never applied); stopping: {kept}."
-                )
             if received and not (step % options.checkpoint_every == 0 or step == config.meta_steps):
                 raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
             if step % options.checkpoint_every == 0 or step == config.meta_steps:
@@ -340,6 +345,28 @@ def _run_chunks(run_dir, config, family, options, checkpoints, state, static, re
                 if received and step < config.meta_steps:
                     raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
     return state, train_time
+
+
+def _skip_limit_reached(before: TrainState, skipped: np.ndarray, limit: int) -> int | None:
+    """The meta-step at which `limit` consecutive skips were reached within a chunk that started
+    from `before` and skipped the steps flagged in `skipped`; None if it was not reached."""
+    run = int(before.consecutive_skips)
+    for i, skip in enumerate(skipped):
+        run = run + 1 if skip else 0
+        if run >= limit:
+            return int(before.step) + i + 1
+    return None
+
+
+def _all_finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree) if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
+def _last_snapshot(run_dir: Path, checkpoints: RunCheckpoints) -> str:
+    snapshots = checkpoints.steps()
+    if not snapshots:
+        return "no snapshot was written before it"
+    return f"the last snapshot, meta-step {snapshots[-1]:,}, is in {run_dir / SNAPSHOTS}"
 
 
 def _stopped_message(run_dir: Path, step: int, checkpoints: RunCheckpoints) -> str:
