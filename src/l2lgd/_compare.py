@@ -56,12 +56,25 @@ def evaluate_tx(tx: optax.GradientTransformation, config, keys, family=None, **e
     return out
 
 
-def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Each optax baseline of TUNED with its learning rate tuned on `val_keys`, run on `test_keys`."""
+def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True, widen: bool = False) -> dict[str, dict[str, Any]]:
+    """Each optax baseline of TUNED with its learning rate tuned on `val_keys`, run on `test_keys`.
+
+    With `widen`, a grid whose best rate sits at an edge is extended by a decade on that side
+    (same spacing), up to 1e-6 and 1e3, so that the chosen rate is inside the grid."""
     out = {}
     for name, make in TUNED.items():
-        lr, grid = tune_learning_rate(make, LEARNING_RATES, config, val_keys, progress=progress, desc=name)
-        out[name] = evaluate_tx(make(lr), config, test_keys, learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
+        rates = list(LEARNING_RATES)
+        lr, grid = tune_learning_rate(make, rates, config, val_keys, progress=progress, desc=name)
+        while widen and lr in (rates[0], rates[-1]) and 1e-6 < lr < 1e3:
+            step = rates[1] / rates[0]
+            more = [rates[-1] * step**i for i in range(1, 9)] if lr == rates[-1] else [rates[0] / step**i for i in range(8, 0, -1)]
+            lr_more, grid_more = tune_learning_rate(make, more, config, val_keys, progress=progress, desc=name)
+            grid.update(grid_more)
+            rates = sorted(set(rates) | set(more))
+            lr = min((r for r in grid if np.isfinite(grid[r])), key=grid.get)
+        entry = evaluate_tx(make(lr), config, test_keys, learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
+        entry["grid_edge"] = lr in (rates[0], rates[-1])
+        out[name] = entry
     return out
 
 

@@ -42,6 +42,9 @@ class Config:
     activation: str = "sigmoid"
     minibatch: int = 128
     dataset: str = "digits"  # which of scikit-learn's bundled data sets the MLP learns
+    # The family meta-training draws its tasks from, when it is not `task` (which model
+    # selection and evaluation use): e.g. a mixture of variants around the target task.
+    train_task: str = ""
     # Learned optimizer.
     preprocessing: str = "identity"
     min_log_gradient: float = 15.0  # k of log_rescale; p of the paper's preprocessing
@@ -65,6 +68,10 @@ class Config:
         elif not isinstance(self.task, str) or not self.task:
             raise ValueError(f"Config.task must be a task family's name, got {self.task!r}.")
         _check_choice("dataset", self.dataset, DATASETS)
+        if self.train_task and _CHECK_TASK.get():
+            _check_choice("train_task", self.train_task, tuple(TASK_FAMILIES))
+        elif not isinstance(self.train_task, str):
+            raise ValueError(f"Config.train_task must be a task family's name or '', got {self.train_task!r}.")
         _check_choice("preprocessing", self.preprocessing, PREPROCESSINGS)
         _check_choice("objective", self.objective, OBJECTIVES)
         _check_choice("activation", self.activation, ACTIVATIONS)

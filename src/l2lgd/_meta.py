@@ -22,7 +22,7 @@ from ._config import Config
 from ._optax_face import as_optax
 from ._fused import fused_supported, make_fused_unroll
 from ._optimizer import LearnedOptimizer, make_optimizer
-from ._tasks import TaskFamily, task_family
+from ._tasks import TaskFamily, training_family
 from ._unroll import log10_loss, meta_objective, run_steps
 
 class Inner(NamedTuple):
@@ -119,7 +119,7 @@ def make_problem_batch(config: Config, family: TaskFamily | None = None):
     Its key is `fold_in(run_key, step)`, so a resumed run draws exactly what an uninterrupted
     run draws, however the steps are chunked.
     """
-    family = family if family is not None else task_family(config)
+    family = family if family is not None else training_family(config)
 
     def problems(key_data, step):
         step_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)

@@ -88,6 +88,11 @@ def task_family(config) -> TaskFamily:
     return TASK_FAMILIES[config.task].from_config(config)
 
 
+def training_family(config) -> TaskFamily:
+    """The family meta-training draws from: `config.train_task`'s if set, else `config.task`'s."""
+    return task_family(config.replace(task=config.train_task) if config.train_task else config)
+
+
 def check_family(family: TaskFamily) -> None:
     """Fails early, naming what is wrong, when `family` does not sample valid tasks: floating
     `params0` leaves and a scalar floating loss. Traces one task (nothing is computed)."""
@@ -309,14 +314,15 @@ class VariantLoss(eqx.Module):
 class DigitsVariants(TaskFamily):
     """Meta-training mixture around `digits`: each task is an MLP of width `width` with one or
     two hidden layers (probability `p_deep` of two) and sigmoid or ReLU units (probability
-    `p_relu` of ReLU), on minibatches of the data set."""
+    `p_relu` of ReLU), on minibatches of the data set. Half the tasks (0.7 x 0.7) are the plain
+    one-layer sigmoid MLP of `digits`."""
 
     stochastic = True
     width: int = eqx.field(static=True, default=20)
     minibatch: int = eqx.field(static=True, default=128)
     dataset: str = eqx.field(static=True, default="digits")
-    p_deep: float = eqx.field(static=True, default=0.5)
-    p_relu: float = eqx.field(static=True, default=0.5)
+    p_deep: float = eqx.field(static=True, default=0.3)
+    p_relu: float = eqx.field(static=True, default=0.3)
 
     def sample(self, key):
         deep_key, relu_key, init_key = jax.random.split(key, 3)

@@ -38,7 +38,7 @@ from ._config import Config, stored_configs
 from ._evaluate import VALIDATION_SEED, log10_losses, problem_keys, unroll_losses
 from ._meta import TrainState, init_state, make_train_chunk
 from ._optax_face import as_optax
-from ._tasks import TASK_FAMILIES, TaskFamily, check_family, task_family
+from ._tasks import TASK_FAMILIES, TaskFamily, check_family, task_family, training_family
 
 
 class NonFiniteError(RuntimeError):
@@ -177,15 +177,20 @@ def family_name(family: TaskFamily) -> str:
     return names[0] if names else type(family).__name__
 
 
-def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, TaskFamily]:
-    """The run's config (naming `family`) and its family, checked before anything is written."""
+def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, TaskFamily, TaskFamily]:
+    """The run's config (naming `family`), the family it trains on and the one it validates on
+    (the same, unless `config.train_task` names another), checked before anything is written."""
     if family is None:
-        family = task_family(config)
+        validation = task_family(config)
+        family = training_family(config) if config.train_task else validation
     else:
         with stored_configs():
-            config = config.replace(task=family_name(family))
+            config = config.replace(task=family_name(family), train_task="")
+        validation = family
     check_family(family)
-    return config, family
+    if validation is not family:
+        check_family(validation)
+    return config, family, validation
 
 
 def _check_resumable(run_dir: Path, config: Config, options: RunOptions) -> RunCheckpoints | None:
@@ -253,7 +258,8 @@ def train(
             `out_dir/optimizer/`, which `l2lgd.load_optimizer(out_dir)` loads (without the
             family's code).
         options: how the run is driven (`RunOptions`); none of it changes the weights.
-        family: the `TaskFamily` to meta-train on (default: the one `config.task` names). Its
+        family: the `TaskFamily` to meta-train and validate on (default: the one `config.task`
+            names; `config.train_task`, if set, names another family to meta-train on). Its
             registered name (else its class name) is stored as the config's `task`.
 
     Returns:
@@ -267,14 +273,14 @@ def train(
     start = time.perf_counter()
     options = options or RunOptions()
     run_dir = Path(out_dir)
-    config, family = _resolve_family(config, family)
+    config, family, validation = _resolve_family(config, family)
     with run_lock(run_dir):
         checkpoints = _check_resumable(run_dir, config, options)
         _prepare_run_dir(run_dir, config, options)
         checkpoints = checkpoints or RunCheckpoints(run_dir)
         try:
             state, static, recent = _initial_state(run_dir, config, family, checkpoints)
-            state, train_time = _run_chunks(run_dir, config, family, options, checkpoints, state, static, recent)
+            state, train_time = _run_chunks(run_dir, config, family, validation, options, checkpoints, state, static, recent)
             best_step, best_score = _export_best(run_dir, checkpoints, family)
         finally:
             checkpoints.close()
@@ -289,8 +295,9 @@ def train(
     )
 
 
-def _run_chunks(run_dir, config, family, options, checkpoints, state, static, recent):
-    """Meta-steps in compiled chunks up to `config.meta_steps`, with the record and snapshots."""
+def _run_chunks(run_dir, config, family, validation, options, checkpoints, state, static, recent):
+    """Meta-steps in compiled chunks up to `config.meta_steps` on tasks of `family`, with the
+    record and snapshots scored on tasks of `validation`."""
     val_keys = problem_keys(VALIDATION_SEED, options.validation_problems)
     train_chunk = make_train_chunk(config, static, family)
     chunk = min(options.chunk_size, options.checkpoint_every)
@@ -338,7 +345,7 @@ def _run_chunks(run_dir, config, family, options, checkpoints, state, static, re
                     "step": step,
                     "skipped": int(state.skipped),
                     "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
-                    "validation_log10_final": validation_score(state.theta, static, config, val_keys, family),
+                    "validation_log10_final": validation_score(state.theta, static, config, val_keys, validation),
                     "validation_problems": options.validation_problems,
                 }
                 checkpoints.save(state, config, metrics)
