@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from hypothesis import given, settings
 
 import l2lgd
@@ -108,3 +109,26 @@ def test_digits_metrics_are_test_loss_and_accuracy():
     wine = l2lgd.Digits(hidden_units=(8,), dataset="wine")
     _, wine_params = wine.sample(jax.random.key(0))
     assert wine_params[0]["w"].shape == (13, 8) and wine_params[-1]["w"].shape == (8, 3)
+
+
+def test_variants_batch_together_and_a_skipped_layer_gets_no_gradient():
+    family = l2lgd._tasks.DigitsVariants(width=6, minibatch=16, p_deep=0.5, p_relu=0.5)
+    keys = jax.random.split(jax.random.key(0), 16)
+    losses, params = jax.vmap(family.sample)(keys)
+    assert params[1]["w"].shape == (16, 6, 6)
+    assert 0 < int(losses.deep.sum()) < 16 and 0 < int(losses.relu.sum()) < 16
+    grads = jax.vmap(lambda l, p, k: jax.grad(l)(p, k))(losses, params, keys)
+    shallow = ~np.asarray(losses.deep)
+    np.testing.assert_array_equal(np.asarray(grads[1]["w"])[shallow], 0.0)
+    assert float(jnp.abs(grads[1]["w"][np.asarray(losses.deep)]).max()) > 0
+
+
+def test_train_task_trains_on_the_variants_and_selects_on_the_task(tmp_path):
+    config = CONFIG.replace(train_task="digits_variants", meta_steps=4)
+    result = l2lgd.train(config, tmp_path, l2lgd.RunOptions(checkpoint_every=2, progress=False, validation_problems=4))
+    assert result.config.task == "digits" and result.config.train_task == "digits_variants"
+    assert len(result.state.inner.params) == 3  # the variants' three layers are in flight
+    _, loaded, _ = l2lgd.load_learned_optimizer(tmp_path)
+    assert loaded.task == "digits"
+    with pytest.raises(ValueError, match=r"Config.train_task='nope' is not one of"):
+        CONFIG.replace(train_task="nope")

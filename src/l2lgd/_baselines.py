@@ -1,7 +1,8 @@
 """The seed's hand-written baselines, as optax transformations.
 
-They are written exactly as the seed writes `g_sgd` and `g_rms`, which differ from
-`optax.sgd`/`optax.rmsprop` in details (RMSProp's 1e-5 sits outside the square root).
+They are written exactly as the seed writes `g_sgd` and `g_rms`. The seed's RMSProp differs from
+`optax.rmsprop`'s defaults: its epsilon is 1e-5 added outside the square root (optax: 1e-8
+inside it, `eps_in_sqrt=True`; `eps_in_sqrt=False` puts it outside) and its decay is 0.99 (0.9).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ goes to launching them, not to arithmetic. Here the same function is computed wi
 
 while the glue around the LSTM (the task's loss and gradient, the preprocessing, the step
 x += update) is still differentiated by `jax.vjp`, so every task and preprocessing works.
-About 2x faster per meta-step than `jax.grad` on the seed's problems (`make bench`).
+1.3-1.55x faster per meta-step than `jax.grad` on the seed's problems, by batch size (`make bench`).
 
 It is the same function as the generic path: `tests/test_fused.py` checks equal losses and
 meta-gradients (to float32 rounding) for every preprocessing, objective, task and truncation.
