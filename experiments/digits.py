@@ -23,7 +23,16 @@ The same coordinate-wise two-layer LSTM (20 units) as the paper; what changes, e
 - 4 tasks per meta-step, truncated unrolls of 20 steps over the horizon of 100, first-order
   meta-gradients (as the paper), meta_lr 1e-3, 6,000 meta-steps, 64 validation tasks.
 
-Measured: see experiments/REPORT.md (section `digits`), the README and the model card.
+Measured (`make eval EXP=digits`, 200 held-out tasks): mean final training loss 0.0234 ± 0.0034
+against 0.0524 ± 0.0044 for tuned Nesterov, the best baseline (0.45x, 95% CIs apart); but test-
+split accuracy 95.5% against Nesterov's 97.3%: it overfits more. `make train EXP=digits`: 24.5
+minutes here, exported meta-step 5,500 (validation mean log10 final loss -1.80). Tried before
+(each `python -m l2lgd train digits --set ... --out runs/try`): the same without the variants
+mixture at 3,000 meta-steps (and before a never-seen coordinate's step was gated to 0): 0.0375 ±
+0.0055 on test, but 2.99x the best baseline on 2 hidden layers; a 50/50 mixture selected on the
+mixture's own validation: 0.0434 ± 0.0049 (CIs touching Nesterov's) and 0.88x on 2 layers.
+Generalization and ablations: experiments/REPORT.md (section `digits`) and
+experiments/ABLATIONS.md.
 """
 
 from l2lgd import Config
