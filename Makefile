@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(PY) -m l2lgd bench $(EXP) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q -n 2 tests $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

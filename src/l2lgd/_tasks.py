@@ -242,17 +242,21 @@ class DigitsLoss(eqx.Module):
         return jnp.mean(jnp.argmax(logits, axis=-1) == jnp.asarray(data[f"y_{part}"]))
 
 
-def sample_digits(key: PRNGKeyArray, hidden_units: tuple[int, ...], activation: str, minibatch: int, dataset: str = "digits"):
-    """A fresh MLP inputs -> hidden_units -> classes: weights ~ N(0, 1/fan_in), biases 0."""
+def init_mlp(key: PRNGKeyArray, hidden_units: tuple[int, ...], dataset: str) -> list[dict[str, Array]]:
+    """A fresh MLP inputs -> hidden_units -> classes of `dataset`: weights ~ N(0, 1/fan_in), biases 0."""
     data = dataset_splits(dataset)
     inputs, classes = data["x_train"].shape[1], int(max(data["y_train"].max(), data["y_test"].max())) + 1
     sizes = (inputs, *hidden_units, classes)
     keys = jax.random.split(key, len(sizes) - 1)
-    params = [
+    return [
         {"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros(n)}
         for k, m, n in zip(keys, sizes[:-1], sizes[1:])
     ]
-    return DigitsLoss(activation, minibatch, dataset=dataset), params
+
+
+def sample_digits(key: PRNGKeyArray, hidden_units: tuple[int, ...], activation: str, minibatch: int, dataset: str = "digits"):
+    """A task of the `Digits` family: its loss and a fresh MLP (`init_mlp`)."""
+    return DigitsLoss(activation, minibatch, dataset=dataset), init_mlp(key, hidden_units, dataset)
 
 
 @register_task_family("digits")
@@ -326,14 +330,7 @@ class DigitsVariants(TaskFamily):
 
     def sample(self, key):
         deep_key, relu_key, init_key = jax.random.split(key, 3)
-        data = dataset_splits(self.dataset)
-        inputs, classes = data["x_train"].shape[1], int(max(data["y_train"].max(), data["y_test"].max())) + 1
-        sizes = (inputs, self.width, self.width, classes)
-        keys = jax.random.split(init_key, 3)
-        params = [
-            {"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros(n)}
-            for k, m, n in zip(keys, sizes[:-1], sizes[1:])
-        ]
+        params = init_mlp(init_key, (self.width, self.width), self.dataset)
         deep = jax.random.bernoulli(deep_key, self.p_deep)
         relu = jax.random.bernoulli(relu_key, self.p_relu)
         return VariantLoss(deep, relu, self.minibatch, self.dataset), params
