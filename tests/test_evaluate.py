@@ -30,6 +30,10 @@ def test_grid_search_finds_the_known_best_rate():
     )
     assert best == 0.5
     assert scores[0.5] == pytest.approx(-38.0)
+    best, scores = tune_learning_rate(
+        optax.sgd, [0.1, 0.3, 0.5, 0.7], config, problem_keys(0, 16), progress=False, family=UnitScale(), score="loss"
+    )
+    assert best == 0.5 and scores[0.5] == 0.0 and scores[0.1] > 0.0
 
 
 def test_grid_refuses_an_unreasonable_grid():

@@ -136,8 +136,10 @@ def tune_learning_rate(
     progress: bool = True,
     desc: str = "grid",
     family: TaskFamily | None = None,
+    score: str = "log10",
 ) -> tuple[float, dict[float, float]]:
-    """The learning rate of `grid` with the lowest mean log10 final loss on the problems `keys`.
+    """The learning rate of `grid` with the lowest mean log10 final loss on the problems `keys`
+    (`score="loss"`: the lowest mean final loss).
 
     The learning rate is a traced argument, so the whole grid compiles once. A grid whose
     estimated time (from its first point) exceeds `max_seconds` is refused before it runs.
@@ -146,13 +148,16 @@ def tune_learning_rate(
 
     from tqdm.auto import tqdm
 
+    if score not in ("log10", "loss"):
+        raise ValueError(f"score must be 'log10' or 'loss', got {score!r}.")
+    measure = (lambda losses: float(log10_losses(losses).mean())) if score == "log10" else (lambda losses: float(np.mean(losses)))
     grid = [float(lr) for lr in grid]
     if not grid:
         raise ValueError("The learning-rate grid is empty.")
     losses_at = jax.jit(lambda lr, k: unroll_losses(make_tx(lr), config, k, family=family)[:, -1])
     losses_at(grid[0], keys[:2]).block_until_ready()  # compile
     start = time.perf_counter()
-    scores = {grid[0]: float(log10_losses(losses_at(grid[0], keys)).mean())}
+    scores = {grid[0]: measure(losses_at(grid[0], keys))}
     estimate = (time.perf_counter() - start) * len(grid)
     if estimate > max_seconds:
         raise ValueError(
@@ -160,7 +165,7 @@ def tune_learning_rate(
             f"{estimate:.0f} s, over the limit of {max_seconds:.0f} s; use fewer rates or problems."
         )
     for lr in tqdm(grid[1:], desc=desc, disable=not progress, leave=False):
-        scores[lr] = float(log10_losses(losses_at(lr, keys)).mean())
+        scores[lr] = measure(losses_at(lr, keys))
     finite = {lr: s for lr, s in scores.items() if np.isfinite(s)}
     best = min(finite, key=finite.get)
     return best, scores
