@@ -247,6 +247,15 @@ def export_optimizer(run_dir: str | Path, theta: Any, config: Config, metrics: d
     return directory
 
 
+def copy_export(run_dir: Path, out: Path) -> None:
+    """Copies `run_dir`'s exported optimizer to `out/optimizer`, atomically (`replace_folder`)."""
+    staging = Path(out) / f".{EXPORT}.new"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(Path(run_dir) / EXPORT, staging)
+    replace_folder(staging, Path(out) / EXPORT)
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Puts the complete folder `new` at `target`: the old one is moved aside first and removed
     only once `new` is in place, so a crash leaves one of them whole."""
@@ -359,11 +368,7 @@ def export_best_of(run_dirs: list[Path], out: str | Path) -> Path:
     if not scored:
         raise ValueError(f"None of {[str(r) for r in run_dirs]} holds an exported optimizer.")
     _, best = min(scored)
-    staging = Path(out) / f".{EXPORT}.new"
-    if staging.exists():
-        shutil.rmtree(staging)
-    shutil.copytree(best / EXPORT, staging)
-    replace_folder(staging, Path(out) / EXPORT)
+    copy_export(best, Path(out))
     return best
 
 

@@ -36,6 +36,14 @@ TUNED = {
 }
 
 
+def at_grid_edge(entry: dict[str, Any]) -> bool:
+    """Whether a tuned baseline's chosen rate sits at an edge of the grid it was tuned on."""
+    lr = entry.get("learning_rate")
+    if lr is None or "grid" not in entry:
+        return False
+    return entry.get("grid_edge", lr in (min(LEARNING_RATES), max(LEARNING_RATES)))
+
+
 def require_trained(run_dir: Path, experiment: str) -> None:
     if not (run_dir / EXPORT).is_dir():
         raise FileNotFoundError(
@@ -68,7 +76,7 @@ def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True, widen
         while widen and lr in (rates[0], rates[-1]) and 1e-6 < lr < 1e3:
             step = rates[1] / rates[0]
             more = [rates[-1] * step**i for i in range(1, 9)] if lr == rates[-1] else [rates[0] / step**i for i in range(8, 0, -1)]
-            lr_more, grid_more = tune_learning_rate(make, more, config, val_keys, progress=progress, desc=name)
+            _, grid_more = tune_learning_rate(make, more, config, val_keys, progress=progress, desc=name)
             grid.update(grid_more)
             rates = sorted(set(rates) | set(more))
             lr = min((r for r in grid if np.isfinite(grid[r])), key=grid.get)
@@ -129,9 +137,7 @@ def format_table(result: dict[str, Any]) -> str:
     for name, entry in result["optimizers"].items():
         f = entry["final"]
         lr = entry.get("learning_rate")
-        lr_text = "" if lr is None else f"{lr:.3g}"
-        if lr is not None and "grid" in entry and lr in (min(LEARNING_RATES), max(LEARNING_RATES)):
-            lr_text += " (grid edge)"
+        lr_text = ("" if lr is None else f"{lr:.3g}") + (" (grid edge)" if at_grid_edge(entry) else "")
         lines.append(
             f"| {name} | {lr_text} | {f['mean']:.2f} | "
             f"[{f['ci95_low']:.2f}, {f['ci95_high']:.2f}] | {f['median']:.2f} | {f['p5']:.2f} | "

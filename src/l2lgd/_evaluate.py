@@ -11,7 +11,7 @@ import optax
 from ._config import Config
 from ._meta import draw_task
 from ._tasks import TaskFamily, task_family
-from ._unroll import run_steps, unroll
+from ._unroll import run_steps
 
 # Problem sets that training never draws from: training uses key(config.seed) split in two.
 VALIDATION_SEED = 1_000_003
@@ -35,12 +35,16 @@ def unroll_losses(
     config's) drawn with `keys` (default `num_steps`: the config's whole horizon)."""
     family = family if family is not None else task_family(config)
     num_steps = num_steps or config.total_steps
+    return jax.vmap(lambda key: _run_task(tx, family, key, num_steps)[2])(keys)
 
-    def one(key):
-        loss_fn, x0, minibatch_key = draw_task(family, key)
-        return unroll(tx, loss_fn, x0, num_steps, key=minibatch_key if family.stochastic else None)
 
-    return jax.vmap(one)(keys)
+def _run_task(tx, family: TaskFamily, key, num_steps: int):
+    """`(loss_fn, params after the last step, losses)` of `tx` on the task drawn with `key`."""
+    loss_fn, x0, minibatch_key = draw_task(family, key)
+    (params, _), losses = run_steps(
+        tx, loss_fn, x0, tx.init(x0), num_steps, key=minibatch_key if family.stochastic else None
+    )
+    return loss_fn, params, losses
 
 
 def unroll_with_metrics(
@@ -55,10 +59,7 @@ def unroll_with_metrics(
     family = family if family is not None else task_family(config)
 
     def one(key):
-        loss_fn, x0, minibatch_key = draw_task(family, key)
-        (params, _), losses = run_steps(
-            tx, loss_fn, x0, tx.init(x0), config.total_steps, key=minibatch_key if family.stochastic else None
-        )
+        loss_fn, params, losses = _run_task(tx, family, key, config.total_steps)
         return losses, family.metrics(loss_fn, params)
 
     return jax.vmap(one)(keys)

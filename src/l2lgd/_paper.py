@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._checkpoint import _find_steps, load_learned_optimizer
-from ._compare import LEARNING_RATES, TUNED, evaluate_tx, tuned_baselines
+from ._compare import LEARNING_RATES, TUNED, at_grid_edge, evaluate_tx, tuned_baselines
 from ._evaluate import TEST_SEED, VALIDATION_SEED, problem_keys
 from ._figures import _save
 from ._optax_face import as_optax
@@ -133,7 +133,7 @@ def settings_table(settings, tasks_for, figures: Path, *, metric: str | None = N
             text = f"{f['loss_mean']:.3g} ± {f['loss_ci95']:.2g} ({f['mean']:.2f})"
             if "learning_rate" in v:
                 text += f", lr {v['learning_rate']:.2g}"
-                if v.get("grid_edge", v["learning_rate"] in (min(LEARNING_RATES), max(LEARNING_RATES))):
+                if at_grid_edge(v):
                     text += " (grid edge)"
             cells.append(f"**{text}**" if k == best else text)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -7,7 +7,6 @@ In a checkout (or an editable install) they are the repository's `checkpoints/` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,16 +73,6 @@ def resolve_optimizer_path(path: str | Path) -> Path:
     )
 
 
-def held_out_figure(folder: Path) -> str:
-    """The shipped optimizer's own line of its `eval.json`, in words."""
-    path = folder / "eval.json"
-    if not path.is_file():
-        return "not evaluated"
-    result = json.loads(path.read_text())
-    entry = next(v for k, v in result["optimizers"].items() if k.startswith("learned"))["final"]
-    return f"mean log10 final loss {entry['mean']:.2f}, mean final loss {entry['loss_mean']:.3g} on {result['num_problems']:,} test tasks"
-
-
 def shipped_folder(name: str) -> Path | None:
     """The shipped run folder of experiment `name` (whether or not it holds an optimizer yet)."""
     root = shipped_dir("checkpoints")
@@ -128,7 +117,7 @@ def ship(run_dir: Path, name: str) -> str:
     they are bit-identical, in which case nothing is written. Returns what happened."""
     import shutil
 
-    from ._checkpoint import EXPORT, replace_folder
+    from ._checkpoint import EXPORT, copy_export
 
     target = shipped_folder(name)
     if target is None:
@@ -137,10 +126,6 @@ def ship(run_dir: Path, name: str) -> str:
     if difference is None:
         return f"{run_dir} reproduces the shipped optimizer {target} bit for bit; left it untouched."
     target.mkdir(parents=True, exist_ok=True)
-    staging = target / f".{EXPORT}.new"
-    if staging.exists():
-        shutil.rmtree(staging)
-    shutil.copytree(run_dir / EXPORT, staging)
-    replace_folder(staging, target / EXPORT)
+    copy_export(run_dir, target)
     shutil.copy(run_dir / "config.json", target / "config.json")
     return f"shipped {run_dir / EXPORT} to {target / EXPORT} ({difference})."
