@@ -1,5 +1,11 @@
+import os
+from pathlib import Path
+
 import jax
 import pytest
+
+# Command-line runs started by the tests keep compiled programs here, not in the user's cache.
+os.environ.setdefault("L2LGD_COMPILATION_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "l2lgd-jax"))
 
 import l2lgd
 

@@ -51,3 +51,37 @@ def test_several_seeds_train_in_parallel_and_the_best_is_exported(tmp_path):
         assert json.loads((out / f"seed{seed}" / "config.json").read_text())["seed"] == seed
     best = next((out / "optimizer").iterdir())
     assert json.loads((best / "metrics" / "metadata").read_text())["validation_log10_final"] == min(scores.values())
+
+
+def test_the_compilation_cache_is_configurable_and_gives_bit_identical_weights(tmp_path, monkeypatch):
+    import os
+
+    from l2lgd._shipped import compare_exports
+    from l2lgd.cli import CACHE_VARIABLE, compilation_cache_dir
+
+    monkeypatch.setenv(CACHE_VARIABLE, "off")
+    assert compilation_cache_dir() is None
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "cache"))
+    assert compilation_cache_dir() == tmp_path / "cache"
+    monkeypatch.delenv(CACHE_VARIABLE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compilation_cache_dir() == tmp_path / "xdg" / "l2lgd" / "jax"
+
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "tiny.py").write_text(
+        "from l2lgd import Config\nCONFIG = Config(name='tiny', num_steps=5, hidden_size=4, meta_steps=10)\n"
+    )
+    runs = {}
+    for name, cache in (("cold", tmp_path / "cache"), ("warm", tmp_path / "cache"), ("off", "off")):
+        env = dict(os.environ, L2LGD_EXPERIMENTS=str(tmp_path / "exps"), **{CACHE_VARIABLE: str(cache)})
+        runs[name] = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "l2lgd", "train", "tiny", "--out", str(runs[name]), "--no-progress"],
+            env=env, capture_output=True, text=True,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        if name == "cold":
+            assert any((tmp_path / "cache").iterdir())  # compiled programs were written
+    assert compare_exports(runs["warm"], runs["cold"]) is None
+    assert compare_exports(runs["off"], runs["cold"]) is None
+    assert (runs["warm"] / "final_log10.f32").read_bytes() == (runs["off"] / "final_log10.f32").read_bytes()

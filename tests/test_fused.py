@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import l2lgd
-from l2lgd._fused import fused_supported, make_fused_unroll
+from l2lgd._fused import make_fused_unroll, written_out
 from l2lgd._meta import init_state, make_meta_gradient, make_problem_batch
 
 BASE = l2lgd.Config(num_steps=6, hidden_size=5, batch_size=3, dim=3)
@@ -21,22 +21,27 @@ CASES = {
     "paper/one_layer": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=1, min_log_gradient=10.0),
     "paper/three_layers": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=3, min_log_gradient=10.0),
     "digits/minibatch": BASE.replace(task="digits", preprocessing="paper", min_log_gradient=10.0, hidden_units=(4,), minibatch=16),
+    "moments/per_problem_clip": BASE.replace(preprocessing="moments", per_problem_clip=True, clip_norm=1e-3),
+    "digits/per_problem_clip": BASE.replace(task="digits", preprocessing="paper", min_log_gradient=10.0,
+                                            hidden_units=(4,), minibatch=16, per_problem_clip=True, clip_norm=1e-2),
 }
+LOOPS = ["written", "scan"]
 
 
-def _grads(config, fused, start_at_zero=False):
+def _grads(config, fused, start_at_zero=False, loop="auto"):
     state, opt = init_state(config)
     static = eqx.filter(opt, eqx.is_array, inverse=True)
     problems = make_problem_batch(config)(state.key, state.step)
     if start_at_zero:  # x0 = 0: every loss and gradient of the unroll is exactly 0
         problems = (problems[0], jnp.zeros_like(problems[1]), *problems[2:])
-    return jax.jit(make_meta_gradient(config, static, fused=fused))(state.theta, problems)
+    return jax.jit(make_meta_gradient(config, static, fused=fused, loop=loop))(state.theta, problems)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("name", list(CASES))
-def test_fused_meta_gradient_equals_autodiff(name):
+def test_fused_meta_gradient_equals_autodiff(name, loop):
     config = CASES[name]
-    objective, finals, grads, carries = _grads(config, fused=True)
+    objective, finals, grads, carries = _grads(config, fused=True, loop=loop)
     ref_objective, ref_finals, ref_grads, ref_carries = _grads(config, fused=False)
     np.testing.assert_allclose(objective, ref_objective, rtol=1e-5)
     np.testing.assert_allclose(finals, ref_finals, rtol=1e-4)
@@ -47,7 +52,8 @@ def test_fused_meta_gradient_equals_autodiff(name):
     chex.assert_trees_all_close(carries, ref_carries, rtol=1e-4, atol=1e-5)
 
 
-def test_fused_continues_a_truncated_unroll():
+@pytest.mark.parametrize("loop", LOOPS)
+def test_fused_continues_a_truncated_unroll(loop):
     """From a carried optimizer state (with a preprocessing state) and a later start."""
     config = BASE.replace(task="paper_quadratic", preprocessing="lr_ratio", objective="sum_log")
     _, _, _, carries = _grads(config, fused=False)
@@ -58,7 +64,7 @@ def test_fused_continues_a_truncated_unroll():
     problems = (loss_fn, params, keys)
     results = {}
     for fused in (True, False):
-        fn = jax.jit(make_meta_gradient(config, static, fused=fused))
+        fn = jax.jit(make_meta_gradient(config, static, fused=fused, loop=loop))
         results[fused] = fn(state.theta, problems, opt_states, jnp.int32(config.num_steps))
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(results[False][2]))
@@ -80,16 +86,21 @@ def test_fused_losses_are_the_unroll_losses(tiny):
         np.testing.assert_allclose(params[b], ref_params, rtol=1e-5, atol=1e-7)
 
 
-def test_fused_is_used_where_supported_and_refused_where_not(tiny):
-    assert fused_supported(tiny)
-    assert not fused_supported(tiny.replace(per_problem_clip=True))
-    assert not fused_supported(tiny.replace(num_steps=40))
-    state, opt = init_state(tiny)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
-    with pytest.raises(ValueError, match="per_problem_clip"):
-        make_meta_gradient(tiny.replace(per_problem_clip=True), static, fused=True)
-    # The default falls back to autodiff where the fused path does not apply.
-    make_meta_gradient(tiny.replace(per_problem_clip=True), static)
+def test_long_unrolls_are_scanned_and_equal_autodiff():
+    """Over `MAX_WRITTEN_STEPS` steps the default loop is the scan; its meta-gradient is autodiff's."""
+    config = BASE.replace(num_steps=40, preprocessing="log_rescale", objective="sum_log", batch_size=2)
+    assert written_out(20) and not written_out(config.num_steps)
+    objective, _, grads, _ = _grads(config, fused=True)
+    ref_objective, _, ref_grads, _ = _grads(config, fused=False)
+    np.testing.assert_allclose(objective, ref_objective, rtol=1e-5)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
+    chex.assert_trees_all_close(grads, ref_grads, atol=1e-5 * scale, rtol=1e-4)
+
+
+def test_an_unknown_loop_is_refused(tiny):
+    _, opt = init_state(tiny)
+    with pytest.raises(ValueError, match="loop must be"):
+        make_fused_unroll(tiny, eqx.filter(opt, eqx.is_array, inverse=True), loop="python")
 
 
 @pytest.mark.parametrize("preprocessing", ["lr_ratio", "log_rescale"])

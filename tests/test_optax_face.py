@@ -95,3 +95,23 @@ def test_driving_by_hand_matches_the_training_unroll(opt):
             updates, state = tx.update(jax.grad(loss_fn)(x), state, x)
             x = optax.apply_updates(x, updates)
         np.testing.assert_allclose(np.log10(np.array(by_hand) + 1e-38), np.log10(np.asarray(trained_losses[i]) + 1e-38), atol=1e-3)
+
+
+@pytest.mark.parametrize("preprocessing", ["log_rescale", "moments", "lr_ratio"])
+def test_a_large_leaf_is_updated_block_by_block_with_the_same_result(preprocessing, monkeypatch):
+    """Over 2 * BLOCK coordinates `update` runs in blocks (`lax.map`); the result is the plain step's."""
+    from l2lgd import _optax_face
+
+    monkeypatch.setattr(_optax_face, "BLOCK", 16)
+    config = l2lgd.Config(preprocessing=preprocessing, hidden_size=4)
+    opt = l2lgd.make_optimizer(config, key=jax.random.key(0))
+    tx = l2lgd.as_optax(opt)
+    params = {"w": jnp.linspace(-1.0, 1.0, 70).reshape(7, 10)}  # 70 coordinates: 5 blocks, the last padded
+    state = tx.init(params)
+    for i in range(3):
+        grads = jax.tree.map(lambda p: jnp.sin(p * (i + 1)), params)
+        updates, new_state = tx.update(grads, state)
+        ref_update, ref_state = opt.step(grads["w"].reshape(-1), state.per_leaf["w"])
+        np.testing.assert_allclose(updates["w"].reshape(-1), ref_update, rtol=1e-6, atol=1e-7)
+        chex.assert_trees_all_close(new_state.per_leaf["w"], ref_state, rtol=1e-6, atol=1e-7)
+        state = new_state

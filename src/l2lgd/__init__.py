@@ -1,46 +1,65 @@
-"""l2lgd: learned optimizers in JAX (learning to learn by gradient descent by gradient descent)."""
+"""l2lgd: learned optimizers in JAX (learning to learn by gradient descent by gradient descent).
 
-from ._baselines import seed_rmsprop as seed_rmsprop, seed_sgd as seed_sgd
-from ._config import Config as Config
-from ._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
-from ._meta import (
-    TrainState as TrainState,
-    init_state as init_state,
-    make_meta_gradient as make_meta_gradient,
-    make_meta_loss as make_meta_loss,
-    make_meta_step as make_meta_step,
-    make_problem_batch as make_problem_batch,
-    make_train_chunk as make_train_chunk,
-    meta_optimizer as meta_optimizer,
-)
-from ._evaluate import (
-    TEST_SEED as TEST_SEED,
-    VALIDATION_SEED as VALIDATION_SEED,
-    problem_keys as problem_keys,
-    run_optimizer as run_optimizer,
-    summarize as summarize,
-    tune_learning_rate as tune_learning_rate,
-)
-from ._optax_face import as_optax as as_optax
-from ._checkpoint import load_learned_optimizer as load_learned_optimizer, load_optimizer as load_optimizer, load_record as load_record
-from ._optimizer import LearnedOptimizer as LearnedOptimizer, make_optimizer as make_optimizer
-from ._preprocessing import Identity as Identity, LogRescale as LogRescale, make_preprocessing as make_preprocessing
-from ._problems import Quadratic as Quadratic, sample_quadratic as sample_quadratic
-from ._shipped import ShippedOptimizer as ShippedOptimizer, list_optimizers as list_optimizers
-from ._tasks import (
-    Digits as Digits,
-    PaperQuadratics as PaperQuadratics,
-    Quadratics as Quadratics,
-    TaskFamily as TaskFamily,
-    register_task_family as register_task_family,
-)
-from ._train import RunOptions as RunOptions, TrainResult as TrainResult, train as train
-from ._unroll import (
-    log10_loss as log10_loss,
-    meta_objective as meta_objective,
-    run_steps as run_steps,
-    safe_log as safe_log,
-    unroll as unroll,
-)
+The public face, by what a user does (each name is imported on first use, so `import l2lgd`
+and the command line start without loading JAX until a command computes):
 
-__version__ = "0.1.0"
+- use a trained optimizer: `load_optimizer` (an optax transformation, by shipped name or
+  folder), `list_optimizers`, `load_learned_optimizer`, `as_optax`;
+- meta-train one: `Config`, `train`, `RunOptions`, `TrainResult`;
+- define what it trains on: `TaskFamily`, `register_task_family`, and the built-in families
+  `Quadratics`, `PaperQuadratics`, `Digits`, `DigitsVariants`;
+- evaluate: `run_optimizer`, `unroll`, `summarize`, `tune_learning_rate`, `problem_keys`
+  (with `TEST_SEED`, `VALIDATION_SEED`), and the seed's baselines `seed_sgd`, `seed_rmsprop`;
+- compose the pieces: `LearnedOptimizer`, `make_optimizer`, `CoordinateLSTM`, the
+  preprocessings (`make_preprocessing`, `Identity`, `LogRescale`, `LearningRateRatio`,
+  `PaperPreprocessing`, `Moments`), and the meta-training step (`init_state`, `make_meta_loss`,
+  `make_meta_gradient`, `make_meta_step`, `make_train_chunk`, `make_problem_batch`,
+  `meta_optimizer`, `TrainState`), the objectives (`meta_objective`, `safe_log`, `log10_loss`).
+
+Example:
+    >>> import l2lgd, optax
+    >>> tx = l2lgd.load_optimizer("log30")  # a shipped optimizer, as an optax transformation
+    >>> isinstance(tx, optax.GradientTransformation)
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__ as __version__
+
+_EXPORTS = {
+    "_baselines": ("seed_rmsprop", "seed_sgd"),
+    "_checkpoint": ("load_learned_optimizer", "load_optimizer", "load_record"),
+    "_config": ("Config",),
+    "_errors": ("NonFiniteError", "RunLocked", "Stopped"),
+    "_evaluate": ("TEST_SEED", "VALIDATION_SEED", "problem_keys", "run_optimizer", "summarize", "tune_learning_rate"),
+    "_lstm": ("CoordinateLSTM", "LSTMState"),
+    "_meta": ("TrainState", "init_state", "make_meta_gradient", "make_meta_loss", "make_meta_step",
+              "make_problem_batch", "make_train_chunk", "meta_optimizer"),
+    "_optax_face": ("as_optax",),
+    "_optimizer": ("LearnedOptimizer", "make_optimizer"),
+    "_preprocessing": ("Identity", "LearningRateRatio", "LogRescale", "Moments", "PaperPreprocessing", "make_preprocessing"),
+    "_problems": ("Quadratic", "sample_quadratic"),
+    "_shipped": ("ShippedOptimizer", "list_optimizers"),
+    "_tasks": ("Digits", "DigitsVariants", "PaperQuadratics", "Quadratics", "TaskFamily", "register_task_family"),
+    "_train": ("RunOptions", "TrainResult", "train"),
+    "_unroll": ("log10_loss", "meta_objective", "run_steps", "safe_log", "unroll"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'l2lgd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

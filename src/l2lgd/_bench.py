@@ -1,9 +1,12 @@
-"""`make bench`: meta-training throughput, compile time and memory, against a naive loop.
+"""`make bench EXP=...`: meta-training throughput, compile time and memory, against a naive loop.
 
 The naive implementation is what one writes first: one jitted meta-step per Python call (the
 batch by `vmap`, problems drawn inside the step, `jax.grad` of the unroll). The training
-program with `jax.grad`'s meta-gradient instead of the fused one (`_fused.py`) is measured too.
-All run in the same process, so the ratios are like-for-like on whatever machine runs them.
+program is measured with the fused meta-gradient (`_fused.py`: its default loop, and the scan
+over steps) and with `jax.grad`'s. Also: the whole `l2lgd train` process of a short run, cold
+(empty compilation cache) and warm, and one `update` of the shipped `log30` optimizer on a
+1,000,000-coordinate leaf against optax's Adam. All run in the same process (or its children),
+so the ratios are like-for-like on whatever machine runs them; the backend is printed.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ def _time(fn, min_seconds: float) -> tuple[float, int]:
             return elapsed, done
 
 
-def _chunk_speed(config, state, static, chunk: int, min_seconds: float, fused: bool) -> tuple[float, float]:
+def _chunk_speed(config, state, static, chunk: int, min_seconds: float, fused: bool, loop: str = "auto") -> tuple[float, float]:
     """(meta-steps/s, compile seconds) of `make_train_chunk` with the fused or autodiff meta-gradient."""
-    train_chunk = make_train_chunk(config, static, fused=fused)
+    train_chunk = make_train_chunk(config, static, fused=fused, loop=loop)
     t0 = time.perf_counter()
     compiled = train_chunk.lower(state, chunk).compile()
     compile_s = time.perf_counter() - t0
@@ -60,7 +63,8 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
     static = eqx.filter(opt, eqx.is_array, inverse=True)
     chunk = chunk or max(1, min(1000, 20_000 // config.batch_size))
     fast, compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=True)
-    autodiff, _ = _chunk_speed(config, state, static, chunk, min_seconds, fused=False)
+    scan, scan_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=True, loop="scan")
+    autodiff, autodiff_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=False)
     holder = {}
 
     meta_step = make_meta_step(config, static, fused=False)
@@ -90,40 +94,86 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
         "naive_compile_s": naive_compile_s,
         "speedup": fast / naive,
         "autodiff_meta_steps_per_s": autodiff,
+        "autodiff_compile_s": autodiff_compile_s,
         "fused_speedup": fast / autodiff,
+        "scan_meta_steps_per_s": scan,
+        "scan_compile_s": scan_compile_s,
     }
 
 
 def train_memory(experiment: str, steps: int = 2_000) -> dict[str, float]:
-    """Peak resident memory and wall time of `python -m l2lgd train` (a short run)."""
+    """Peak resident memory and wall time of `python -m l2lgd train` (a short run), cold (an
+    empty compilation cache) and warm (the same run again, into a new folder)."""
+    import os
     import tempfile
 
-    with tempfile.TemporaryDirectory() as out:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "l2lgd", "train", experiment, "--steps", str(steps), "--out", out,
-             "--no-progress", "--checkpoint-every", "1000"],
-            check=True, capture_output=True,
-        )
-        wall = time.perf_counter() - start
+    from .cli import CACHE_VARIABLE
+
+    walls = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, **{CACHE_VARIABLE: str(Path(tmp) / "cache")})
+        for name in ("cold", "warm"):
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "l2lgd", "train", experiment, "--steps", str(steps), "--out", str(Path(tmp) / name),
+                 "--no-progress", "--checkpoint-every", str(max(1, steps // 2))],
+                check=True, capture_output=True, env=env,
+            )
+            walls[name] = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"train_steps": steps, "train_wall_s": wall, "train_peak_rss_mb": max(peak, before) / 1024}
+    return {"train_steps": steps, "train_wall_s": walls["cold"], "train_warm_wall_s": walls["warm"], "train_peak_rss_mb": peak / 1024}
 
 
-def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), steps: int = 3_000, batches=BATCHES) -> dict[str, Any]:
-    """Benchmarks `experiment` at several batch sizes; prints a table and writes JSON."""
+def optax_face(n: int = 1_000_000, min_seconds: float = 2.0, optimizer: str = "log30") -> dict[str, float]:
+    """ms per jitted `update` of a shipped learned optimizer and of optax's Adam on one leaf of
+    `n` coordinates, and the learned one's arithmetic rate (its matrix products' FLOPs)."""
+    import jax.numpy as jnp
+    import optax
+
+    from ._checkpoint import load_learned_optimizer
+    from ._optax_face import as_optax
+
+    opt = load_learned_optimizer(optimizer)[0]
+    lstm = opt.lstm
+    h, features, outputs = lstm.hidden_size, lstm.in_kernel.shape[0], lstm.out_kernel.shape[1]
+    flops = 2 * n * (features * h + lstm.num_layers * 2 * h * 4 * h + h * outputs)
+    params = jnp.linspace(-1.0, 1.0, n)
+    result = {"coordinates": n, "gflop": flops / 1e9}
+    for name, tx in (("learned", as_optax(opt)), ("adam", optax.adam(1e-3))):
+        update = jax.jit(tx.update)
+        holder = {"state": tx.init(params)}
+
+        def run():
+            updates, holder["state"] = update(params, holder["state"])
+            jax.block_until_ready(updates)
+            return 1
+
+        run()
+        elapsed, done = _time(run, min_seconds)
+        result[f"{name}_ms"] = 1e3 * elapsed / done
+    result["learned_gflop_per_s"] = flops / 1e9 / (result["learned_ms"] / 1e3)
+    return result
+
+
+def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), steps: int | None = None, batches=None) -> dict[str, Any]:
+    """Benchmarks `experiment`: the seed's quadratics at several batch sizes (`BATCHES`), any
+    other task at its own batch size; prints a table and writes JSON. `steps`: meta-steps of
+    the short `l2lgd train` runs (default 2,000 on quadratics, 20 otherwise)."""
     from tqdm.auto import tqdm
 
     config = load_experiment(experiment).CONFIG
+    cheap = config.task in ("quadratics", "paper_quadratic")
+    batches = batches or (BATCHES if cheap else (config.batch_size,))
     rows = []
     for batch in tqdm(batches, desc="bench", unit="batch size"):
-        rows.append(bench_config(config.replace(batch_size=batch), min_seconds=3.0 if batch == 1 else 5.0))
+        rows.append(bench_config(config.replace(batch_size=batch), min_seconds=3.0 if batch == 1 else 5.0,
+                                 chunk=None if cheap else 2 * config.truncations))
     result = {
         "experiment": experiment,
-        "machine": {"devices": [str(d) for d in jax.devices()], "cpus": _cpus()},
+        "machine": {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "cpus": _cpus()},
         "rows": rows,
-        "memory": train_memory(experiment),
+        "memory": train_memory(experiment, steps or (2_000 if cheap else 20)),
+        "optax_face": optax_face(),
         "time_for_meta_steps_s": {str(config.meta_steps): config.meta_steps / rows[0]["meta_steps_per_s"]},
     }
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
@@ -139,23 +189,32 @@ def _cpus() -> int:
 
 def format_bench(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['experiment']}: meta-training throughput ({result['machine']['devices'][0]}, pinned to one of {result['machine']['cpus']} CPUs)",
+        f"{result['experiment']}: meta-training throughput (backend {result['machine'].get('backend', '?')}, "
+        f"{result['machine']['devices'][0]}, pinned to one of {result['machine']['cpus']} CPUs)",
         "",
-        "| batch | meta-steps/s | problems/s | compile s | jax.grad meta-steps/s | fused vs jax.grad "
-        "| naive meta-steps/s | naive compile s | vs naive |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| batch | meta-steps/s | problems/s | compile s | scan meta-steps/s | scan compile s "
+        "| jax.grad meta-steps/s | jax.grad compile s | fused vs jax.grad | naive meta-steps/s | naive compile s | vs naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['batch_size']} | {r['meta_steps_per_s']:,.0f} | {r['problems_per_s']:,.0f} | {r['compile_s']:.1f} | "
-            f"{r['autodiff_meta_steps_per_s']:,.0f} | {r['fused_speedup']:.2f}x | "
-            f"{r['naive_meta_steps_per_s']:,.0f} | {r['naive_compile_s']:.1f} | {r['speedup']:.2f}x |"
+            f"| {r['batch_size']} | {r['meta_steps_per_s']:,.1f} | {r['problems_per_s']:,.0f} | {r['compile_s']:.1f} | "
+            f"{r['scan_meta_steps_per_s']:,.1f} | {r['scan_compile_s']:.1f} | "
+            f"{r['autodiff_meta_steps_per_s']:,.1f} | {r['autodiff_compile_s']:.1f} | {r['fused_speedup']:.2f}x | "
+            f"{r['naive_meta_steps_per_s']:,.1f} | {r['naive_compile_s']:.1f} | {r['speedup']:.2f}x |"
         )
     m = result["memory"]
     (steps, seconds), = result["time_for_meta_steps_s"].items()
     lines += [
         "",
         f"{int(steps):,} meta-steps at batch 1: {seconds:.1f} s of training (excluding compilation).",
-        f"`l2lgd train` ({m['train_steps']:,} meta-steps): peak RSS {m['train_peak_rss_mb']:.0f} MB, wall {m['train_wall_s']:.1f} s.",
+        f"`l2lgd train` ({m['train_steps']:,} meta-steps), whole process: {m['train_wall_s']:.1f} s cold (empty "
+        f"compilation cache), {m['train_warm_wall_s']:.1f} s warm; peak RSS {m['train_peak_rss_mb']:.0f} MB.",
     ]
+    if "optax_face" in result:
+        f = result["optax_face"]
+        lines.append(
+            f"optax face, one jitted update on {f['coordinates']:,} coordinates: learned (log30) {f['learned_ms']:.1f} ms "
+            f"({f['gflop']:.1f} GFLOP of matrix products, {f['learned_gflop_per_s']:.1f} GFLOP/s), optax adam {f['adam_ms']:.2f} ms."
+        )
     return "\n".join(lines)

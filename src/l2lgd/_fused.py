@@ -1,28 +1,37 @@
 """A batch of unrolls with a hand-written backward pass for the LSTM: the fast meta-gradient.
 
 `jax.grad` of the generic unroll (`_unroll.run_steps` through `as_optax`) differentiates op by
-op; on CPU, at the seed's sizes, a meta-step is then about a thousand tiny kernels, and time
-goes to launching them, not to arithmetic. Here the same function is computed with
+op: on CPU a meta-step is then many small kernels, each problem's meta-gradient apart under
+per-problem clipping, and a large program to compile. Here the same function is computed with
 
 - the LSTM of all coordinates of all problems of the batch as the rows of one matrix,
-- every step written out (a Python loop: unrolls of up to `MAX_STEPS` steps), the cell's
-  backward pass written by hand from the forward's saved gate activations, which
-  `gate_activations` computes as one array,
-- each weight's and bias's gradient as a single matrix product over all steps and problems,
-  after the backward loop,
-- the values carried from step to step computed once each (`_materialize`),
+- the cell's backward pass written by hand (`backward_step`) from what the forward step saved
+  (`SavedStep`: its inputs and gate activations, computed as one array by `gate_activations`),
+- each weight's and bias's gradient as a single matrix product over all steps and rows, after
+  the backward loop (`weight_gradients`),
 
 while the glue around the LSTM (the task's loss and gradient, the preprocessing, the step
 x += update) is still differentiated by `jax.vjp`, so every task and preprocessing works.
-1.3-1.55x faster per meta-step than `jax.grad` on the seed's problems, by batch size (`make bench`).
+
+Two loops run the same steps (`forward_step`, `backward_step`):
+- written out (a Python loop) for unrolls of up to `MAX_WRITTEN_STEPS` steps: XLA then fuses
+  across steps, which is what pays on the seed's tiny problems, and is 1.3x faster per step than
+  the scan on the digits MLP; each carried value is computed once per step (`_materialize`);
+- a `lax.scan` over the steps for longer unrolls (or `loop="scan"`): compiled once, not once per
+  written-out step (`paper_digits`: 8 s to compile instead of 34 s, but 1.5x slower per
+  meta-step, `make bench EXP=paper_digits`).
+Under `jax.vmap` (per-problem clipping, `_meta.make_meta_gradient`) the weight gradients become
+one batched product per weight: each problem's meta-gradient, with no extra pass.
 
 It is the same function as the generic path: `tests/test_fused.py` checks equal losses and
-meta-gradients (to float32 rounding) for every preprocessing, objective, task and truncation.
+meta-gradients (to float32 rounding) for every preprocessing, objective, task, truncation and
+both loops.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -35,14 +44,142 @@ from ._lstm import LSTMState, gate_activations
 from ._optax_face import LearnedOptimizerState
 from ._optimizer import LearnedOptimizer
 
-MAX_STEPS = 32
+MAX_WRITTEN_STEPS = 32
 
 
-def fused_supported(config: Config) -> bool:
-    """Whether `fused_unroll` computes this config's meta-gradient: unrolls of up to 32 steps
-    (every step is written out for XLA), without per-problem clipping (which needs each
-    problem's meta-gradient apart)."""
-    return config.num_steps <= MAX_STEPS and not config.per_problem_clip
+class Unroll(NamedTuple):
+    """What every step of a batch of unrolls shares that is not an array (closed over)."""
+
+    treedef: Any  # the params' structure
+    preprocessing: Any
+    second_order: bool
+    forget_bias: float
+    materialize: Callable  # identity, or `_materialize` for the written-out loop
+
+
+class Tasks(NamedTuple):
+    """The batch's tasks (arrays: inputs of the differentiated function, without gradient)."""
+
+    loss_fn: Any  # the batch's loss functions (a batched pytree)
+    key: Any  # the batch's minibatch key data, or None for deterministic tasks
+    start: Any  # int32: the index of the first step within the task (truncated unrolls)
+
+
+class Carry(NamedTuple):
+    """What the forward loop carries from one step to the next."""
+
+    x: list  # the params' leaves, each [B, ...]
+    states: list  # the preprocessing's state of each leaf
+    c: Any  # the cell states [layers, rows, H] (a list of layers in the written-out loop)
+    h: Any  # the hidden states, likewise
+
+
+class SavedStep(NamedTuple):
+    """What the backward pass needs from one forward step."""
+
+    x: list
+    states: list
+    feats: Any  # the LSTM's input features [rows, F]
+    xc: list  # each layer's input [below, h_prev] [rows, 2H]
+    act: list  # each layer's gate activations [rows, 4H]
+    c_prev: list
+    c: list
+    top: Any  # the top layer's output [rows, H]
+    out: Any  # the LSTM's output [rows, O]
+
+
+class Cotangents(NamedTuple):
+    """What the backward loop carries from one step to the one before."""
+
+    dx: list
+    dstates: list
+    dc: list
+    dh: list
+
+
+class StepCotangents(NamedTuple):
+    """The cotangents of one step's matrix products' outputs, for `weight_gradients`."""
+
+    dz: Any  # of the input projection's output [rows, H]
+    dgates: list  # of each layer's gates [rows, 4H]
+    dout: Any  # of the LSTM's output [rows, O]
+
+
+def _task_step(u: Unroll, x_leaves, pre_states, loss_fn, key, t):
+    """One problem: the loss, its gradient (leaves) and the LSTM's input features [N, F]."""
+    x = jax.tree.unflatten(u.treedef, x_leaves)
+    if key is None:
+        loss, g = jax.value_and_grad(loss_fn)(x)
+    else:
+        loss, g = jax.value_and_grad(loss_fn)(x, jax.random.fold_in(jax.random.wrap_key_data(key), t))
+    if not u.second_order:
+        g = lax.stop_gradient(g)
+    g_leaves = jax.tree.leaves(g)
+    feats = [u.preprocessing.encode(gi.reshape(-1), si) for gi, si in zip(g_leaves, pre_states)]
+    return loss, g_leaves, jnp.concatenate(feats, axis=0)
+
+
+def _apply_step(u: Unroll, out, g_leaves, x_leaves, pre_states):
+    """One problem: the updates from the LSTM's output [N, O], and the step x += update."""
+    sizes = np.cumsum([xi.size for xi in x_leaves])[:-1]
+    new_x, new_states = [], []
+    for oi, gi, xi, si in zip(jnp.split(out, sizes, axis=0), g_leaves, x_leaves, pre_states):
+        update, si = u.preprocessing.decode(oi, gi.reshape(-1), si)
+        new_x.append(xi + update.reshape(xi.shape).astype(xi.dtype))
+        new_states.append(si)
+    return new_x, new_states
+
+
+def _batched_task_step(u: Unroll, tasks: Tasks):
+    """`_task_step` over the batch: `(x, states, t) -> (losses [B], g, feats [B, N, F])`."""
+    step = jax.vmap(functools.partial(_task_step, u), in_axes=(0, 0, 0, None if tasks.key is None else 0, None))
+    return lambda x, states, t: step(x, states, tasks.loss_fn, tasks.key, tasks.start + t)
+
+
+def forward_step(lstm, u: Unroll, tasks: Tasks, carry: Carry, t) -> tuple[Carry, Any, SavedStep]:
+    """Step t of every unroll of the batch: `(carry, losses [B], saved)`."""
+    x, states, c, h = carry.x, carry.states, list(carry.c), list(carry.h)
+    batch, rows = x[0].shape[0], c[0].shape[0]
+    loss, g, feats = _batched_task_step(u, tasks)(x, states, t)
+    feats = feats.reshape(rows, -1)
+    below = feats @ lstm.in_kernel + lstm.in_bias
+    c_prev, xcs, acts = list(c), [], []
+    for layer, (kernel, bias) in enumerate(zip(lstm.kernels, lstm.biases)):
+        xc = jnp.concatenate([below, h[layer]], axis=-1)
+        act = gate_activations(xc @ kernel + bias, u.forget_bias)
+        i, j, f, o = jnp.split(act, 4, axis=-1)
+        c[layer] = u.materialize(f * c[layer] + i * j)
+        h[layer] = below = o * jnp.tanh(c[layer])
+        xcs.append(xc), acts.append(act)
+    out = below @ lstm.out_kernel + lstm.out_bias
+    saved = SavedStep(x, states, feats, xcs, acts, c_prev, list(c), below, out)
+    new_x, new_states = jax.vmap(functools.partial(_apply_step, u))(out.reshape(batch, rows // batch, -1), g, x, states)
+    new_x, new_states = u.materialize((new_x, new_states))
+    return Carry(new_x, new_states, c, h), loss, saved
+
+
+def backward_step(lstm, u: Unroll, tasks: Tasks, saved: SavedStep, cot: Cotangents, dlosses, t) -> tuple[Cotangents, StepCotangents]:
+    """The cotangents before step t from those after it (`cot`) and of the losses (`dlosses` [B, T])."""
+    dx, dstates, dc, dh = cot.dx, cot.dstates, list(cot.dc), list(cot.dh)
+    batch, rows = saved.x[0].shape[0], saved.feats.shape[0]
+    task_step = _batched_task_step(u, tasks)
+    (_, g, _), task_vjp = jax.vjp(lambda x, s: task_step(x, s, t), saved.x, saved.states)
+    _, apply_vjp = jax.vjp(jax.vmap(functools.partial(_apply_step, u)), saved.out.reshape(batch, rows // batch, -1), g, saved.x, saved.states)
+    dout, dg, dx_apply, dstates_apply = apply_vjp((dx, dstates))
+    dout = dout.reshape(rows, -1)
+    dbelow = dh[-1] + dout @ lstm.out_kernel.T
+    dgates = [None] * len(lstm.kernels)
+    for layer in reversed(range(len(lstm.kernels))):
+        dgates[layer], dc[layer] = _cell_backward(saved.act[layer], saved.c_prev[layer], saved.c[layer], dc[layer], dbelow)
+        dbelow, dh[layer] = jnp.split(dgates[layer] @ lstm.kernels[layer].T, 2, axis=-1)
+        if layer:
+            dbelow = dbelow + dh[layer - 1]
+    dfeats = dbelow @ lstm.in_kernel.T
+    dx_task, dstates_task = task_vjp((dlosses[:, t], dg, dfeats.reshape(batch, rows // batch, -1)))
+    dx = jax.tree.map(jnp.add, dx_apply, dx_task)
+    dstates = jax.tree.map(jnp.add, dstates_apply, dstates_task)
+    dx, dstates, dc = u.materialize((dx, dstates, dc))
+    return Cotangents(dx, dstates, dc, dh), StepCotangents(dbelow, dgates, dout)
 
 
 def _cell_backward(act, c_prev, c, dc, dh):
@@ -57,6 +194,26 @@ def _cell_backward(act, c_prev, c, dc, dh):
     return dact * jnp.where(is_tanh, 1.0 - act * act, act * (1.0 - act)), dct * sf
 
 
+def weight_gradients(theta: LearnedOptimizer, inputs, cotangents, stack: Callable, sum_rows: Callable):
+    """The LSTM's weight gradients: per weight, its inputs over all steps and rows times the
+    cotangents of its output, one matrix product each.
+
+    `inputs` is `(feats, [xc of each layer], top)` and `cotangents` `(dz, [dgates of each layer],
+    dout)`, each per step in the same order of steps; `stack` turns one of them into a matrix
+    `[steps * rows, n]`, and `sum_rows` sums such a matrix's rows (a bias gradient)."""
+    feats, xcs, tops = inputs
+    dz, dgates, dout = cotangents
+
+    def grad(x, dy):
+        dy = stack(dy)
+        return stack(x).T @ dy, sum_rows(dy)
+
+    projection_in = grad(feats, dz)
+    cell = [grad(x, dy) for x, dy in zip(xcs, dgates)]
+    grads = (*projection_in, tuple(k for k, _ in cell), tuple(b for _, b in cell), *grad(tops, dout))
+    return eqx.tree_at(_lstm_arrays, theta, grads)
+
+
 def _runtime_one(lstm):
     """1.0, computed at run time: XLA cannot fold `x / one` away."""
     return lstm.out_bias[0] * 0.0 + 1.0
@@ -65,7 +222,7 @@ def _runtime_one(lstm):
 def _materialize(tree, one):
     """`tree`, each array computed once per step.
 
-    XLA on CPU fuses cheap elementwise producers into every consumer, so in an unrolled loop a
+    XLA on CPU fuses cheap elementwise producers into every consumer, so in a written-out loop a
     carried value that is a chain of cheap ops (x += update, or its cotangent) is recomputed from
     the loop's start by each consumer: quadratic work. A division is not duplicated, so it keeps
     each step's value in its own buffer (`optimization_barrier` is dropped by the CPU compiler).
@@ -83,138 +240,121 @@ def _zero_cotangent(tree):
     return jax.tree.map(zero, tree)
 
 
-def make_fused_unroll(config: Config, static: LearnedOptimizer):
+def _initial_cotangents(carry: Carry) -> Cotangents:
+    dx, dstates = _zero_cotangent(carry.x), _zero_cotangent(carry.states)
+    dc, dh = [jnp.zeros_like(carry.c[0])] * len(carry.c), [jnp.zeros_like(carry.h[0])] * len(carry.h)
+    return Cotangents(dx, dstates, dc, dh)
+
+
+def written_out(num_steps: int) -> bool:
+    """Whether the loops are written out (see the module's docstring) by default."""
+    return num_steps <= MAX_WRITTEN_STEPS
+
+
+class WrittenOut:
+    """The forward and backward loops written out step by step (short unrolls, small problems)."""
+
+    @staticmethod
+    def forward(theta, u: Unroll, tasks: Tasks, carry: Carry, num_steps: int):
+        """`(final carry, losses [B, T], saved steps)`."""
+        lstm = theta.lstm
+        one = _runtime_one(lstm)
+        u = u._replace(materialize=lambda tree: _materialize(tree, one))
+        carry = carry._replace(c=list(carry.c), h=list(carry.h))
+        losses, saved = [], []
+        for t in range(num_steps):
+            carry, loss, step = forward_step(lstm, u, tasks, carry, t)
+            losses.append(loss), saved.append(step)
+        return carry._replace(c=jnp.stack(carry.c), h=jnp.stack(carry.h)), jnp.stack(losses, axis=1), saved
+
+    @staticmethod
+    def backward(theta, u: Unroll, tasks: Tasks, carry: Carry, saved, dlosses):
+        """The meta-gradient (a `LearnedOptimizer` of gradients) from the losses' cotangents."""
+        lstm = theta.lstm
+        one = _runtime_one(lstm)
+        u = u._replace(materialize=lambda tree: _materialize(tree, one))
+        num_steps = len(saved)
+        cot, per_step = _initial_cotangents(carry), []
+        for t in reversed(range(num_steps)):
+            cot, step_cot = backward_step(lstm, u, tasks, saved[t], cot, dlosses, t)
+            per_step.append(step_cot)
+        ones = one * jnp.ones((1, num_steps * carry.c[0].shape[0]), one.dtype)  # a run-time 1: see `_materialize`
+        # Kernel and bias gradients over steps and rows, each one matrix product (a sum of the
+        # concatenated cotangents would be split by XLA into one sum per step); steps T-1 ... 0.
+        layers = range(len(lstm.kernels))
+        order = list(reversed(saved))
+        inputs = ([s.feats for s in order], [[s.xc[layer] for s in order] for layer in layers], [s.top for s in order])
+        cotangents = (
+            [c.dz for c in per_step],
+            [[c.dgates[layer] for c in per_step] for layer in layers],
+            [c.dout for c in per_step],
+        )
+        return weight_gradients(theta, inputs, cotangents, jnp.concatenate, lambda dy: (ones @ dy)[0])
+
+
+class Scanned:
+    """The forward and backward loops as `lax.scan`s over the steps (one compiled step each)."""
+
+    @staticmethod
+    def forward(theta, u: Unroll, tasks: Tasks, carry: Carry, num_steps: int):
+        """`(final carry, losses [B, T], saved steps stacked [T, ...])`."""
+        u = u._replace(materialize=lambda tree: tree)
+
+        def body(carry, t):
+            carry, loss, saved = forward_step(theta.lstm, u, tasks, carry, t)
+            return carry, (loss, saved)
+
+        carry = carry._replace(c=list(carry.c), h=list(carry.h))
+        carry, (losses, saved) = lax.scan(body, carry, jnp.arange(num_steps))
+        return carry._replace(c=jnp.stack(carry.c), h=jnp.stack(carry.h)), losses.T, saved
+
+    @staticmethod
+    def backward(theta, u: Unroll, tasks: Tasks, carry: Carry, saved, dlosses):
+        """The meta-gradient (a `LearnedOptimizer` of gradients) from the losses' cotangents."""
+        u = u._replace(materialize=lambda tree: tree)
+
+        def body(cot, inputs):
+            saved_t, t = inputs
+            return backward_step(theta.lstm, u, tasks, saved_t, cot, dlosses, t)
+
+        steps = jnp.arange(dlosses.shape[1])
+        _, per_step = lax.scan(body, _initial_cotangents(carry), (saved, steps), reverse=True)
+        inputs = (saved.feats, saved.xc, saved.top)
+        cotangents = (per_step.dz, per_step.dgates, per_step.dout)
+        flat = lambda x: x.reshape(-1, x.shape[-1])  # [T, rows, n] -> [T * rows, n]
+        ones = jnp.ones((1, dlosses.shape[1] * carry.c[0].shape[0]), dlosses.dtype)  # XLA sums rows faster as a product
+        return weight_gradients(theta, inputs, cotangents, flat, lambda dy: (ones @ dy)[0])
+
+
+def make_fused_unroll(config: Config, static: LearnedOptimizer, *, loop: str = "auto"):
     """`unroll(theta, problems, opt_states, start) -> (losses [B, T], (params, opt_states))`.
 
     `problems` is a batch `(loss_fn, params0[, minibatch_key])` (leading axis B), `opt_states`
     the batch's `as_optax` states or None for fresh ones, `start` the index of the first step
     within the task (truncated unrolls). The losses are f(x_0) ... f(x_{T-1}) of each problem,
     as `run_steps` records them; the carry is returned without gradient (as truncated training
-    uses it). Differentiable in `theta` only.
+    uses it). Differentiable in `theta` only. `loop`: "written" or "scan" forces one of the two
+    loops; "auto" writes out unrolls of up to `MAX_WRITTEN_STEPS` steps (`written_out`).
     """
-    num_steps, second_order = config.num_steps, config.second_order
-    preprocessing = static.preprocessing
-    forget_bias = static.lstm.forget_bias
+    if loop not in ("auto", "written", "scan"):
+        raise ValueError(f"loop must be 'auto', 'written' or 'scan', got {loop!r}.")
+    num_steps = config.num_steps
 
-    def pre(x_leaves, pre_states, loss_fn, key, t, treedef):
-        """One problem: the loss, its gradient (leaves) and the LSTM's input features [N, F]."""
-        x = jax.tree.unflatten(treedef, x_leaves)
-        if key is None:
-            loss, g = jax.value_and_grad(loss_fn)(x)
-        else:
-            loss, g = jax.value_and_grad(loss_fn)(x, jax.random.fold_in(jax.random.wrap_key_data(key), t))
-        if not second_order:
-            g = lax.stop_gradient(g)
-        g_leaves = jax.tree.leaves(g)
-        feats = [preprocessing.encode(gi.reshape(-1), si) for gi, si in zip(g_leaves, pre_states)]
-        return loss, g_leaves, jnp.concatenate(feats, axis=0)
-
-    def post(out, g_leaves, x_leaves, pre_states):
-        """One problem: the updates from the LSTM's output [N, 1], and the step x += update."""
-        sizes = np.cumsum([xi.size for xi in x_leaves])[:-1]
-        new_x, new_states = [], []
-        for oi, gi, xi, si in zip(jnp.split(out, sizes, axis=0), g_leaves, x_leaves, pre_states):
-            update, si = preprocessing.decode(oi, gi.reshape(-1), si)
-            new_x.append(xi + update.reshape(xi.shape).astype(xi.dtype))
-            new_states.append(si)
-        return new_x, new_states
-
-    def forward(theta, inputs, treedef):
-        """The unroll (a Python loop: XLA sees every step), and what the backward pass needs."""
-        lstm = theta.lstm
-        loss_fn, x, states, c, h, key, start = inputs
-        one = _runtime_one(lstm)
-        batch, rows = x[0].shape[0], c.shape[1]
-        v_pre = jax.vmap(functools.partial(pre, treedef=treedef), in_axes=(0, 0, 0, None if key is None else 0, None))
-        c, h = list(c), list(h)
-        losses, saved = [], []
-        for t in range(num_steps):
-            loss, g, feats = v_pre(x, states, loss_fn, key, start + t)
-            feats = feats.reshape(rows, -1)
-            below = feats @ lstm.in_kernel + lstm.in_bias
-            step = dict(x=x, states=states, feats=feats, xc=[], act=[], c=[], c_prev=list(c))
-            for layer, (kernel, bias) in enumerate(zip(lstm.kernels, lstm.biases)):
-                xc = jnp.concatenate([below, h[layer]], axis=-1)
-                act = gate_activations(xc @ kernel + bias, forget_bias)
-                i, j, f, o = jnp.split(act, 4, axis=-1)
-                c[layer] = _materialize(f * c[layer] + i * j, one)
-                h[layer] = below = o * jnp.tanh(c[layer])
-                step["xc"].append(xc), step["act"].append(act), step["c"].append(c[layer])
-            out = below @ lstm.out_kernel + lstm.out_bias
-            step.update(top=below, out=out)
-            x, states = jax.vmap(post)(out.reshape(batch, rows // batch, -1), g, x, states)
-            x, states = _materialize((x, states), one)
-            losses.append(loss), saved.append(step)
-        return (x, states, jnp.stack(c), jnp.stack(h)), jnp.stack(losses, axis=1), saved
-
-    def backward(theta, inputs, saved, dlosses, treedef):
-        lstm = theta.lstm
-        loss_fn, x, states, c, h, key, start = inputs
-        one = _runtime_one(lstm)
-        batch, rows = x[0].shape[0], c.shape[1]
-        num_layers = len(lstm.kernels)
-        v_pre = jax.vmap(functools.partial(pre, treedef=treedef), in_axes=(0, 0, 0, None if key is None else 0, None))
-        dx, dstates = _zero_cotangent(x), _zero_cotangent(states)
-        dc, dh = [jnp.zeros_like(c[0])] * num_layers, [jnp.zeros_like(h[0])] * num_layers
-        dgates_, dz_, dout_ = [[] for _ in range(num_layers)], [], []
-        for t in reversed(range(num_steps)):
-            step = saved[t]
-            (_, g, _), pre_vjp = jax.vjp(lambda x, s: v_pre(x, s, loss_fn, key, start + t), step["x"], step["states"])
-            _, post_vjp = jax.vjp(jax.vmap(post), step["out"].reshape(batch, rows // batch, -1), g, step["x"], step["states"])
-            dout, dg, dx_post, dstates_post = post_vjp((dx, dstates))
-            dout = dout.reshape(rows, -1)
-            dbelow = dh[-1] + dout @ lstm.out_kernel.T
-            for layer in reversed(range(num_layers)):
-                dgates, dc[layer] = _cell_backward(
-                    step["act"][layer], step["c_prev"][layer], step["c"][layer], dc[layer], dbelow
-                )
-                dbelow, dh[layer] = jnp.split(dgates @ lstm.kernels[layer].T, 2, axis=-1)
-                if layer:
-                    dbelow = dbelow + dh[layer - 1]
-                dgates_[layer].append(dgates)
-            dfeats = dbelow @ lstm.in_kernel.T
-            dx_pre, dstates_pre = pre_vjp((dlosses[:, t], dg, dfeats.reshape(batch, rows // batch, -1)))
-            dx = jax.tree.map(jnp.add, dx_post, dx_pre)
-            dstates = jax.tree.map(jnp.add, dstates_post, dstates_pre)
-            dx, dstates, dc = _materialize((dx, dstates, dc), one)
-            dz_.append(dbelow), dout_.append(dout)
-
-        ones = one * jnp.ones((1, num_steps * rows), one.dtype)  # a run-time 1: see `_materialize`
-
-        def grad(inputs, cotangents):
-            """Kernel and bias gradients summed over steps and rows, each one matrix product (a
-            sum of the concatenated cotangents would be split by XLA into one sum per step)."""
-            cotangents = jnp.concatenate(cotangents)
-            return jnp.concatenate(inputs).T @ cotangents, (ones @ cotangents)[0]
-
-        def per_step(name, layer=None):  # in the order of the cotangents (T-1 ... 0)
-            return [saved[t][name] if layer is None else saved[t][name][layer] for t in reversed(range(num_steps))]
-
-        in_grads = grad(per_step("feats"), dz_)
-        cell_grads = [grad(per_step("xc", layer), dgates_[layer]) for layer in range(num_layers)]
-        out_grads = grad(per_step("top"), dout_)
-        grads = (
-            *in_grads,
-            tuple(k for k, _ in cell_grads),
-            tuple(b for _, b in cell_grads),
-            *out_grads,
-        )
-        return eqx.tree_at(_lstm_arrays, theta, grads)
-
-    def differentiable(treedef):
+    def differentiable(u: Unroll, loops):
         @jax.custom_vjp
-        def run(theta, inputs):
-            carry, losses, _ = forward(theta, inputs, treedef)
-            return losses, carry
+        def run(theta, tasks, carry):
+            final, losses, _ = loops.forward(theta, u, tasks, carry, num_steps)
+            return losses, final
 
-        def run_fwd(theta, inputs):
-            carry, losses, saved = forward(theta, inputs, treedef)
-            return (losses, carry), (theta, inputs, saved)
+        def run_fwd(theta, tasks, carry):
+            final, losses, saved = loops.forward(theta, u, tasks, carry, num_steps)
+            return (losses, final), (theta, tasks, carry, saved)
 
         def run_bwd(residuals, cotangents):
-            theta, inputs, saved = residuals
+            theta, tasks, carry, saved = residuals
             dlosses, _ = cotangents  # the carry is returned without gradient (see `unroll`)
-            return backward(theta, inputs, saved, dlosses, treedef), _zero_cotangent(inputs)
+            grads = loops.backward(theta, u, tasks, carry, saved, dlosses)
+            return grads, _zero_cotangent(tasks), _zero_cotangent(carry)
 
         run.defvjp(run_fwd, run_bwd)
         return run
@@ -232,16 +372,17 @@ def make_fused_unroll(config: Config, static: LearnedOptimizer):
             per_leaf = [jax.vmap(lambda xi: opt.init_state(xi.size))(xi) for xi in x_leaves]
         else:
             per_leaf = treedef.flatten_up_to(opt_states.per_leaf)
-        lstm_states = [s[0] for s in per_leaf]
-        pre_states = [s[1] for s in per_leaf]
-        c, h = (_to_rows([getattr(s, name) for s in lstm_states]) for name in ("c", "h"))
-        inputs = (loss_fn, x_leaves, pre_states, c, h, key, jnp.asarray(start, jnp.int32))
-        losses, (new_x, new_pre, c, h) = differentiable(treedef)(theta, inputs)
+        c, h = (_to_rows([getattr(s[0], name) for s in per_leaf]) for name in ("c", "h"))
+        carry = Carry(x_leaves, [s[1] for s in per_leaf], c, h)
+        u = Unroll(treedef, static.preprocessing, config.second_order, static.lstm.forget_bias, None)
+        tasks = Tasks(loss_fn, key, jnp.asarray(start, jnp.int32))
+        use_written = written_out(num_steps) if loop == "auto" else loop == "written"
+        losses, final = differentiable(u, WrittenOut if use_written else Scanned)(theta, tasks, carry)
         sizes = [xi[0].size for xi in x_leaves]
-        cs, hs = _from_rows(c, batch, sizes), _from_rows(h, batch, sizes)
-        states = [(LSTMState(ci, hi), si) for ci, hi, si in zip(cs, hs, new_pre)]
-        carry = (jax.tree.unflatten(treedef, new_x), LearnedOptimizerState(jax.tree.unflatten(treedef, states)))
-        return losses, lax.stop_gradient(carry)
+        cs, hs = _from_rows(final.c, batch, sizes), _from_rows(final.h, batch, sizes)
+        states = [(LSTMState(ci, hi), si) for ci, hi, si in zip(cs, hs, final.states)]
+        new = (jax.tree.unflatten(treedef, final.x), LearnedOptimizerState(jax.tree.unflatten(treedef, states)))
+        return losses, lax.stop_gradient(new)
 
     return unroll
 

@@ -20,7 +20,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._config import Config
 from ._optax_face import as_optax
-from ._fused import fused_supported, make_fused_unroll
+from ._fused import make_fused_unroll
 from ._optimizer import LearnedOptimizer, make_optimizer
 from ._tasks import TaskFamily, training_family
 from ._unroll import log10_loss, meta_objective, run_steps
@@ -132,42 +132,48 @@ def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool | None = None):
+def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool = True, loop: str = "auto"):
     """`meta_gradient(theta, problems, opt_states=None, start=0) -> (objective, finals, grads, carries)`.
 
     The meta-gradient is the mean over the batch; with `per_problem_clip` each problem's
     meta-gradient is first clipped to global norm `clip_norm` (then the usual clip applies to
     the mean as well).
 
-    `fused` (default: whenever the config allows it) computes the same meta-gradient with the
-    hand-written backward pass of `_fused.py` instead of `jax.grad` of the generic unroll: 1.3-1.55x
-    faster on CPU (`make bench`), equal to float32 rounding (tested).
+    `fused` (the default) computes it with the hand-written backward pass of `_fused.py`; False
+    uses `jax.grad` of the generic unroll (`make_meta_loss`), the reference that the fused path
+    is tested against (equal to float32 rounding). `loop`: the fused path's loop (see
+    `_fused.make_fused_unroll`).
     """
-    if fused is None:
-        fused = fused_supported(config)
     if fused:
-        if not fused_supported(config):
-            raise ValueError("The fused meta-gradient does not support per_problem_clip=True; use fused=False.")
-        unroll = make_fused_unroll(config, static)
+        unroll = make_fused_unroll(config, static, loop=loop)
 
         def fused_loss(theta, problems, opt_states, start):
             losses, carries = unroll(theta, problems, opt_states, start)
             objectives = jax.vmap(lambda l: meta_objective(l, config.objective))(losses)
             return jnp.mean(objectives), (losses[:, -1], carries)
 
-        def fused_gradient(theta, problems, opt_states=None, start=0):
-            (objective, (finals, carries)), grads = jax.value_and_grad(fused_loss, has_aux=True)(
-                theta, problems, opt_states, start
-            )
-            return objective, finals, grads, carries
+        if not config.per_problem_clip:
 
-        return fused_gradient
+            def fused_gradient(theta, problems, opt_states=None, start=0):
+                (objective, (finals, carries)), grads = jax.value_and_grad(fused_loss, has_aux=True)(
+                    theta, problems, opt_states, start
+                )
+                return objective, finals, grads, carries
 
-    loss = make_meta_loss(config, static)
+            return fused_gradient
+
+        def loss(theta, problem, opt_state=None, start=0):  # one problem: a batch of one
+            one = lambda tree: jax.tree.map(lambda x: x[None], tree)
+            objective, (finals, carries) = fused_loss(theta, one(problem), one(opt_state), start)
+            return objective, (finals[0], jax.tree.map(lambda x: x[0], carries))
+    else:
+        loss = make_meta_loss(config, static)
     in_axes = (None, 0, 0, None)
 
     def meta_gradient(theta, problems, opt_states=None, start=0):
         if config.per_problem_clip:
+            # Under vmap, the fused backward's weight gradients are batched products: each
+            # problem's meta-gradient in one pass.
             grad_fn = jax.value_and_grad(loss, has_aux=True)
             (objectives, (finals, carries)), grads = jax.vmap(grad_fn, in_axes=in_axes)(theta, problems, opt_states, start)
             clip = optax.clip_by_global_norm(config.clip_norm)
@@ -185,7 +191,7 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool 
     return meta_gradient
 
 
-def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool | None = None):
+def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool = True, loop: str = "auto"):
     """`meta_step(state, problems) -> (state, StepRecord)`: one meta-step on a batch of problems.
 
     An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
@@ -193,7 +199,7 @@ def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool | No
     and Adam state after each chunk; checking them here too would change XLA's fusion of the
     update, and so the trained weights at float32 rounding.)
     """
-    batch_grads = make_meta_gradient(config, static, fused=fused)
+    batch_grads = make_meta_gradient(config, static, fused=fused, loop=loop)
     tx = meta_optimizer(config)
 
     def current_tasks(state: TrainState, problems):
@@ -245,7 +251,8 @@ def make_train_chunk(
     family: TaskFamily | None = None,
     *,
     mesh: Mesh | None | str = "auto",
-    fused: bool | None = None,
+    fused: bool = True,
+    loop: str = "auto",
 ):
     """`train_chunk(state, num_steps) -> (state, StepRecord of [num_steps] arrays)`, jitted.
 
@@ -255,7 +262,7 @@ def make_train_chunk(
     meta-parameters are replicated.
     """
     mesh = batch_mesh(config) if mesh == "auto" else mesh
-    meta_step = make_meta_step(config, static, fused=fused)
+    meta_step = make_meta_step(config, static, fused=fused, loop=loop)
     problems = make_problem_batch(config, family)
 
     def train_chunk(state: TrainState, num_steps: int):

@@ -35,26 +35,11 @@ from ._checkpoint import (
     truncate_record,
 )
 from ._config import Config, stored_configs
+from ._errors import NonFiniteError, RunLocked, Stopped
 from ._evaluate import VALIDATION_SEED, log10_losses, problem_keys, unroll_losses
 from ._meta import TrainState, init_state, make_train_chunk
 from ._optax_face import as_optax
 from ._tasks import TASK_FAMILIES, TaskFamily, check_family, task_family, training_family
-
-
-class NonFiniteError(RuntimeError):
-    """Too many consecutive meta-steps had a non-finite meta-loss or meta-gradient."""
-
-
-class Stopped(Exception):
-    """The run was stopped by SIGINT or SIGTERM at a chunk boundary."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = signum
-
-
-class RunLocked(RuntimeError):
-    """Another process is writing the run folder."""
 
 
 LOCK = ".lock"
