@@ -35,34 +35,35 @@ Generalization and ablations: experiments/REPORT.md (section `digits`) and
 experiments/ABLATIONS.md.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(
-    name="digits",
-    task="digits",
-    train_task="digits_variants",
-    num_steps=20,
-    horizon=100,
-    hidden_units=(20,),
-    activation="sigmoid",
-    minibatch=128,
-    preprocessing="moments",
-    objective="sum_log",
-    second_order=False,
-    batch_size=4,
-    meta_lr=1e-3,
-    meta_steps=6_000,
+EXPERIMENT = Experiment(
+    config=Config(
+        name="digits",
+        task="digits",
+        train_task="digits_variants",
+        num_steps=20,
+        horizon=100,
+        hidden_units=(20,),
+        activation="sigmoid",
+        minibatch=128,
+        preprocessing="moments",
+        objective="sum_log",
+        second_order=False,
+        batch_size=4,
+        meta_lr=1e-3,
+        meta_steps=6_000,
+    ),
+    checkpoint_every=500,
+    validation_problems=64,
+    eval_problems=200,
+    rolling_window=500,
+    ablations={
+        "trained on digits only (no variants)": {"train_task": ""},
+        "no step-count features": {"preprocessing": "moments_no_clock"},
+        "the paper's preprocessing (p = 10)": {"preprocessing": "paper", "min_log_gradient": 10.0},
+        "objective: sum of the losses": {"objective": "sum"},
+    },
+    # `python -m l2lgd ablate digits`: each variant at 2,000 meta-steps (a third of the training).
+    ablation_base={"meta_steps": 2_000},
 )
-CHECKPOINT_EVERY = 500
-ROLLING_WINDOW = 500
-EVAL_PROBLEMS = 200
-VALIDATION_PROBLEMS = 64
-
-# `python -m l2lgd ablate digits`: each variant at 2,000 meta-steps (a third of the training).
-ABLATION_BASE = {"meta_steps": 2_000}
-ABLATIONS = {
-    "trained on digits only (no variants)": {"train_task": ""},
-    "no step-count features": {"preprocessing": "moments_no_clock"},
-    "the paper's preprocessing (p = 10)": {"preprocessing": "paper", "min_log_gradient": 10.0},
-    "objective: sum of the losses": {"objective": "sum"},
-}

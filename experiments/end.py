@@ -6,8 +6,10 @@ Seed: after 50,000 meta-steps (20,000, then 30,000 more) the rolling mean of log
 the last 5,000 meta-steps is -8.12.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(name="end", preprocessing="identity", objective="end", meta_steps=50_000)
-SEED_FIGURE = -8.12
-ROLLING_WINDOW = 5_000
+EXPERIMENT = Experiment(
+    config=Config(name="end", preprocessing="identity", objective="end", meta_steps=50_000),
+    rolling_window=5_000,
+    reference_figure=-8.12,
+)

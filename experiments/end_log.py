@@ -6,8 +6,10 @@ Seed: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,
 is -7.97.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(name="end_log", preprocessing="identity", objective="end_log", meta_steps=50_000)
-SEED_FIGURE = -7.97
-ROLLING_WINDOW = 5_000
+EXPERIMENT = Experiment(
+    config=Config(name="end_log", preprocessing="identity", objective="end_log", meta_steps=50_000),
+    rolling_window=5_000,
+    reference_figure=-7.97,
+)

@@ -24,24 +24,25 @@ Measured (seed 0, `python -m l2lgd eval floor`): see experiments/REPORT.md and t
 table in experiments/ABLATIONS.md.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(
-    name="floor",
-    preprocessing="lr_ratio",
-    objective="sum_log",
-    batch_size=32,
-    per_problem_clip=True,
-    meta_lr=1e-3,
-    meta_steps=3_000,
+EXPERIMENT = Experiment(
+    config=Config(
+        name="floor",
+        preprocessing="lr_ratio",
+        objective="sum_log",
+        batch_size=32,
+        per_problem_clip=True,
+        meta_lr=1e-3,
+        meta_steps=3_000,
+    ),
+    checkpoint_every=250,
+    rolling_window=500,
+    ablations={
+        "mean meta-gradient (no per-problem clip)": {"per_problem_clip": False},
+        "objective log f(x_19) (end_log)": {"objective": "end_log"},
+        "batch 1": {"batch_size": 1},
+        "seed's log rescaling, k=30": {"preprocessing": "log_rescale", "min_log_gradient": 30.0},
+        "no second-order terms": {"second_order": False},
+    },
 )
-CHECKPOINT_EVERY = 250
-
-ABLATIONS = {
-    "mean meta-gradient (no per-problem clip)": {"per_problem_clip": False},
-    "objective log f(x_19) (end_log)": {"objective": "end_log"},
-    "batch 1": {"batch_size": 1},
-    "seed's log rescaling, k=30": {"preprocessing": "log_rescale", "min_log_gradient": 30.0},
-    "no second-order terms": {"second_order": False},
-}
-ROLLING_WINDOW = 500

@@ -7,10 +7,12 @@ Seed: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,
 is -7.27.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(
-    name="log15_end", preprocessing="log_rescale", min_log_gradient=15.0, objective="end", meta_steps=50_000
+EXPERIMENT = Experiment(
+    config=Config(
+        name="log15_end", preprocessing="log_rescale", min_log_gradient=15.0, objective="end", meta_steps=50_000
+    ),
+    rolling_window=5_000,
+    reference_figure=-7.27,
 )
-SEED_FIGURE = -7.27
-ROLLING_WINDOW = 5_000

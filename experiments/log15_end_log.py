@@ -7,14 +7,16 @@ Seed: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,
 is -12.33.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(
-    name="log15_end_log",
-    preprocessing="log_rescale",
-    min_log_gradient=15.0,
-    objective="end_log",
-    meta_steps=50_000,
+EXPERIMENT = Experiment(
+    config=Config(
+        name="log15_end_log",
+        preprocessing="log_rescale",
+        min_log_gradient=15.0,
+        objective="end_log",
+        meta_steps=50_000,
+    ),
+    rolling_window=5_000,
+    reference_figure=-12.33,
 )
-SEED_FIGURE = -12.33
-ROLLING_WINDOW = 5_000

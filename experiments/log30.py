@@ -7,14 +7,16 @@ Seed: the rolling mean of log10 f(x_19) over the last 5,000 meta-steps is -20.12
 meta-steps and -23.20 after 100,000; the seed's RMSProp gives about -18.2.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(
-    name="log30",
-    preprocessing="log_rescale",
-    min_log_gradient=30.0,
-    objective="end_log",
-    meta_steps=100_000,
+EXPERIMENT = Experiment(
+    config=Config(
+        name="log30",
+        preprocessing="log_rescale",
+        min_log_gradient=30.0,
+        objective="end_log",
+        meta_steps=100_000,
+    ),
+    rolling_window=5_000,
+    reference_figure=-23.20,
 )
-SEED_FIGURE = -23.20
-ROLLING_WINDOW = 5_000

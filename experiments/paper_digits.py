@@ -22,27 +22,29 @@ scored -1.29 and 0.0725 on test), each with the command:
 The paper meta-trained for far longer on MNIST; on 2 cores the budget allows 300 tasks.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(
-    name="paper_digits",
-    task="digits",
-    num_steps=20,
-    horizon=100,
-    hidden_units=(20,),
-    activation="sigmoid",
-    minibatch=128,
-    preprocessing="paper",
-    min_log_gradient=10.0,
-    output_scale=0.1,
-    objective="sum",
-    second_order=False,
-    batch_size=1,
-    per_problem_clip=True,
-    meta_lr=1e-3,
-    meta_steps=1_500,
+EXPERIMENT = Experiment(
+    config=Config(
+        name="paper_digits",
+        task="digits",
+        num_steps=20,
+        horizon=100,
+        hidden_units=(20,),
+        activation="sigmoid",
+        minibatch=128,
+        preprocessing="paper",
+        min_log_gradient=10.0,
+        output_scale=0.1,
+        objective="sum",
+        second_order=False,
+        batch_size=1,
+        per_problem_clip=True,
+        meta_lr=1e-3,
+        meta_steps=1_500,
+    ),
+    checkpoint_every=250,
+    validation_problems=32,
+    eval_problems=200,
+    rolling_window=250,
 )
-CHECKPOINT_EVERY = 250
-ROLLING_WINDOW = 250
-EVAL_PROBLEMS = 200
-VALIDATION_PROBLEMS = 32

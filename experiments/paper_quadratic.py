@@ -10,25 +10,27 @@ output scale 0.1, meta-objective the sum of the unroll's losses, second-order te
 20,000 meta-steps (4,000 batches of tasks run to the horizon), a few minutes on one core.
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(
-    name="paper_quadratic",
-    task="paper_quadratic",
-    dim=10,
-    num_steps=20,
-    horizon=100,
-    preprocessing="paper",
-    min_log_gradient=10.0,
-    output_scale=0.1,
-    objective="sum",
-    second_order=False,
-    batch_size=16,
-    per_problem_clip=True,
-    meta_lr=1e-3,
-    meta_steps=20_000,
+EXPERIMENT = Experiment(
+    config=Config(
+        name="paper_quadratic",
+        task="paper_quadratic",
+        dim=10,
+        num_steps=20,
+        horizon=100,
+        preprocessing="paper",
+        min_log_gradient=10.0,
+        output_scale=0.1,
+        objective="sum",
+        second_order=False,
+        batch_size=16,
+        per_problem_clip=True,
+        meta_lr=1e-3,
+        meta_steps=20_000,
+    ),
+    checkpoint_every=1_000,
+    validation_problems=256,
+    eval_problems=2_000,
+    rolling_window=500,
 )
-CHECKPOINT_EVERY = 1_000
-ROLLING_WINDOW = 500
-EVAL_PROBLEMS = 2_000
-VALIDATION_PROBLEMS = 256

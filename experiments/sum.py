@@ -6,8 +6,10 @@ Seed: after 20,000 meta-steps the rolling mean of log10 f(x_19) over the last 2,
 is -6.33 ("average_log_result" at it 20000).
 """
 
-from l2lgd import Config
+from l2lgd import Config, Experiment
 
-CONFIG = Config(name="sum", preprocessing="identity", objective="sum", meta_steps=20_000)
-SEED_FIGURE = -6.33
-ROLLING_WINDOW = 2_000
+EXPERIMENT = Experiment(
+    config=Config(name="sum", preprocessing="identity", objective="sum", meta_steps=20_000),
+    rolling_window=2_000,
+    reference_figure=-6.33,
+)

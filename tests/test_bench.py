@@ -1,6 +1,6 @@
 """`make bench` on a tiny config: every figure it reports is there and positive (no timing assertion)."""
 
-from l2lgd._bench import bench_config, format_bench, optax_face
+from l2lgd.lab.bench import bench_config, format_bench, optax_face
 
 
 def test_bench_reports_fused_autodiff_and_naive(tiny):

@@ -7,8 +7,7 @@ import jax, chex, equinox as eqx, l2lgd
 from l2lgd._meta import batch_mesh
 assert len(jax.devices()) == 4, jax.devices()
 config = l2lgd.Config(num_steps=5, hidden_size=4, batch_size=8, preprocessing="log_rescale", objective="end_log")
-state, opt = l2lgd.init_state(config)
-static = eqx.filter(opt, eqx.is_array, inverse=True)
+state, static = l2lgd.init_state(config)
 mesh = batch_mesh(config)
 assert mesh is not None and mesh.devices.size == 4
 sharded, rec4 = l2lgd.make_train_chunk(config, static, mesh=mesh)(state, 10)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from l2lgd import _figures
+from l2lgd.lab import figures as _figures
 
 
 def test_rolling_log_average_matches_the_seed_definition():

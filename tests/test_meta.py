@@ -9,8 +9,8 @@ from l2lgd._meta import make_meta_step, make_problem_batch
 
 
 def _chunk(config):
-    state, opt = l2lgd.init_state(config)
-    return state, l2lgd.make_train_chunk(config, eqx.filter(opt, eqx.is_array, inverse=True))
+    state, static = l2lgd.init_state(config)
+    return state, l2lgd.make_train_chunk(config, static)
 
 
 def test_training_is_deterministic_and_independent_of_chunking(tiny):
@@ -35,8 +35,7 @@ def test_training_changes_theta_and_stays_finite(tiny):
 
 
 def test_non_finite_guard_skips_an_injected_nan(tiny):
-    state, opt = l2lgd.init_state(tiny)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    state, static = l2lgd.init_state(tiny)
     step = jax.jit(make_meta_step(tiny, static))
     problems = make_problem_batch(tiny)(state.key, state.step)
     poisoned = (problems[0], problems[1].at[0, 0].set(jnp.nan))
@@ -51,8 +50,7 @@ def test_non_finite_guard_skips_an_injected_nan(tiny):
 
 def test_per_problem_clip_is_the_mean_of_clipped_meta_gradients(tiny):
     config = tiny.replace(batch_size=4, per_problem_clip=True, clip_norm=1e-3)
-    state, opt = l2lgd.init_state(config)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    state, static = l2lgd.init_state(config)
     problems = make_problem_batch(config)(state.key, state.step)
     _, _, clipped_mean, _ = l2lgd.make_meta_gradient(config, static)(state.theta, problems)
     loss = l2lgd.make_meta_loss(config, static)

@@ -23,8 +23,7 @@ def test_digits_is_learnable_by_sgd():
 
 
 def test_truncated_training_carries_and_resets_tasks():
-    state, opt = l2lgd.init_state(DIGITS)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    state, static = l2lgd.init_state(DIGITS)
     chunk = l2lgd.make_train_chunk(DIGITS, static)
     start_params = state.inner.params
     one, _ = chunk(state, 1)  # first truncation of the first tasks: params move on

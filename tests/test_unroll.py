@@ -25,8 +25,7 @@ def test_problem_family_ranges():
 
 
 def test_vmapped_batch_equals_loop(tiny):
-    state, opt = l2lgd.init_state(tiny)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    state, static = l2lgd.init_state(tiny)
     loss = l2lgd.make_meta_loss(tiny, static)
     problems = jax.vmap(lambda k: l2lgd.sample_quadratic(k, 2))(jax.random.split(jax.random.key(1), 4))
     batched = jax.vmap(loss, in_axes=(None, 0))(state.theta, problems)
@@ -41,9 +40,8 @@ def test_vmapped_batch_equals_loop(tiny):
 def test_meta_gradient_is_finite_and_matches_finite_differences(tiny, objective):
     config = tiny.replace(objective=objective)
     with jax.enable_x64(True):
-        state, opt = l2lgd.init_state(config)
+        state, static = l2lgd.init_state(config)
         theta = jax.tree.map(lambda w: w.astype(jnp.float64), state.theta)
-        static = eqx.filter(opt, eqx.is_array, inverse=True)
         loss = l2lgd.make_meta_loss(config, static)
         problem = jax.tree.map(lambda a: a.astype(jnp.float64), l2lgd.sample_quadratic(jax.random.key(5), 2))
         f = lambda t: loss(t, problem)[0]
@@ -62,8 +60,7 @@ def test_second_order_flag_drops_the_terms_through_the_gradient(tiny):
     grads = {}
     for flag in (True, False):
         config = tiny.replace(second_order=flag, objective="end")
-        state, opt = l2lgd.init_state(config)
-        static = eqx.filter(opt, eqx.is_array, inverse=True)
+        state, static = l2lgd.init_state(config)
         grads[flag] = jax.grad(lambda t: l2lgd.make_meta_loss(config, static)(t, problem)[0])(state.theta)
     diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads[True]), jax.tree.leaves(grads[False])))
     assert diff > 1e-6
@@ -84,8 +81,8 @@ def test_truncated_unroll_with_one_truncation_equals_the_full_unroll(tiny):
     full = tiny.replace(objective="sum")
     truncated = full.replace(horizon=full.num_steps)  # one truncation: the same computation
     assert truncated.truncations == 1
-    a, _ = l2lgd.make_train_chunk(full, eqx.filter(l2lgd.init_state(full)[1], eqx.is_array, inverse=True))(l2lgd.init_state(full)[0], 3)
-    b, _ = l2lgd.make_train_chunk(truncated, eqx.filter(l2lgd.init_state(truncated)[1], eqx.is_array, inverse=True))(l2lgd.init_state(truncated)[0], 3)
+    a, _ = l2lgd.make_train_chunk(full, l2lgd.init_state(full)[1])(l2lgd.init_state(full)[0], 3)
+    b, _ = l2lgd.make_train_chunk(truncated, l2lgd.init_state(truncated)[1])(l2lgd.init_state(truncated)[0], 3)
     import chex
 
     chex.assert_trees_all_close(a.theta, b.theta, rtol=1e-6)
@@ -94,9 +91,8 @@ def test_truncated_unroll_with_one_truncation_equals_the_full_unroll(tiny):
 def test_truncations_continue_where_the_last_one_stopped(tiny):
     # Two truncations of 5 steps from the carried state = one unroll of 10 steps.
     config = tiny.replace(horizon=10, objective="sum")
-    state, opt = l2lgd.init_state(config)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
-    tx = l2lgd.as_optax(opt)
+    state, static = l2lgd.init_state(config)
+    tx = l2lgd.as_optax(eqx.combine(state.theta, static))
     inner = jax.tree.map(lambda a: a[0], state.inner)
     full = l2lgd.unroll(tx, inner.loss_fn, inner.params, 10)
     loss = l2lgd.make_meta_loss(config, static)

@@ -34,6 +34,7 @@ _EXPORTS = {
     "_checkpoint": ("load_learned_optimizer", "load_optimizer", "load_record"),
     "_config": ("Config",),
     "_errors": ("NonFiniteError", "RunLocked", "Stopped"),
+    "_experiments": ("Experiment",),
     "_evaluate": ("TEST_SEED", "VALIDATION_SEED", "problem_keys", "run_optimizer", "summarize", "tune_learning_rate"),
     "_lstm": ("CoordinateLSTM", "LSTMState"),
     "_meta": ("TrainState", "init_state", "make_meta_gradient", "make_meta_loss", "make_meta_step",

@@ -46,10 +46,24 @@ def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     return registry
 
 
+def _processes() -> ocp.options.MultiprocessingOptions:
+    """Orbax's processes: under several JAX processes only process 0 reads and writes files
+    (l2lgd's driver hands it host copies of the replicated state), so Orbax synchronizes with
+    no other process."""
+    if jax.process_count() > 1:
+        return ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+    return ocp.options.MultiprocessingOptions()
+
+
 def _manager(directory: Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
-    )
+    """A synchronous Orbax manager of `directory` (see `_processes`)."""
+    if jax.process_count() > 1:
+        directory.mkdir(parents=True, exist_ok=True)
+        options = ocp.CheckpointManagerOptions(
+            create=False, enable_async_checkpointing=False, cleanup_tmp_directories=True, multiprocessing_options=_processes()
+        )
+    else:
+        options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
     return ocp.CheckpointManager(directory.absolute(), options=options, handler_registry=_registry())
 
 
@@ -135,7 +149,7 @@ def _verify(step_dir: Path, item: str, tree: Any) -> None:
 
 def _restore_item(step_dir: Path, item: str, abstract: Any):
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
+        with ocp.StandardCheckpointer(multiprocessing_options=_processes()) as checkpointer:
             tree = checkpointer.restore((step_dir / item).absolute(), abstract)
     except Exception as e:  # noqa: BLE001 - name the file, not a frame deep inside orbax.
         message = str(e).splitlines()[0][:200] if str(e) else ""

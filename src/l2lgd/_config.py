@@ -10,10 +10,10 @@ import math
 import re
 from typing import Any
 
+from ._preprocessing import PREPROCESSINGS
 from ._tasks import DATASETS, TASK_FAMILIES
+from ._unroll import OBJECTIVES
 
-PREPROCESSINGS = ("identity", "log_rescale", "lr_ratio", "paper", "moments", "moments_no_clock")
-OBJECTIVES = ("sum", "end", "end_log", "sum_log")
 ACTIVATIONS = ("sigmoid", "relu")
 
 NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
@@ -72,8 +72,8 @@ class Config:
             _check_choice("train_task", self.train_task, tuple(TASK_FAMILIES))
         elif not isinstance(self.train_task, str):
             raise ValueError(f"Config.train_task must be a task family's name or '', got {self.train_task!r}.")
-        _check_choice("preprocessing", self.preprocessing, PREPROCESSINGS)
-        _check_choice("objective", self.objective, OBJECTIVES)
+        _check_choice("preprocessing", self.preprocessing, tuple(PREPROCESSINGS))
+        _check_choice("objective", self.objective, tuple(OBJECTIVES))
         _check_choice("activation", self.activation, ACTIVATIONS)
         if not isinstance(self.hidden_units, tuple) or not self.hidden_units or not all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden_units

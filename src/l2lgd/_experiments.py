@@ -1,11 +1,59 @@
-"""Finding and loading the experiment files in `experiments/` (one `CONFIG` per file)."""
+"""Experiments: what each file of `experiments/` declares (`Experiment`), found and loaded."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
-from types import ModuleType
+from typing import Any, Mapping
+
+from ._config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment file's declaration: `EXPERIMENT = Experiment(config=Config(...), ...)`.
+
+    Args:
+        config: what is trained (the optimizer, the meta-objective, the meta-training).
+        checkpoint_every: meta-steps between snapshots (each scored on validation tasks).
+        validation_problems: validation tasks for model selection and for tuning baselines.
+        eval_problems: test tasks of `make eval`.
+        rolling_window: meta-steps in the rolling mean of the final loss that `make reproduce`
+            reports during meta-training.
+        reference_figure: the reference notebook's figure for that rolling mean (the seed's
+            experiments), or None.
+        family: a `TaskFamily` to train on instead of the one `config.task` names.
+        ablations: `make ablate`'s variants, name -> Config changes.
+        ablation_base: Config changes applied to every ablation variant (e.g. fewer meta-steps).
+    """
+
+    config: Config
+    checkpoint_every: int = 5_000
+    validation_problems: int = 1_000
+    eval_problems: int = 10_000
+    rolling_window: int = 5_000
+    reference_figure: float | None = None
+    family: Any = None
+    ablations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    ablation_base: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.config, Config):
+            raise TypeError(f"Experiment.config must be a Config, got {type(self.config).__name__}.")
+        for field in ("checkpoint_every", "validation_problems", "eval_problems", "rolling_window"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Experiment.{field} must be a positive integer, got {value!r}.")
+
+
+# The module constants of experiment files written before `Experiment`, and their fields.
+_LEGACY = {
+    "CHECKPOINT_EVERY": "checkpoint_every", "VALIDATION_PROBLEMS": "validation_problems",
+    "EVAL_PROBLEMS": "eval_problems", "ROLLING_WINDOW": "rolling_window", "SEED_FIGURE": "reference_figure",
+    "FAMILY": "family", "ABLATIONS": "ablations", "ABLATION_BASE": "ablation_base",
+}
 
 
 def experiments_dir() -> Path:
@@ -33,11 +81,10 @@ def is_experiment_path(name: str) -> bool:
     return name.endswith(".py")
 
 
-def load_experiment(name: str, directory: Path | None = None) -> ModuleType:
-    """The module `experiments/<name>.py`, or the file `name` when it ends in `.py` (anywhere on
-    disk). It defines `CONFIG`; it may define `FAMILY` (a `TaskFamily` to train on instead of
-    the one `CONFIG.task` names) and, for the seed's experiments, `SEED_FIGURE` and
-    `ROLLING_WINDOW`."""
+def load_experiment(name: str, directory: Path | None = None) -> Experiment:
+    """The `Experiment` that `experiments/<name>.py` declares, or the file `name` when it ends in
+    `.py` (anywhere on disk). A file declares `EXPERIMENT = Experiment(...)`; a file with only
+    `CONFIG = Config(...)` (and optionally the older module constants, `_LEGACY`) works too."""
     if is_experiment_path(name):
         path = Path(name)
         if not path.is_file():
@@ -54,6 +101,10 @@ def load_experiment(name: str, directory: Path | None = None) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"l2lgd_experiment_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if hasattr(module, "EXPERIMENT"):
+        if not isinstance(module.EXPERIMENT, Experiment):
+            raise TypeError(f"{path}: EXPERIMENT must be an l2lgd Experiment, got {type(module.EXPERIMENT).__name__}.")
+        return module.EXPERIMENT
     if not hasattr(module, "CONFIG"):
-        raise ValueError(f"{path} defines no CONFIG.")
-    return module
+        raise ValueError(f"{path} declares no EXPERIMENT (nor a CONFIG).")
+    return Experiment(config=module.CONFIG, **{field: getattr(module, k) for k, field in _LEGACY.items() if hasattr(module, k)})

@@ -18,7 +18,7 @@ Two loops run the same steps (`forward_step`, `backward_step`):
   across steps, which is what pays on the seed's tiny problems, and is 1.3x faster per step than
   the scan on the digits MLP; each carried value is computed once per step (`_materialize`);
 - a `lax.scan` over the steps for longer unrolls (or `loop="scan"`): compiled once, not once per
-  written-out step (`paper_digits`: 8 s to compile instead of 34 s, but 1.5x slower per
+  written-out step (`paper_digits`: 9 s to compile instead of 37 s, but 1.7x slower per
   meta-step, `make bench EXP=paper_digits`).
 Under `jax.vmap` (per-problem clipping, `_meta.make_meta_gradient`) the weight gradients become
 one batched product per weight: each problem's meta-gradient, with no extra pass.

@@ -65,10 +65,23 @@ def draw_task(family: TaskFamily, key: PRNGKeyArray):
     return loss_fn, x0, jax.random.key_data(jax.random.fold_in(key, 1))
 
 
-def init_state(config: Config, family: TaskFamily | None = None) -> tuple[TrainState, LearnedOptimizer]:
-    """The state before the first meta-step, and the optimizer skeleton (its static part).
+class Initial(NamedTuple):
+    """What `init_state` returns."""
 
-    `family` (default: the config's) draws the first tasks of truncated training."""
+    state: TrainState  # before the first meta-step
+    static: LearnedOptimizer  # the optimizer's static part: `eqx.combine(state.theta, static)` is the optimizer
+
+
+def init_state(config: Config, family: TaskFamily | None = None) -> Initial:
+    """The state before the first meta-step, and the optimizer's static part (what
+    `make_meta_loss`, `make_meta_gradient`, `make_meta_step` and `make_train_chunk` take).
+
+    `family` (default: the config's) draws the first tasks of truncated training.
+
+    Example:
+        >>> state, static = l2lgd.init_state(l2lgd.Config(hidden_size=4))
+        >>> opt = eqx.combine(state.theta, static)  # the LearnedOptimizer
+    """
     key = jax.random.key(config.seed)
     init_key, run_key = jax.random.split(key)
     opt = make_optimizer(config, key=init_key)
@@ -88,11 +101,27 @@ def init_state(config: Config, family: TaskFamily | None = None) -> tuple[TrainS
         key=jax.random.key_data(run_key),
         inner=inner,
     )
-    return state, opt
+    return Initial(state, static)
+
+
+class MetaLossAux(NamedTuple):
+    """The auxiliary result of a meta-loss (`make_meta_loss`)."""
+
+    final_loss: Float[Array, ""]  # f(x_{T-1}) of the unroll
+    carry: Any  # (params, optimizer state) after the unroll: where a truncated unroll continues
+
+
+class MetaGradient(NamedTuple):
+    """What `make_meta_gradient`'s function returns for a batch of tasks."""
+
+    objective: Float[Array, ""]  # the mean meta-objective over the batch
+    final_losses: Float[Array, " batch"]  # each task's f(x_{T-1})
+    grads: Any  # the meta-gradient (the theta's structure): the batch mean, per-problem clipped if asked
+    carries: Any  # each task's (params, optimizer state) after the unroll
 
 
 def make_meta_loss(config: Config, static: LearnedOptimizer):
-    """`loss(theta, problem, opt_state=None, start=0) -> (objective, (final_loss, carry))`.
+    """`loss(theta, problem, opt_state=None, start=0) -> (objective, MetaLossAux(final_loss, carry))`.
 
     `problem` is `(loss_fn, params)` or `(loss_fn, params, minibatch_key)`. The unroll runs
     `config.num_steps` steps from `params` and `opt_state` (a fresh optimizer state when None);
@@ -107,7 +136,7 @@ def make_meta_loss(config: Config, static: LearnedOptimizer):
             tx, loss_fn, x0, opt_state, config.num_steps,
             second_order=config.second_order, key=rest[0] if rest else None, start=start,
         )
-        return meta_objective(losses, config.objective), (losses[-1], carry)
+        return meta_objective(losses, config.objective), MetaLossAux(losses[-1], carry)
 
     return loss
 
@@ -133,7 +162,7 @@ def _all_finite(tree) -> Array:
 
 
 def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool = True, loop: str = "auto"):
-    """`meta_gradient(theta, problems, opt_states=None, start=0) -> (objective, finals, grads, carries)`.
+    """`meta_gradient(theta, problems, opt_states=None, start=0) -> MetaGradient`.
 
     The meta-gradient is the mean over the batch; with `per_problem_clip` each problem's
     meta-gradient is first clipped to global norm `clip_norm` (then the usual clip applies to
@@ -158,14 +187,14 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool 
                 (objective, (finals, carries)), grads = jax.value_and_grad(fused_loss, has_aux=True)(
                     theta, problems, opt_states, start
                 )
-                return objective, finals, grads, carries
+                return MetaGradient(objective, finals, grads, carries)
 
             return fused_gradient
 
         def loss(theta, problem, opt_state=None, start=0):  # one problem: a batch of one
             one = lambda tree: jax.tree.map(lambda x: x[None], tree)
             objective, (finals, carries) = fused_loss(theta, one(problem), one(opt_state), start)
-            return objective, (finals[0], jax.tree.map(lambda x: x[0], carries))
+            return objective, MetaLossAux(finals[0], jax.tree.map(lambda x: x[0], carries))
     else:
         loss = make_meta_loss(config, static)
     in_axes = (None, 0, 0, None)
@@ -179,14 +208,14 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool 
             clip = optax.clip_by_global_norm(config.clip_norm)
             grads = jax.vmap(lambda g: clip.update(g, clip.init(g))[0])(grads)
             grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-            return jnp.mean(objectives), finals, grads, carries
+            return MetaGradient(jnp.mean(objectives), finals, grads, carries)
 
         def mean_loss(theta):
             objectives, aux = jax.vmap(loss, in_axes=in_axes)(theta, problems, opt_states, start)
             return jnp.mean(objectives), aux
 
         (objective, (finals, carries)), grads = jax.value_and_grad(mean_loss, has_aux=True)(theta)
-        return objective, finals, grads, carries
+        return MetaGradient(objective, finals, grads, carries)
 
     return meta_gradient
 

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._config import Config
 from ._lstm import CoordinateLSTM, LSTMState
-from ._preprocessing import make_preprocessing
+from ._preprocessing import Preprocessing, make_preprocessing
 
 
 class LearnedOptimizer(eqx.Module):
@@ -21,7 +21,7 @@ class LearnedOptimizer(eqx.Module):
     """
 
     lstm: CoordinateLSTM
-    preprocessing: Any
+    preprocessing: Preprocessing
 
     def init_state(self, n: int, dtype=jnp.float32) -> tuple[LSTMState, Any]:
         """The optimizer's state for `n` coordinates: the LSTM's and the preprocessing's."""
@@ -46,7 +46,7 @@ def make_optimizer(config: Config, *, key: PRNGKeyArray) -> LearnedOptimizer:
         config.hidden_size,
         config.num_layers,
         num_features=preprocessing.num_features,
-        num_outputs=getattr(preprocessing, "num_outputs", 1),
+        num_outputs=preprocessing.num_outputs,
         key=key,
     )
     return LearnedOptimizer(lstm, preprocessing)

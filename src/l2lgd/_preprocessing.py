@@ -1,15 +1,18 @@
 """Gradient preprocessing: what the LSTM sees of a gradient, and how its output becomes a step.
 
-Each transform is three pure functions on one coordinate-wise vector of n coordinates:
-`init(n, dtype) -> state`, `encode(g, state) -> features` of shape `[n, num_features]`, and
-`decode(out, g, state) -> (update [n], state)`, where `out` is the LSTM's output `[n, 1]`.
-The seed's transforms hold no state (`()`); for them `decode` is the inverse of the magnitude
-map of `encode`, so the LSTM works on a scale-free range in both directions.
+`Preprocessing` is the extension point: three pure functions on one coordinate-wise vector of
+n coordinates, `init(n, dtype) -> state`, `encode(g, state) -> features` of shape
+`[n, num_features]`, and `decode(out, g, state) -> (update [n], state)`, where `out` is the
+LSTM's output `[n, num_outputs]`. `PREPROCESSINGS` maps each name a `Config` may give to the
+transform it builds (`register_preprocessing` adds one). The seed's transforms hold no state
+(`()`); for them `decode` is the inverse of the magnitude map of `encode`, so the LSTM works on
+a scale-free range in both directions.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import abc
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -18,20 +21,36 @@ import numpy as np
 from jaxtyping import Array, Float
 
 
-class Stateless(eqx.Module):
-    """A transform with no state of its own: `encode(g)` and `decode(out)` suffice."""
+class Preprocessing(eqx.Module):
+    """What the LSTM sees of a gradient (`encode`) and how its output becomes a step (`decode`).
 
-    def init(self, n: int, dtype=jnp.float32) -> tuple:
+    A subclass sets `num_features` (the columns `encode` returns; a class attribute or a
+    property), `num_outputs` if the LSTM should output more than one number per coordinate, and
+    `init` if it carries a state (the default is none: `()`). No arrays: a preprocessing is part
+    of the optimizer's static structure, rebuilt from the config.
+    """
+
+    num_outputs: ClassVar[int] = 1
+
+    @property
+    @abc.abstractmethod
+    def num_features(self) -> int:
+        """The number of features per coordinate that `encode` returns."""
+
+    def init(self, n: int, dtype=jnp.float32) -> Any:
+        """The state for `n` coordinates (none by default)."""
         return ()
 
-    def encode(self, g, state=()):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self, g: Float[Array, " n"], state: Any) -> Float[Array, "n features"]:
+        """The LSTM's input features for the gradient `g`."""
 
-    def decode(self, out, g=None, state=()):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def decode(self, out: Float[Array, "n outputs"], g: Float[Array, " n"], state: Any) -> tuple[Float[Array, " n"], Any]:
+        """`(update, new state)` from the LSTM's output `out`."""
 
 
-class Identity(Stateless):
+class Identity(Preprocessing):
     """The raw gradient in, the raw update out (the seed's `g_rnn`)."""
 
     num_features = 1
@@ -43,7 +62,7 @@ class Identity(Stateless):
         return out[:, 0], state
 
 
-class LogRescale(Stateless):
+class LogRescale(Preprocessing):
     """The seed's log rescaling with `min_log_gradient = -k` (`g_rnn_log15`, `g_rnn_log30`).
 
     In: sign(g) * (log(|g| + e^(-k-5)) + k) / k maps |g| in [e^-k, 1] onto [0, 1] (the e^(-k-5)
@@ -69,7 +88,7 @@ class RatioState(NamedTuple):
     log_lr: Float[Array, " n"]  # log of the previous per-coordinate learning rate
 
 
-class LearningRateRatio(eqx.Module):
+class LearningRateRatio(Preprocessing):
     """Scale-free: the LSTM sets a per-coordinate learning rate from ratios of gradients.
 
     Features (no gradient flows through them): r = g_t / g_{t-1} clipped to [-r_max, r_max]
@@ -104,7 +123,7 @@ class LearningRateRatio(eqx.Module):
         return -jnp.exp(log_lr) * g, RatioState(jax.lax.stop_gradient(g), log_lr)
 
 
-class PaperPreprocessing(Stateless):
+class PaperPreprocessing(Preprocessing):
     """The paper's preprocessing (arXiv 1606.04474, appendix A), with p = `p`:
 
     (log|g| / p, sign(g)) if |g| >= e^-p, else (-1, e^p g); out: update = output_scale * u.
@@ -132,7 +151,7 @@ class MomentState(NamedTuple):
     t: Float[Array, ""]  # steps taken
 
 
-class Moments(eqx.Module):
+class Moments(Preprocessing):
     """Adam's statistics at several timescales in, a direction and a log step size out.
 
     Features (no gradient flows through them), all divided by sqrt(v_hat) + eps so that they do
@@ -194,18 +213,30 @@ class Moments(eqx.Module):
         return -jnp.exp(log_lr) * direction, state
 
 
-def make_preprocessing(name: str, *, min_log_gradient: float = 15.0, output_scale: float = 0.1) -> eqx.Module:
-    """The transform called `name` in a `Config`."""
-    if name == "identity":
-        return Identity()
-    if name == "log_rescale":
-        return LogRescale(float(min_log_gradient))
-    if name == "lr_ratio":
-        return LearningRateRatio()
-    if name == "paper":
-        return PaperPreprocessing(float(min_log_gradient), float(output_scale))
-    if name == "moments":
-        return Moments()
-    if name == "moments_no_clock":  # an ablation: no step-count features
-        return Moments(taus=())
-    raise ValueError(f"Unknown preprocessing {name!r}; expected 'identity', 'log_rescale', 'lr_ratio' or 'paper'.")
+# name -> the transform a Config names, built from the Config's `min_log_gradient` (k or p)
+# and `output_scale`.
+PREPROCESSINGS: dict[str, Callable[..., Preprocessing]] = {
+    "identity": lambda min_log_gradient, output_scale: Identity(),
+    "log_rescale": lambda min_log_gradient, output_scale: LogRescale(float(min_log_gradient)),
+    "lr_ratio": lambda min_log_gradient, output_scale: LearningRateRatio(),
+    "paper": lambda min_log_gradient, output_scale: PaperPreprocessing(float(min_log_gradient), float(output_scale)),
+    "moments": lambda min_log_gradient, output_scale: Moments(),
+    "moments_no_clock": lambda min_log_gradient, output_scale: Moments(taus=()),  # an ablation: no step-count features
+}
+
+
+def register_preprocessing(name: str, factory: Callable[..., Preprocessing]) -> None:
+    """Makes `Config(preprocessing=name)` build `factory(min_log_gradient=..., output_scale=...)`."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"A preprocessing's name must be a non-empty string, got {name!r}.")
+    PREPROCESSINGS[name] = factory
+
+
+def make_preprocessing(name: str, *, min_log_gradient: float = 15.0, output_scale: float = 0.1) -> Preprocessing:
+    """The transform called `name` in a `Config` (`PREPROCESSINGS`)."""
+    if name not in PREPROCESSINGS:
+        raise ValueError(f"Unknown preprocessing {name!r}; expected one of {', '.join(map(repr, PREPROCESSINGS))}.")
+    preprocessing = PREPROCESSINGS[name](min_log_gradient=min_log_gradient, output_scale=output_scale)
+    if not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"The preprocessing {name!r} built a {type(preprocessing).__name__}, not a Preprocessing.")
+    return preprocessing

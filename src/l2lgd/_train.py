@@ -207,8 +207,7 @@ def _check_resumable(run_dir: Path, config: Config, options: RunOptions) -> RunC
 def _initial_state(run_dir: Path, config: Config, family: TaskFamily, checkpoints: RunCheckpoints):
     """The state to start from (the latest snapshot's, else a fresh one), the optimizer's static
     part, and the last 1,000 final losses of the record (for the progress bar and metrics)."""
-    state, opt = init_state(config, family)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    state, static = init_state(config, family)
     latest = None
     for step in reversed(checkpoints.steps()):  # the newest intact snapshot
         try:
@@ -259,16 +258,29 @@ def train(
     options = options or RunOptions()
     run_dir = Path(out_dir)
     config, family, validation = _resolve_family(config, family)
-    with run_lock(run_dir):
-        checkpoints = _check_resumable(run_dir, config, options)
-        _prepare_run_dir(run_dir, config, options)
-        checkpoints = checkpoints or RunCheckpoints(run_dir)
+    # Under several JAX processes (`jax.distributed`), every process runs the meta-steps (each on
+    # its share of the batch) and process 0 alone writes the run folder.
+    primary = jax.process_index() == 0
+    with run_lock(run_dir) if primary else contextlib.nullcontext():
+        checkpoints = None
+        if primary:
+            checkpoints = _check_resumable(run_dir, config, options)
+            _prepare_run_dir(run_dir, config, options)
+            checkpoints = checkpoints or RunCheckpoints(run_dir)
         try:
-            state, static, recent = _initial_state(run_dir, config, family, checkpoints)
+            if primary:
+                state, static, recent = _initial_state(run_dir, config, family, checkpoints)
+            else:
+                (state, static), recent = init_state(config, family), deque(maxlen=1000)
+            if jax.process_count() > 1:  # process 0's (possibly resumed) state, everywhere
+                from jax.experimental import multihost_utils
+
+                state = multihost_utils.broadcast_one_to_all(state)
             state, train_time = _run_chunks(run_dir, config, family, validation, options, checkpoints, state, static, recent)
-            best_step, best_score = _export_best(run_dir, checkpoints, family)
+            best_step, best_score = _export_best(run_dir, checkpoints, family) if primary else (-1, math.nan)
         finally:
-            checkpoints.close()
+            if checkpoints is not None:
+                checkpoints.close()
     return TrainResult(
         run_dir=run_dir,
         state=state,
@@ -307,7 +319,8 @@ def _run_chunks(run_dir, config, family, validation, options, checkpoints, state
             train_time += time.perf_counter() - t0
             limit = _skip_limit_reached(before, np.asarray(rec.skipped), options.max_consecutive_skips)
             if limit is not None:  # stop where the limit was reached, as if the chunk had ended there
-                append_record(run_dir, finals[: limit - step])
+                if checkpoints is not None:
+                    append_record(run_dir, finals[: limit - step])
                 raise NonFiniteError(
                     f"{options.max_consecutive_skips} consecutive meta-steps up to meta-step {limit:,} had a "
                     f"non-finite meta-loss or meta-gradient (skipped, never applied); stopping: "
@@ -320,20 +333,23 @@ def _run_chunks(run_dir, config, family, validation, options, checkpoints, state
                 )
             step = int(state.step)
             recent.extend(finals.tolist())
-            append_record(run_dir, finals)
+            if checkpoints is not None:
+                append_record(run_dir, finals)
             bar.update(n)
             bar.set_postfix(log10_final=f"{np.nanmean(recent) if recent else float('nan'):.2f}", skipped=int(state.skipped), refresh=False)
             if received and not (step % options.checkpoint_every == 0 or step == config.meta_steps):
                 raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
-            if step % options.checkpoint_every == 0 or step == config.meta_steps:
+            if checkpoints is not None and (step % options.checkpoint_every == 0 or step == config.meta_steps):
+                # Several processes: the replicated state as host arrays, scored and saved by this one alone.
+                saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 else state
                 metrics = {
                     "step": step,
                     "skipped": int(state.skipped),
                     "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
-                    "validation_log10_final": validation_score(state.theta, static, config, val_keys, validation),
+                    "validation_log10_final": validation_score(saved.theta, static, config, val_keys, validation),
                     "validation_problems": options.validation_problems,
                 }
-                checkpoints.save(state, config, metrics)
+                checkpoints.save(saved, config, metrics)
                 if received and step < config.meta_steps:
                     raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
     return state, train_time
@@ -354,15 +370,17 @@ def _all_finite(tree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree) if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
-def _last_snapshot(run_dir: Path, checkpoints: RunCheckpoints) -> str:
+def _last_snapshot(run_dir: Path, checkpoints: RunCheckpoints | None) -> str:
+    if checkpoints is None:
+        return "process 0 writes the snapshots"
     snapshots = checkpoints.steps()
     if not snapshots:
         return "no snapshot was written before it"
     return f"the last snapshot, meta-step {snapshots[-1]:,}, is in {run_dir / SNAPSHOTS}"
 
 
-def _stopped_message(run_dir: Path, step: int, checkpoints: RunCheckpoints) -> str:
-    snapshots = checkpoints.steps()
+def _stopped_message(run_dir: Path, step: int, checkpoints: RunCheckpoints | None) -> str:
+    snapshots = checkpoints.steps() if checkpoints is not None else []
     last = f"last snapshot at meta-step {snapshots[-1]:,}" if snapshots else "no snapshot yet"
     return (f"stopped at meta-step {step:,} ({last}); resume with: python -m l2lgd train "
             f"{' '.join(sys.argv[2:]) if len(sys.argv) > 2 else '... --out ' + str(run_dir)}")

@@ -89,19 +89,22 @@ def safe_log(x: Float[Array, "..."]) -> Float[Array, "..."]:
     return jnp.log(jnp.maximum(x, LOSS_FLOOR))
 
 
+# The meta-objectives a Config may name: the seed's `sum` of the losses, the `end` loss, and
+# `end_log`, its log; and `sum_log`, the sum over steps of the (safe) log losses, which rewards
+# every decade gained at every step equally.
+OBJECTIVES: dict[str, Callable[[Float[Array, " num_steps"]], Float[Array, ""]]] = {
+    "sum": jnp.sum,
+    "end": lambda losses: losses[-1],
+    "end_log": lambda losses: safe_log(losses[-1]),
+    "sum_log": lambda losses: jnp.sum(safe_log(losses)),
+}
+
+
 def meta_objective(losses: Float[Array, " num_steps"], objective: str) -> Float[Array, ""]:
-    """The seed's meta-objectives: `sum` of the losses, the `end` loss, or `end_log`, its log;
-    and `sum_log`, the sum over steps of the (safe) log losses, which rewards every decade
-    gained at every step equally."""
-    if objective == "sum":
-        return jnp.sum(losses)
-    if objective == "end":
-        return losses[-1]
-    if objective == "end_log":
-        return safe_log(losses[-1])
-    if objective == "sum_log":
-        return jnp.sum(safe_log(losses))
-    raise ValueError(f"Unknown objective {objective!r}; expected 'sum', 'end', 'end_log' or 'sum_log'.")
+    """The meta-objective `objective` (a name of `OBJECTIVES`) of one unroll's losses."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Unknown objective {objective!r}; expected one of {', '.join(map(repr, OBJECTIVES))}.")
+    return OBJECTIVES[objective](losses)
 
 
 def log10_loss(losses: Float[Array, "..."]) -> Float[Array, "..."]:

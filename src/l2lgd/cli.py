@@ -10,10 +10,11 @@ from pathlib import Path
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def configure_cpu(core: int | None = None) -> None:
+def configure_cpu(core: int | None = None, *, cache: bool = True) -> None:
     """Single-threaded XLA pinned to one core: the fastest and reproducible set-up for these
     tiny kernels (threads only add synchronisation), and the compilation cache
-    (`enable_compilation_cache`). Must run before JAX's first computation. Determinism holds
+    (`enable_compilation_cache`, unless `cache=False`: `bench` times compilation). Must run
+    before JAX's first computation. Determinism holds
     for one set of flags: the same flags give bit-identical weights."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" not in flags:
@@ -21,7 +22,8 @@ def configure_cpu(core: int | None = None) -> None:
     if core is not None and hasattr(os, "sched_setaffinity"):
         available = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {available[core % len(available)]})
-    enable_compilation_cache()
+    if cache:
+        enable_compilation_cache()
 
 
 CACHE_VARIABLE = "L2LGD_COMPILATION_CACHE"
@@ -58,14 +60,27 @@ def enable_compilation_cache() -> Path | None:
 MULTI_HOST_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
 
 
+def initialize_distributed(**kwargs) -> None:
+    """`jax.distributed.initialize(**kwargs)`, with CPU collectives over gloo (so that processes
+    on CPU hosts all-reduce too; GPU and TPU use their own). Before JAX's first computation."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+
+
 def maybe_initialize_distributed() -> None:
-    """`jax.distributed.initialize()` when a multi-host launcher set its usual variables
-    (a coordinator address, TPU worker list, or a SLURM job of several tasks)."""
+    """`initialize_distributed()` when a multi-host launcher set its usual variables (a
+    coordinator address, TPU worker list, or a SLURM job of several tasks; JAX detects the
+    process count and index), or `JAX_COORDINATOR_ADDRESS` with `L2LGD_NUM_PROCESSES` and
+    `L2LGD_PROCESS_ID` for processes started by hand."""
     slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if slurm or any(v in os.environ for v in MULTI_HOST_VARIABLES):
-        import jax
-
-        jax.distributed.initialize()
+        kwargs = {}
+        if "L2LGD_NUM_PROCESSES" in os.environ:
+            kwargs = {"num_processes": int(os.environ["L2LGD_NUM_PROCESSES"]),
+                      "process_id": int(os.environ["L2LGD_PROCESS_ID"])}
+        initialize_distributed(**kwargs)
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -129,8 +144,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ._experiments import load_experiment
     from ._shipped import is_shipped
 
-    module = load_experiment(args.experiment)
-    config = module.CONFIG
+    experiment = load_experiment(args.experiment)
+    config = experiment.config
     if args.seeds is not None:
         return _train_seeds(args, config)
     changes = {}
@@ -140,11 +155,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         changes["meta_steps"] = args.steps
     changes.update(parse_overrides(args.set or []))
     config = config.replace(**changes)
-    out = Path(args.out) if args.out else default_out(config.name, config.seed, module.CONFIG.seed)
+    out = Path(args.out) if args.out else default_out(config.name, config.seed, experiment.config.seed)
     if is_shipped(out):
         raise ValueError(
             f"{out} is a shipped optimizer's folder: train into another folder (the default is "
-            f"{default_out(config.name, config.seed, module.CONFIG.seed)}), then pass --ship to replace what is shipped."
+            f"{default_out(config.name, config.seed, experiment.config.seed)}), then pass --ship to replace what is shipped."
         )
     configure_cpu(args.core if args.core is not None else free_core())
     maybe_initialize_distributed()
@@ -152,13 +167,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ._train import RunOptions, train
 
     options = RunOptions(
-        checkpoint_every=args.checkpoint_every or getattr(module, "CHECKPOINT_EVERY", 5_000),
-        validation_problems=getattr(module, "VALIDATION_PROBLEMS", 1_000),
+        checkpoint_every=args.checkpoint_every or experiment.checkpoint_every,
+        validation_problems=experiment.validation_problems,
         max_consecutive_skips=args.max_skips,
         fresh=args.fresh,
         progress=not args.no_progress,
     )
-    result = train(config, out, options, family=getattr(module, "FAMILY", None))
+    result = train(config, out, options, family=experiment.family)
+    import jax
+
+    if jax.process_index() > 0:  # process 0 writes, scores and reports the run
+        print(f"{config.name} seed {config.seed}: process {jax.process_index()} of {jax.process_count()} ran "
+              f"{int(result.state.step)} meta-steps in {result.wall_time:.1f} s; process 0 wrote {out}")
+        return
     print(
         f"{config.name} seed {config.seed}: {int(result.state.step)} meta-steps in {result.wall_time:.1f} s "
         f"(training {result.train_time:.1f} s, incl. compilation); skipped {int(result.state.skipped)}; "
@@ -187,7 +208,7 @@ def _compare_with_shipped(run_dir: Path, name: str, *, ship: bool) -> None:
 def _train_seeds(args: argparse.Namespace, config) -> None:
     """Independent seeds in parallel processes, one per core, then the best one exported."""
     from ._checkpoint import export_best_of
-    from ._report import train_all
+    from .lab.report import train_all
     from ._shipped import is_shipped
 
     out = Path(args.out) if args.out else Path("runs") / config.name
@@ -208,7 +229,7 @@ def _train_seeds(args: argparse.Namespace, config) -> None:
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
-    from ._compare import require_trained
+    from .lab.compare import require_trained
     from ._experiments import load_experiment
 
     load_experiment(args.experiment)  # an unknown name fails here, listing the known ones
@@ -227,15 +248,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     configure_cpu(args.core if args.core is not None else free_core())
     import json
 
-    from ._compare import evaluate_run, format_table
+    from .lab.compare import evaluate_run, format_table
     from ._experiments import load_experiment
     from ._shipped import is_shipped
 
-    module = load_experiment(args.experiment)
+    experiment = load_experiment(args.experiment)
     result = evaluate_run(
         run_dir,
-        num_problems=args.problems or getattr(module, "EVAL_PROBLEMS", 10_000),
-        validation_problems=args.validation_problems or getattr(module, "VALIDATION_PROBLEMS", 1_000),
+        num_problems=args.problems or experiment.eval_problems,
+        validation_problems=args.validation_problems or experiment.validation_problems,
         write=False,
     )
     print(format_table(result))
@@ -255,7 +276,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_figures(args: argparse.Namespace) -> None:
     run_dir = _run_dir(args)
     configure_cpu(args.core)
-    from ._figures import draw_run_figures
+    from .lab.figures import draw_run_figures
 
     for path in draw_run_figures(run_dir):
         print(path)
@@ -263,7 +284,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     configure_cpu()
-    from ._report import DEFAULT_EXPERIMENTS, reproduce
+    from .lab.report import DEFAULT_EXPERIMENTS, reproduce
 
     experiments = tuple(args.experiments.split(",")) if args.experiments else DEFAULT_EXPERIMENTS
     print(reproduce(args.root, seeds=args.seeds, experiments=experiments, ship=args.ship, num_problems=args.problems))
@@ -271,21 +292,21 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     configure_cpu()
-    from ._report import ablate
+    from .lab.report import ablate
 
     print(ablate(args.experiment, root=args.root, num_problems=args.problems))
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
     configure_cpu()
-    from ._paper import digits_report, paper_report
+    from .lab.paper import digits_report, paper_report
 
     print(digits_report() if args.section == "digits" else paper_report())
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    configure_cpu(args.core)
-    from ._bench import run_bench
+    configure_cpu(args.core, cache=False)
+    from .lab.bench import run_bench
 
     run_bench(args.experiment, out=Path(args.json), steps=args.steps)
 
@@ -356,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="meta-training throughput, compile time and memory")
     bench.add_argument("experiment", nargs="?", default="log30")
-    bench.add_argument("--steps", type=int, default=3_000, help="meta-steps timed at batch 1")
+    bench.add_argument("--steps", type=positive_int, help="meta-steps of the short l2lgd train runs (default: 2,000 on quadratics, 20 otherwise)")
     bench.add_argument("--json", default="bench.json")
     bench.add_argument("--core", type=int, default=0)
     bench.set_defaults(func=cmd_bench)

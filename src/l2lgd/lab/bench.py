@@ -22,8 +22,8 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from ._experiments import load_experiment
-from ._meta import init_state, make_meta_step, make_problem_batch, make_train_chunk
+from .._experiments import load_experiment
+from .._meta import init_state, make_meta_step, make_problem_batch, make_train_chunk
 
 BATCHES = (1, 32, 128, 1024)
 
@@ -59,8 +59,7 @@ def _chunk_speed(config, state, static, chunk: int, min_seconds: float, fused: b
 def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) -> dict[str, Any]:
     """Meta-steps/s and compile times of the training program (scanned chunks, fused
     meta-gradient), of the same with `jax.grad`'s meta-gradient, and of the naive loop."""
-    state, opt = init_state(config)
-    static = eqx.filter(opt, eqx.is_array, inverse=True)
+    state, static = init_state(config)
     chunk = chunk or max(1, min(1000, 20_000 // config.batch_size))
     fast, compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=True)
     scan, scan_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=True, loop="scan")
@@ -107,7 +106,7 @@ def train_memory(experiment: str, steps: int = 2_000) -> dict[str, float]:
     import os
     import tempfile
 
-    from .cli import CACHE_VARIABLE
+    from ..cli import CACHE_VARIABLE
 
     walls = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,8 +129,8 @@ def optax_face(n: int = 1_000_000, min_seconds: float = 2.0, optimizer: str = "l
     import jax.numpy as jnp
     import optax
 
-    from ._checkpoint import load_learned_optimizer
-    from ._optax_face import as_optax
+    from .._checkpoint import load_learned_optimizer
+    from .._optax_face import as_optax
 
     opt = load_learned_optimizer(optimizer)[0]
     lstm = opt.lstm
@@ -161,8 +160,8 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
     the short `l2lgd train` runs (default 2,000 on quadratics, 20 otherwise)."""
     from tqdm.auto import tqdm
 
-    config = load_experiment(experiment).CONFIG
-    cheap = config.task in ("quadratics", "paper_quadratic")
+    config = load_experiment(experiment).config
+    cheap = config.task in ("quadratic", "paper_quadratic")
     batches = batches or (BATCHES if cheap else (config.batch_size,))
     rows = []
     for batch in tqdm(batches, desc="bench", unit="batch size"):

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ._checkpoint import _find_steps, load_learned_optimizer
-from ._compare import LEARNING_RATES, TUNED, at_grid_edge, evaluate_tx, tuned_baselines
-from ._evaluate import TEST_SEED, VALIDATION_SEED, problem_keys
-from ._figures import _save
-from ._optax_face import as_optax
+from .._checkpoint import _find_steps, load_learned_optimizer
+from .compare import LEARNING_RATES, TUNED, at_grid_edge, evaluate_tx, tuned_baselines
+from .._evaluate import TEST_SEED, VALIDATION_SEED, problem_keys
+from .figures import _save
+from .._optax_face import as_optax
 
 START, END = "<!-- paper:start -->", "<!-- paper:end -->"
 SECTION = re.compile(r"<!-- (\w+):start -->.*?<!-- \1:end -->", re.S)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checkpoint import export_best_of, load_learned_optimizer, load_record
-from ._compare import evaluate_run, evaluate_tx, format_table
-from ._evaluate import TEST_SEED, problem_keys, run_optimizer
-from ._experiments import load_experiment
-from ._figures import convergence, draw_run_figures
-from ._optax_face import as_optax
-from ._shipped import ship as ship_run
-from ._paper import write_section
+from .._checkpoint import export_best_of, load_learned_optimizer, load_record
+from .compare import evaluate_run, evaluate_tx, format_table
+from .._evaluate import TEST_SEED, problem_keys, run_optimizer
+from .._experiments import load_experiment
+from .figures import convergence, draw_run_figures
+from .._optax_face import as_optax
+from .._shipped import ship as ship_run
+from .paper import write_section
 
 SEED_EXPERIMENTS = ("sum", "end", "end_log", "log15_end", "log15_end_log", "log30")
 # What `make reproduce` runs: the seed's six, and `floor`, beyond the seed.
@@ -73,16 +73,16 @@ def reproduce(
     start = time.perf_counter()
     root, report = Path(root), Path(report)
     figures = report.parent / "figures"
-    modules = {name: load_experiment(name) for name in experiments}
+    declared = {name: load_experiment(name) for name in experiments}
     jobs = [(name, s, root / name / f"seed{s}") for name in experiments for s in range(seeds)]
     walls = train_all(jobs)
 
     rows, tables, comparison = [], [], {}
     for name in experiments:
-        module = modules[name]
+        experiment = declared[name]
         runs = [root / name / f"seed{s}" for s in range(seeds)]
         records = [load_record(r) for r in runs]
-        window = getattr(module, "ROLLING_WINDOW", 5_000)
+        window = experiment.rolling_window
         rolling = [float(r[-window:].mean()) for r in records]
         tests = [_test_mean(r, num_problems) for r in runs]
         best = export_best_of(runs, root / name)
@@ -98,8 +98,8 @@ def reproduce(
             key=lambda kv: kv[1],
         )
         rows.append({
-            "name": name, "seed_figure": getattr(module, "SEED_FIGURE", None), "window": window,
-            "rolling": rolling, "tests": tests, "meta_steps": module.CONFIG.meta_steps,
+            "name": name, "seed_figure": experiment.reference_figure, "window": window,
+            "rolling": rolling, "tests": tests, "meta_steps": experiment.config.meta_steps,
             "wall": [walls[r] for r in runs], "best_seed": best.name,
             "learned": learned, "best_baseline": best_baseline,
         })
@@ -110,7 +110,7 @@ def reproduce(
                 title="Final loss during meta-training (seed 0 of each experiment)")
     text = _markdown(rows, tables, seeds, num_problems, time.perf_counter() - start) + "\n"
     old = report.read_text() if report.exists() else ""
-    from ._paper import kept_sections
+    from .paper import kept_sections
 
     for section in kept_sections(old):  # keep the sections that `make paper` wrote
         text += "\n" + section + "\n"
@@ -170,17 +170,17 @@ def ablate(
 ) -> Path:
     """Trains the experiment and each variant in its `ABLATIONS` (a dict of name -> Config
     changes), evaluates each exported optimizer on the test problems, writes a table."""
-    from ._evaluate import summarize
+    from .._evaluate import summarize
 
-    module = load_experiment(experiment)
-    base = getattr(module, "ABLATION_BASE", {})  # changes applied to every variant (e.g. fewer meta-steps)
+    declared = load_experiment(experiment)
+    base = declared.ablation_base  # changes applied to every variant (e.g. fewer meta-steps)
     shipped = "as shipped" + (f" ({', '.join(f'{k}={v!r}' for k, v in base.items())})" if base else "")
-    variants = {shipped: {}, **getattr(module, "ABLATIONS", {})}
+    variants = {shipped: {}, **declared.ablations}
     root = Path(root) / experiment
     jobs = []
     for i, (name, changes) in enumerate(variants.items()):
         extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]
-        jobs.append((experiment, module.CONFIG.seed, root / f"variant{i}", *extra))
+        jobs.append((experiment, declared.config.seed, root / f"variant{i}", *extra))
     walls = train_all(jobs)
     lines = [
         f"## Ablations of `{experiment}`",

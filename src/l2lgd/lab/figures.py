@@ -91,10 +91,10 @@ def draw_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     """The three figures of a trained run (needs `<run_dir>/eval.json` from `make eval`)."""
     import json
 
-    from ._baselines import seed_rmsprop, seed_sgd
-    from ._checkpoint import RECORD, load_learned_optimizer, load_record
-    from ._evaluate import TEST_SEED, problem_keys, run_optimizer
-    from ._optax_face import as_optax
+    from .._baselines import seed_rmsprop, seed_sgd
+    from .._checkpoint import RECORD, load_learned_optimizer, load_record
+    from .._evaluate import TEST_SEED, problem_keys, run_optimizer
+    from .._optax_face import as_optax
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir / "figures"
