@@ -11,7 +11,7 @@ import pytest
 
 import l2lgd
 from l2lgd._checkpoint import RunCheckpoints
-from l2lgd._train import RunOptions, train
+from l2lgd import RunOptions, train
 
 TINY_EXPERIMENT = '''
 from l2lgd import Config

@@ -3,7 +3,7 @@ import optax
 import pytest
 
 import l2lgd
-from l2lgd._evaluate import problem_keys, summarize, tune_learning_rate
+from l2lgd import problem_keys, summarize, tune_learning_rate
 
 
 def test_summary_statistics_on_a_hand_checked_array():

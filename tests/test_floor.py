@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 
 import l2lgd
-from l2lgd._preprocessing import LearningRateRatio
+from l2lgd import LearningRateRatio
 
 FLOOR = l2lgd.Config(preprocessing="lr_ratio", objective="sum_log", num_steps=6, hidden_size=4, batch_size=4, per_problem_clip=True)
 

@@ -9,7 +9,7 @@ import pytest
 
 import l2lgd
 from l2lgd._fused import make_fused_unroll, written_out
-from l2lgd._meta import init_state, make_meta_gradient, make_problem_batch
+from l2lgd import init_state, make_meta_gradient, make_problem_batch
 
 BASE = l2lgd.Config(num_steps=6, hidden_size=5, batch_size=3, dim=3)
 

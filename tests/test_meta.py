@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import l2lgd
-from l2lgd._meta import make_meta_step, make_problem_batch
+from l2lgd import make_meta_step, make_problem_batch
 
 
 def _chunk(config):

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 
 import l2lgd
-from l2lgd._preprocessing import Moments
+from l2lgd import Moments
 
 CONFIG = l2lgd.Config(
     task="digits", preprocessing="moments", objective="sum_log", hidden_units=(4,), minibatch=8,

@@ -19,7 +19,8 @@ import pytest
 
 import l2lgd
 from l2lgd import cli
-from l2lgd._checkpoint import RunCheckpoints, load_record
+from l2lgd import load_record
+from l2lgd._checkpoint import RunCheckpoints
 from l2lgd._shipped import ship
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,8 @@ def _flip_bytes(folder: Path) -> Path:
 
 
 def test_a_second_writer_is_refused_and_the_record_stays_whole(tmp_path):
-    env = _experiments(tmp_path, 3_000)
+    # The first run compiles (no compilation cache), so it holds the lock for seconds.
+    env = dict(_experiments(tmp_path, 3_000), L2LGD_COMPILATION_CACHE="off")
     out = tmp_path / "run"
     first = subprocess.Popen(_train_cmd(out, "--checkpoint-every", "1000"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60

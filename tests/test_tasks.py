@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 import l2lgd
-from l2lgd._evaluate import problem_keys, run_optimizer
+from l2lgd import problem_keys, run_optimizer
 
 DIGITS = l2lgd.Config(
     task="digits", hidden_units=(4,), minibatch=8, num_steps=2, horizon=4, hidden_size=4, batch_size=2,

@@ -301,7 +301,8 @@ def cmd_paper(args: argparse.Namespace) -> None:
     configure_cpu()
     from .lab.paper import digits_report, paper_report
 
-    print(digits_report() if args.section == "digits" else paper_report())
+    report = digits_report if args.section == "digits" else paper_report
+    print(report(args.report, checkpoints=args.checkpoints))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -373,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     paper = sub.add_parser("paper", help="the paper's tasks and generalization table -> experiments/REPORT.md")
     paper.add_argument("--section", choices=("paper", "digits"), default="paper",
                        help="paper: the paper_* experiments; digits: the digits experiment's generalization table")
+    paper.add_argument("--checkpoints", default="checkpoints", help="the folder of trained runs (default: checkpoints)")
+    paper.add_argument("--report", default="experiments/REPORT.md", help="the report to write the section into")
     paper.set_defaults(func=cmd_paper)
 
     bench = sub.add_parser("bench", help="meta-training throughput, compile time and memory")

@@ -1,11 +1,11 @@
 """`make paper`: the paper's tasks at their training horizon and its generalization questions
 (arXiv 1606.04474, Figure 5): longer horizons, wider and deeper networks, ReLU.
 
-Each setting runs a trained optimizer (`checkpoints/paper_quadratic`, `checkpoints/paper_digits`)
-and optax's SGD, momentum, Nesterov, RMSProp and Adam, whose learning rates are tuned on
-validation tasks *of that setting*, on held-out test tasks. The section it writes goes into
-`experiments/REPORT.md` between markers that `make reproduce` keeps.
-"""
+Each setting runs a trained optimizer (by default the shipped `paper_quadratic` and
+`paper_digits` in `checkpoints/`; `checkpoints=` names another folder of runs) and optax's SGD,
+momentum, Nesterov, RMSProp and Adam, whose learning rates are tuned on validation tasks *of
+that setting*, on held-out test tasks. The section it writes goes into `experiments/REPORT.md`
+between markers that `make reproduce` keeps."""
 
 from __future__ import annotations
 
@@ -24,26 +24,26 @@ from .._optax_face import as_optax
 START, END = "<!-- paper:start -->", "<!-- paper:end -->"
 SECTION = re.compile(r"<!-- (\w+):start -->.*?<!-- \1:end -->", re.S)
 
-# (name, run folder, changes to the training config)
+# (name, the trained run (a folder of `checkpoints`), changes to the training config)
 SETTINGS = (
-    ("quadratic, 100 steps (training horizon)", "checkpoints/paper_quadratic", {}),
-    ("quadratic, 200 steps", "checkpoints/paper_quadratic", {"horizon": 200}),
-    ("digits MLP, 100 steps (training horizon)", "checkpoints/paper_digits", {}),
-    ("digits MLP, 200 steps", "checkpoints/paper_digits", {"horizon": 200}),
-    ("digits MLP, 40 hidden units", "checkpoints/paper_digits", {"hidden_units": (40,)}),
-    ("digits MLP, 2 hidden layers", "checkpoints/paper_digits", {"hidden_units": (20, 20)}),
-    ("digits MLP, ReLU", "checkpoints/paper_digits", {"activation": "relu"}),
+    ("quadratic, 100 steps (training horizon)", "paper_quadratic", {}),
+    ("quadratic, 200 steps", "paper_quadratic", {"horizon": 200}),
+    ("digits MLP, 100 steps (training horizon)", "paper_digits", {}),
+    ("digits MLP, 200 steps", "paper_digits", {"horizon": 200}),
+    ("digits MLP, 40 hidden units", "paper_digits", {"hidden_units": (40,)}),
+    ("digits MLP, 2 hidden layers", "paper_digits", {"hidden_units": (20, 20)}),
+    ("digits MLP, ReLU", "paper_digits", {"activation": "relu"}),
 )
 
 # The `digits` experiment: the same questions, and data sets it never saw.
 DIGITS_SETTINGS = (
-    ("digits MLP, 100 steps (training horizon)", "checkpoints/digits", {}),
-    ("digits MLP, 200 steps", "checkpoints/digits", {"horizon": 200}),
-    ("digits MLP, 40 hidden units", "checkpoints/digits", {"hidden_units": (40,)}),
-    ("digits MLP, 2 hidden layers", "checkpoints/digits", {"hidden_units": (20, 20)}),
-    ("digits MLP, ReLU", "checkpoints/digits", {"activation": "relu"}),
-    ("wine data set (never seen), 13-20-3 MLP", "checkpoints/digits", {"dataset": "wine"}),
-    ("breast-cancer data set (never seen), 30-20-2 MLP", "checkpoints/digits", {"dataset": "breast_cancer"}),
+    ("digits MLP, 100 steps (training horizon)", "digits", {}),
+    ("digits MLP, 200 steps", "digits", {"horizon": 200}),
+    ("digits MLP, 40 hidden units", "digits", {"hidden_units": (40,)}),
+    ("digits MLP, 2 hidden layers", "digits", {"hidden_units": (20, 20)}),
+    ("digits MLP, ReLU", "digits", {"activation": "relu"}),
+    ("wine data set (never seen), 13-20-3 MLP", "digits", {"dataset": "wine"}),
+    ("breast-cancer data set (never seen), 30-20-2 MLP", "digits", {"dataset": "breast_cancer"}),
 )
 
 
@@ -113,18 +113,20 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def settings_table(settings, tasks_for, figures: Path, *, metric: str | None = None, widen: bool = False):
-    """Runs each `(name, run_dir, changes)` setting (held-out tasks, tuned baselines), draws its
-    figure into `figures`, and returns the table's rows, one verdict per setting and the results.
+def settings_table(settings, tasks_for, figures: Path, *, checkpoints: str | Path = "checkpoints",
+                   metric: str | None = None, widen: bool = False):
+    """Runs each `(name, run, changes)` setting (held-out tasks, tuned baselines) with the
+    optimizer trained in `checkpoints/run`, draws its figure into `figures`, and returns the
+    table's rows, one verdict per setting and the results.
 
-    `tasks_for(run_dir) -> (test_tasks, validation_tasks)`; `metric`: a family metric (e.g.
+    `tasks_for(run) -> (test_tasks, validation_tasks)`; `metric`: a family metric (e.g.
     "test_accuracy") to add, for the learned optimizer and the best baseline, to each verdict."""
     from tqdm.auto import tqdm
 
     rows, verdicts, everything = [], [], {}
-    for name, run_dir, changes in tqdm(settings, desc="settings"):
-        test, val = tasks_for(run_dir)
-        results = run_setting(run_dir, changes, test, val, widen=widen)
+    for name, run, changes in tqdm(settings, desc="settings"):
+        test, val = tasks_for(run)
+        results = run_setting(str(Path(checkpoints) / run), changes, test, val, widen=widen)
         means = {k: v["final"]["loss_mean"] for k, v in results.items()}
         best = min(means, key=lambda k: means[k] if np.isfinite(means[k]) else np.inf)
         cells = []
@@ -176,18 +178,20 @@ def _header(title: str, command: str) -> list[str]:
 def paper_report(
     report: str | Path = "experiments/REPORT.md",
     *,
+    checkpoints: str | Path = "checkpoints",
     quadratic_tasks: tuple[int, int] = (2_000, 256),
     digits_tasks: tuple[int, int] = (200, 32),
     settings=SETTINGS,
 ) -> Path:
-    """Runs every setting, draws one figure each, writes the section into `report`."""
+    """Runs every setting on the runs in `checkpoints`, draws one figure each, writes the section
+    into `report` (and `paper.json` beside it)."""
     report = Path(report)
     figures = report.parent / "figures" / "paper"
     rows, verdicts, everything = settings_table(
-        settings, lambda run_dir: quadratic_tasks if "quadratic" in run_dir else digits_tasks, figures
+        settings, lambda run: quadratic_tasks if "quadratic" in run else digits_tasks, figures, checkpoints=checkpoints
     )
     lines = [START, *_header("The paper's tasks and generalization", "make paper` (`python -m l2lgd paper"), *rows]
-    lines += ["", *verdicts, "", *_digits_note(everything[settings[2][0]], Path(settings[2][1])), ""]
+    lines += ["", *verdicts, "", *_digits_note(everything[settings[2][0]], Path(checkpoints) / settings[2][1]), ""]
     lines += [f"![{name}](figures/paper/{_slug(name)}.png)" for name, _, _ in settings]
     lines.append(END)
     write_section(report, "paper", "\n".join(lines))
@@ -200,13 +204,15 @@ def paper_report(
 def digits_report(
     report: str | Path = "experiments/REPORT.md",
     *,
+    checkpoints: str | Path = "checkpoints",
     tasks: tuple[int, int] = (200, 64),
     settings=DIGITS_SETTINGS,
 ) -> Path:
     """The `digits` experiment's generalization table (`python -m l2lgd paper --section digits`)."""
     report = Path(report)
     figures = report.parent / "figures" / "digits"
-    rows, verdicts, everything = settings_table(settings, lambda run_dir: tasks, figures, metric="test_accuracy", widen=True)
+    rows, verdicts, everything = settings_table(settings, lambda run: tasks, figures, checkpoints=checkpoints,
+                                                metric="test_accuracy", widen=True)
     lines = [
         "<!-- digits:start -->",
         *_header("`digits`: a learned optimizer against tuned baselines, and how it generalizes",
