@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import l2lgd
+from l2lgd import _tasks
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=4)
@@ -139,9 +140,9 @@ def test_a_registered_family_is_named_in_a_config():
 
     try:
         config = l2lgd.Config(task="test_bowls")
-        assert isinstance(l2lgd._tasks.task_family(config), Registered)
+        assert isinstance(_tasks.task_family(config), Registered)
     finally:
-        del l2lgd._tasks.TASK_FAMILIES["test_bowls"]
+        del _tasks.TASK_FAMILIES["test_bowls"]
     with pytest.raises(TypeError, match="expects a TaskFamily subclass"):
         l2lgd.register_task_family("x")(int)
 

@@ -111,7 +111,7 @@ def test_digits_metrics_are_test_loss_and_accuracy():
 
 
 def test_variants_batch_together_and_a_skipped_layer_gets_no_gradient():
-    family = l2lgd._tasks.DigitsVariants(width=6, minibatch=16, p_deep=0.5, p_relu=0.5)
+    family = l2lgd.DigitsVariants(width=6, minibatch=16, p_deep=0.5, p_relu=0.5)
     keys = jax.random.split(jax.random.key(0), 16)
     losses, params = jax.vmap(family.sample)(keys)
     assert params[1]["w"].shape == (16, 6, 6)

@@ -21,6 +21,7 @@ import l2lgd
 from l2lgd import cli
 from l2lgd import load_record
 from l2lgd._checkpoint import RunCheckpoints
+from l2lgd import _train
 from l2lgd._shipped import ship
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,14 +198,14 @@ class NaNLoss(eqx.Module):
 def test_the_skip_limit_stops_within_the_chunk_and_says_what_is_on_disk(tmp_path):
     config = l2lgd.Config(name="nan", num_steps=3, hidden_size=4, meta_steps=500)
     options = l2lgd.RunOptions(checkpoint_every=500, progress=False, validation_problems=4, max_consecutive_skips=7)
-    with pytest.raises(l2lgd._train.NonFiniteError, match=r"7 consecutive meta-steps up to meta-step 7 .*no snapshot was written"):
+    with pytest.raises(l2lgd.NonFiniteError, match=r"7 consecutive meta-steps up to meta-step 7 .*no snapshot was written"):
         l2lgd.train(config, tmp_path / "run", options, family=NaNBowls())
     assert load_record(tmp_path / "run").size == 7
     assert not RunCheckpoints(tmp_path / "run").steps()
 
 
 def test_injected_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
-    real = l2lgd._train.make_train_chunk
+    real = _train.make_train_chunk
 
     def poisoned(*args, **kwargs):
         chunk = real(*args, **kwargs)
@@ -218,10 +219,10 @@ def test_injected_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
 
         return run
 
-    monkeypatch.setattr(l2lgd._train, "make_train_chunk", poisoned)
+    monkeypatch.setattr(_train, "make_train_chunk", poisoned)
     config = l2lgd.Config(name="tiny", num_steps=3, hidden_size=4, meta_steps=20)
     options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=4)
-    with pytest.raises(l2lgd._train.NonFiniteError, match=r"became non-finite during meta-steps 6-10; nothing of them is saved; .*meta-step 5"):
+    with pytest.raises(l2lgd.NonFiniteError, match=r"became non-finite during meta-steps 6-10; nothing of them is saved; .*meta-step 5"):
         l2lgd.train(config, tmp_path / "run", options)
     checkpoints = RunCheckpoints(tmp_path / "run")
     assert checkpoints.steps() == [5]
