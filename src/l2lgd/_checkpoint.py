@@ -57,13 +57,13 @@ def _processes() -> ocp.options.MultiprocessingOptions:
 
 def _manager(directory: Path) -> ocp.CheckpointManager:
     """A synchronous Orbax manager of `directory` (see `_processes`)."""
-    if jax.process_count() > 1:
+    several = jax.process_count() > 1
+    if several:  # Orbax does not create the folder when only some processes take part
         directory.mkdir(parents=True, exist_ok=True)
-        options = ocp.CheckpointManagerOptions(
-            create=False, enable_async_checkpointing=False, cleanup_tmp_directories=True, multiprocessing_options=_processes()
-        )
-    else:
-        options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
+    options = ocp.CheckpointManagerOptions(
+        create=not several, enable_async_checkpointing=False, cleanup_tmp_directories=True,
+        multiprocessing_options=_processes(),
+    )
     return ocp.CheckpointManager(directory.absolute(), options=options, handler_registry=_registry())
 
 

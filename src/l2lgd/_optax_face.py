@@ -57,7 +57,7 @@ def _states_for(grads: Any, treedef, state: LearnedOptimizerState) -> list:
 
 # Coordinates per block when `update` runs a large leaf (over `2 * BLOCK` coordinates) block by
 # block: the LSTM's intermediates ([n, 4 * hidden] per layer) then stay in cache instead of
-# streaming through memory (2.5x faster on a 1,000,000-coordinate leaf, `make bench`). Rows are
+# streaming through memory (about 3x faster on a 1,000,000-coordinate leaf, `make bench`). Rows are
 # independent, so a block's result is the same function of its coordinates.
 BLOCK = 16_384
 

@@ -204,10 +204,13 @@ def _check_resumable(run_dir: Path, config: Config, options: RunOptions) -> RunC
     return checkpoints
 
 
-def _initial_state(run_dir: Path, config: Config, family: TaskFamily, checkpoints: RunCheckpoints):
+def _initial_state(run_dir: Path, config: Config, family: TaskFamily, checkpoints: RunCheckpoints | None):
     """The state to start from (the latest snapshot's, else a fresh one), the optimizer's static
-    part, and the last 1,000 final losses of the record (for the progress bar and metrics)."""
+    part, and the last 1,000 final losses of the record (for the progress bar and metrics).
+    Without `checkpoints` (a process that does not write the run): a fresh state."""
     state, static = init_state(config, family)
+    if checkpoints is None:
+        return state, static, deque(maxlen=1000)
     latest = None
     for step in reversed(checkpoints.steps()):  # the newest intact snapshot
         try:
@@ -268,10 +271,7 @@ def train(
             _prepare_run_dir(run_dir, config, options)
             checkpoints = checkpoints or RunCheckpoints(run_dir)
         try:
-            if primary:
-                state, static, recent = _initial_state(run_dir, config, family, checkpoints)
-            else:
-                (state, static), recent = init_state(config, family), deque(maxlen=1000)
+            state, static, recent = _initial_state(run_dir, config, family, checkpoints)
             if jax.process_count() > 1:  # process 0's (possibly resumed) state, everywhere
                 from jax.experimental import multihost_utils
 

@@ -14,8 +14,8 @@ def configure_cpu(core: int | None = None, *, cache: bool = True) -> None:
     """Single-threaded XLA pinned to one core: the fastest and reproducible set-up for these
     tiny kernels (threads only add synchronisation), and the compilation cache
     (`enable_compilation_cache`, unless `cache=False`: `bench` times compilation). Must run
-    before JAX's first computation. Determinism holds
-    for one set of flags: the same flags give bit-identical weights."""
+    before JAX's first computation. Determinism holds for one set of flags: the same flags give
+    bit-identical weights."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {SINGLE_THREAD_FLAGS}".strip()
@@ -77,9 +77,12 @@ def maybe_initialize_distributed() -> None:
     slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if slurm or any(v in os.environ for v in MULTI_HOST_VARIABLES):
         kwargs = {}
-        if "L2LGD_NUM_PROCESSES" in os.environ:
-            kwargs = {"num_processes": int(os.environ["L2LGD_NUM_PROCESSES"]),
-                      "process_id": int(os.environ["L2LGD_PROCESS_ID"])}
+        by_hand = [v for v in ("L2LGD_NUM_PROCESSES", "L2LGD_PROCESS_ID") if v in os.environ]
+        if len(by_hand) == 1:
+            raise ValueError(f"{by_hand[0]} is set but not {({'L2LGD_NUM_PROCESSES', 'L2LGD_PROCESS_ID'} - set(by_hand)).pop()}: "
+                             "processes started by hand need both (the process count, and this process's index).")
+        if by_hand:
+            kwargs = {"num_processes": int(os.environ["L2LGD_NUM_PROCESSES"]), "process_id": int(os.environ["L2LGD_PROCESS_ID"])}
         initialize_distributed(**kwargs)
 
 
