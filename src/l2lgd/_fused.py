@@ -54,7 +54,7 @@ class Unroll(NamedTuple):
     preprocessing: Any
     second_order: bool
     forget_bias: float
-    materialize: Callable  # identity, or `_materialize` for the written-out loop
+    materialize: Callable = lambda tree: tree  # or `_materialize`, in the written-out loop
 
 
 class Tasks(NamedTuple):
@@ -298,7 +298,6 @@ class Scanned:
     @staticmethod
     def forward(theta, u: Unroll, tasks: Tasks, carry: Carry, num_steps: int):
         """`(final carry, losses [B, T], saved steps stacked [T, ...])`."""
-        u = u._replace(materialize=lambda tree: tree)
 
         def body(carry, t):
             carry, loss, saved = forward_step(theta.lstm, u, tasks, carry, t)
@@ -311,7 +310,6 @@ class Scanned:
     @staticmethod
     def backward(theta, u: Unroll, tasks: Tasks, carry: Carry, saved, dlosses):
         """The meta-gradient (a `LearnedOptimizer` of gradients) from the losses' cotangents."""
-        u = u._replace(materialize=lambda tree: tree)
 
         def body(cot, inputs):
             saved_t, t = inputs
@@ -374,7 +372,7 @@ def make_fused_unroll(config: Config, static: LearnedOptimizer, *, loop: str = "
             per_leaf = treedef.flatten_up_to(opt_states.per_leaf)
         c, h = (_to_rows([getattr(s[0], name) for s in per_leaf]) for name in ("c", "h"))
         carry = Carry(x_leaves, [s[1] for s in per_leaf], c, h)
-        u = Unroll(treedef, static.preprocessing, config.second_order, static.lstm.forget_bias, None)
+        u = Unroll(treedef, static.preprocessing, config.second_order, static.lstm.forget_bias)
         tasks = Tasks(loss_fn, key, jnp.asarray(start, jnp.int32))
         use_written = written_out(num_steps) if loop == "auto" else loop == "written"
         losses, final = differentiable(u, WrittenOut if use_written else Scanned)(theta, tasks, carry)

@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ship", action="store_true", help="replace the shipped checkpoints/EXP optimizer with this run's (unless bit-identical)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a Config field (repeatable)")
     train.add_argument("--fresh", action="store_true", help="discard earlier snapshots and start afresh")
-    train.add_argument("--checkpoint-every", type=positive_int, help="meta-steps between snapshots (default: the experiment's CHECKPOINT_EVERY, else 5000)")
+    train.add_argument("--checkpoint-every", type=positive_int, help="meta-steps between snapshots (default: the experiment's checkpoint_every)")
     train.add_argument("--max-skips", type=positive_int, default=100, help="consecutive non-finite steps before stopping")
     train.add_argument("--core", type=int, help="CPU core to pin the process to (default: the first core no other l2lgd process holds)")
     train.add_argument("--no-progress", action="store_true")
