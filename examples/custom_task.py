@@ -1,4 +1,4 @@
-"""Meta-train a learned optimizer on your own family of problems, then compare it with tuned Adam.
+"""Meta-train a learned optimizer on your own family of tasks, then compare it with tuned Adam.
 
     python examples/custom_task.py           # about a minute of meta-training on 2 cores
     python examples/custom_task.py --quick   # a few seconds, same code path (used by the tests)
@@ -60,7 +60,7 @@ def main(quick: bool = False, out: str | None = None) -> dict[str, float]:
         meta_lr=3e-3,
         meta_steps=20 if quick else 3_000,
     )
-    options = l2lgd.RunOptions(checkpoint_every=10 if quick else 500, validation_problems=8 if quick else 64, progress=not quick)
+    options = l2lgd.RunOptions(checkpoint_every=10 if quick else 500, validation_tasks=8 if quick else 64, progress=not quick)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = out or f"{tmp}/logistic"
         result = l2lgd.train(config, run_dir, options, family=family)
@@ -68,8 +68,8 @@ def main(quick: bool = False, out: str | None = None) -> dict[str, float]:
         print(f"meta-trained {int(result.state.step)} meta-steps in {result.wall_time:.0f} s; exported step {result.best_step}")
 
         tasks = 16 if quick else 500
-        test = l2lgd.problem_keys(l2lgd.TEST_SEED, tasks)  # tasks never seen in meta-training
-        validation = l2lgd.problem_keys(l2lgd.VALIDATION_SEED, 8 if quick else 64)
+        test = l2lgd.task_keys(l2lgd.TEST_SEED, tasks)  # tasks never seen in meta-training
+        validation = l2lgd.task_keys(l2lgd.VALIDATION_SEED, 8 if quick else 64)
         # Adam's learning rate: the one with the lowest mean final loss on validation tasks.
         lr, _ = l2lgd.tune_learning_rate(
             optax.adam, np.logspace(-3, 2, 6 if quick else 21), config, validation, family=family, progress=False, score="loss"

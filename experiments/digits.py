@@ -5,7 +5,7 @@ initialization per task, horizon 100), and generalizes past it.
     make train EXP=digits                       # about 25 minutes on one core
     make eval EXP=digits                        # 200 held-out tasks against the tuned baselines
     python -m l2lgd paper --section digits      # the generalization table -> experiments/REPORT.md
-    python -m l2lgd ablate digits --problems 200
+    python -m l2lgd ablate digits --tasks 200
 
 The same coordinate-wise two-layer LSTM (20 units) as the paper; what changes, each a field:
 
@@ -44,8 +44,8 @@ EXPERIMENT = Experiment(
         train_task="digits_variants",
         num_steps=20,
         horizon=100,
-        hidden_units=(20,),
-        activation="sigmoid",
+        mlp_hidden_units=(20,),
+        mlp_activation="sigmoid",
         minibatch=128,
         preprocessing="moments",
         objective="sum_log",
@@ -55,13 +55,13 @@ EXPERIMENT = Experiment(
         meta_steps=6_000,
     ),
     checkpoint_every=500,
-    validation_problems=64,
-    eval_problems=200,
+    validation_tasks=64,
+    eval_tasks=200,
     rolling_window=500,
     ablations={
         "trained on digits only (no variants)": {"train_task": ""},
         "no step-count features": {"preprocessing": "moments_no_clock"},
-        "the paper's preprocessing (p = 10)": {"preprocessing": "paper", "min_log_gradient": 10.0},
+        "the paper's preprocessing (p = 10)": {"preprocessing": "paper", "log_range": 10.0},
         "objective: sum of the losses": {"objective": "sum"},
     },
     # `python -m l2lgd ablate digits`: each variant at 2,000 meta-steps (a third of the training).

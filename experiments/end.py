@@ -1,4 +1,4 @@
-"""`end`: raw gradients, meta-objective the final loss f(x_19) (the seed's `RNN_simple_end_res`).
+"""`end`: raw gradients, meta-objective the final loss f(x_19) (the reference's `RNN_simple_end_res`).
 
     make train EXP=end
 

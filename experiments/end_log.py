@@ -1,4 +1,4 @@
-"""`end_log`: raw gradients, meta-objective log f(x_19) (the seed's `RNN_simple_end_log_res`).
+"""`end_log`: raw gradients, meta-objective log f(x_19) (the reference's `RNN_simple_end_log_res`).
 
     make train EXP=end_log
 

@@ -1,5 +1,5 @@
-"""`log15_end`: log rescaling with min_log_gradient -15, meta-objective f(x_19)
-(the seed's `RNN_log15_end_res`).
+"""`log15_end`: log rescaling with k = log_range = 15, meta-objective f(x_19)
+(the reference's `RNN_log15_end_res`).
 
     make train EXP=log15_end
 
@@ -11,7 +11,7 @@ from l2lgd import Config, Experiment
 
 EXPERIMENT = Experiment(
     config=Config(
-        name="log15_end", preprocessing="log_rescale", min_log_gradient=15.0, objective="end", meta_steps=50_000
+        name="log15_end", preprocessing="log_rescale", log_range=15.0, objective="end", meta_steps=50_000
     ),
     rolling_window=5_000,
     reference_figure=-7.27,

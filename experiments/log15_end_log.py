@@ -1,5 +1,5 @@
-"""`log15_end_log`: log rescaling with min_log_gradient -15, meta-objective log f(x_19)
-(the seed's `RNN_log15_end_log_res`).
+"""`log15_end_log`: log rescaling with k = log_range = 15, meta-objective log f(x_19)
+(the reference's `RNN_log15_end_log_res`).
 
     make train EXP=log15_end_log
 
@@ -13,7 +13,7 @@ EXPERIMENT = Experiment(
     config=Config(
         name="log15_end_log",
         preprocessing="log_rescale",
-        min_log_gradient=15.0,
+        log_range=15.0,
         objective="end_log",
         meta_steps=50_000,
     ),

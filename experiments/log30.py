@@ -1,10 +1,10 @@
-"""`log30`: log rescaling with min_log_gradient -30, meta-objective log f(x_19)
-(the seed's `RNN_log30_end_log_res`). The default experiment of `make train`.
+"""`log30`: log rescaling with k = log_range = 30, meta-objective log f(x_19)
+(the reference's `RNN_log30_end_log_res`). The default experiment of `make train`.
 
     make train EXP=log30
 
 Seed: the rolling mean of log10 f(x_19) over the last 5,000 meta-steps is -20.12 after 50,000
-meta-steps and -23.20 after 100,000; the seed's RMSProp gives about -18.2.
+meta-steps and -23.20 after 100,000; the reference's RMSProp gives about -18.2.
 """
 
 from l2lgd import Config, Experiment
@@ -13,7 +13,7 @@ EXPERIMENT = Experiment(
     config=Config(
         name="log30",
         preprocessing="log_rescale",
-        min_log_gradient=30.0,
+        log_range=30.0,
         objective="end_log",
         meta_steps=100_000,
     ),

@@ -6,7 +6,7 @@ f(θ) = ||Wθ - y||^2 with W (10 x 10) and y (10) drawn from N(0, 1) per task, �
 an optimizee horizon of 100 steps, meta-gradients from truncated unrolls of 20 steps that carry
 the LSTM state and θ from one truncation to the next; the paper's preprocessing (p = 10) and
 output scale 0.1, meta-objective the sum of the unroll's losses, second-order terms dropped
-(as the paper does). Batch of 16 tasks, each problem's meta-gradient clipped to norm 1;
+(as the paper does). Batch of 16 tasks, each task's meta-gradient clipped to norm 1;
 20,000 meta-steps (4,000 batches of tasks run to the horizon), a few minutes on one core.
 """
 
@@ -20,17 +20,17 @@ EXPERIMENT = Experiment(
         num_steps=20,
         horizon=100,
         preprocessing="paper",
-        min_log_gradient=10.0,
+        log_range=10.0,
         output_scale=0.1,
         objective="sum",
         second_order=False,
         batch_size=16,
-        per_problem_clip=True,
+        per_task_clip=True,
         meta_lr=1e-3,
         meta_steps=20_000,
     ),
     checkpoint_every=1_000,
-    validation_problems=256,
-    eval_problems=2_000,
+    validation_tasks=256,
+    eval_tasks=2_000,
     rolling_window=500,
 )

@@ -1,4 +1,4 @@
-"""`sum`: raw gradients, meta-objective the sum of the 20 losses (the seed's `RNN_simple_sum_res`).
+"""`sum`: raw gradients, meta-objective the sum of the 20 losses (the reference's `RNN_simple_sum_res`).
 
     make train EXP=sum
 

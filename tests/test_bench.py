@@ -5,9 +5,9 @@ from l2lgd.lab.bench import bench_config, format_bench, optax_face
 
 def test_bench_reports_fused_autodiff_and_naive(tiny):
     row = bench_config(tiny.replace(batch_size=2), min_seconds=0.01, chunk=2)
-    for key in ("meta_steps_per_s", "problems_per_s", "autodiff_meta_steps_per_s", "naive_meta_steps_per_s", "scan_meta_steps_per_s"):
+    for key in ("meta_steps_per_s", "tasks_per_s", "autodiff_meta_steps_per_s", "naive_meta_steps_per_s", "scan_meta_steps_per_s"):
         assert row[key] > 0, key
-    assert row["problems_per_s"] == 2 * row["meta_steps_per_s"]
+    assert row["tasks_per_s"] == 2 * row["meta_steps_per_s"]
     assert row["fused_speedup"] == row["meta_steps_per_s"] / row["autodiff_meta_steps_per_s"]
     result = {
         "experiment": "tiny",

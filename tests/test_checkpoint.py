@@ -49,7 +49,7 @@ def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path):
 
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny):
-    options = RunOptions(checkpoint_every=10, progress=False, validation_problems=8)
+    options = RunOptions(checkpoint_every=10, progress=False, validation_tasks=8)
     train(tiny.replace(meta_steps=10), tmp_path, options)
     # More meta-steps is a resume...
     result = train(tiny.replace(meta_steps=20), tmp_path, options)
@@ -57,7 +57,7 @@ def test_resume_refuses_a_changed_config(tmp_path, tiny):
     # ...anything else is refused, naming the fields.
     with pytest.raises(ValueError, match=r"hidden_size: 4 -> 8.*seed: 0 -> 1"):
         train(tiny.replace(meta_steps=30, hidden_size=8, seed=1), tmp_path, options)
-    result = train(tiny.replace(meta_steps=10, seed=1), tmp_path, RunOptions(checkpoint_every=10, progress=False, validation_problems=8, fresh=True))
+    result = train(tiny.replace(meta_steps=10, seed=1), tmp_path, RunOptions(checkpoint_every=10, progress=False, validation_tasks=8, fresh=True))
     assert int(result.state.step) == 10 and result.config.seed == 1
 
 
@@ -65,7 +65,7 @@ def test_resume_refuses_a_changed_config(tmp_path, tiny):
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     config = l2lgd.Config(name="tiny", num_steps=5, hidden_size=4, meta_steps=20, preprocessing="log_rescale")
-    train(config, run_dir, RunOptions(checkpoint_every=10, progress=False, validation_problems=16))
+    train(config, run_dir, RunOptions(checkpoint_every=10, progress=False, validation_tasks=16))
     return run_dir
 
 

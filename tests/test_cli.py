@@ -22,6 +22,14 @@ def test_invalid_step_count_names_the_field():
         cli.main(["train", "log30", "--steps", "-5"])
 
 
+def test_task_counts_take_the_new_and_the_old_flag():
+    parser = cli.build_parser()
+    args = parser.parse_args(["eval", "log30", "--tasks", "5", "--validation-problems", "7"])
+    assert (args.tasks, args.validation_tasks) == (5, 7)
+    assert parser.parse_args(["reproduce", "--problems", "9"]).tasks == 9
+    assert parser.parse_args(["ablate"]).tasks == 10_000
+
+
 def test_eval_of_an_untrained_run_names_the_train_command(tmp_path):
     with pytest.raises(SystemExit, match=r"make train EXP=log30 OUT="):
         cli.main(["eval", "log30", "--out", str(tmp_path / "none")])

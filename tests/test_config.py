@@ -4,7 +4,7 @@ import l2lgd
 
 
 def test_json_round_trip():
-    config = l2lgd.Config(name="x", preprocessing="log_rescale", min_log_gradient=30.0, batch_size=4)
+    config = l2lgd.Config(name="x", preprocessing="log_rescale", log_range=30.0, batch_size=4)
     assert l2lgd.Config.from_dict(config.to_dict()) == config
     hash(config)  # usable as a static jit argument
 
@@ -14,8 +14,8 @@ def test_json_round_trip():
     [
         ("meta_steps", 0, ["meta_steps", "positive integer", "0"]),
         ("batch_size", -3, ["batch_size", "positive integer", "-3"]),
-        ("min_log_gradient", 0.0, ["min_log_gradient", "positive number"]),
-        ("min_log_gradient", -15.0, ["min_log_gradient", "-15.0"]),
+        ("log_range", 0.0, ["log_range", "positive number"]),
+        ("log_range", -15.0, ["log_range", "-15.0"]),
         ("objective", "mean", ["objective", "'mean'", "'sum'", "'end'", "'end_log'"]),
         ("preprocessing", "log", ["preprocessing", "'log'", "'identity'", "'log_rescale'"]),
         ("second_order", 1, ["second_order", "True or False"]),
@@ -42,6 +42,21 @@ def test_unknown_fields_are_named():
         l2lgd.Config().replace(steps=3)
 
 
+def test_configs_stored_with_the_old_field_names_still_load():
+    # The shipped paper_digits stores hidden_units, activation, min_log_gradient, per_problem_clip.
+    import json
+    from pathlib import Path
+
+    stored = json.loads((Path(__file__).parents[1] / "checkpoints" / "paper_digits" / "config.json").read_text())
+    assert {"hidden_units", "activation", "min_log_gradient", "per_problem_clip"} <= set(stored)
+    config = l2lgd.Config.from_dict(stored)
+    assert (config.mlp_hidden_units, config.mlp_activation, config.log_range, config.per_task_clip) == (
+        tuple(stored["hidden_units"]), stored["activation"], stored["min_log_gradient"], stored["per_problem_clip"])
+    assert l2lgd.Config.from_dict(json.loads(config.to_json())) == config  # written back in today's names
+    with pytest.raises(ValueError, match="'hidden_units' is now 'mlp_hidden_units'"):
+        l2lgd.Config().replace(hidden_units=(4,))
+
+
 def test_changed_fields_ignores_step_count():
     a = l2lgd.Config()
     assert a.changed_fields(a.replace(meta_steps=7)) == []
@@ -50,13 +65,13 @@ def test_changed_fields_ignores_step_count():
 
 def test_truncation_fields():
     config = l2lgd.Config(num_steps=20, horizon=100)
-    assert config.total_steps == 100 and config.truncations == 5
+    assert config.steps_per_task == 100 and config.truncations == 5
     assert l2lgd.Config(num_steps=20).truncations == 1
     with pytest.raises(ValueError, match="horizon=50 must be a multiple of num_steps=20"):
         l2lgd.Config(num_steps=20, horizon=50)
-    with pytest.raises(ValueError, match="hidden_units"):
-        l2lgd.Config(hidden_units=(20, 0))
+    with pytest.raises(ValueError, match="mlp_hidden_units"):
+        l2lgd.Config(mlp_hidden_units=(20, 0))
     with pytest.raises(ValueError, match="'tanh'"):
-        l2lgd.Config(activation="tanh")
-    config = l2lgd.Config(task="digits", hidden_units=(40, 20))
+        l2lgd.Config(mlp_activation="tanh")
+    config = l2lgd.Config(task="digits", mlp_hidden_units=(40, 20))
     assert l2lgd.Config.from_dict(__import__("json").loads(config.to_json())) == config  # tuples survive JSON

@@ -3,7 +3,7 @@ import optax
 import pytest
 
 import l2lgd
-from l2lgd import problem_keys, summarize, tune_learning_rate
+from l2lgd import task_keys, summarize, tune_learning_rate
 
 
 def test_summary_statistics_on_a_hand_checked_array():
@@ -26,16 +26,16 @@ def test_grid_search_finds_the_known_best_rate():
             return l2lgd.Quadratic(np.ones(3, np.float32)), l2lgd.sample_quadratic(key, 3)[1]
 
     best, scores = tune_learning_rate(
-        optax.sgd, [0.1, 0.3, 0.5, 0.7], config, problem_keys(0, 16), progress=False, family=UnitScale()
+        optax.sgd, [0.1, 0.3, 0.5, 0.7], config, task_keys(0, 16), progress=False, family=UnitScale()
     )
     assert best == 0.5
     assert scores[0.5] == pytest.approx(-38.0)
     best, scores = tune_learning_rate(
-        optax.sgd, [0.1, 0.3, 0.5, 0.7], config, problem_keys(0, 16), progress=False, family=UnitScale(), score="loss"
+        optax.sgd, [0.1, 0.3, 0.5, 0.7], config, task_keys(0, 16), progress=False, family=UnitScale(), score="loss"
     )
     assert best == 0.5 and scores[0.5] == 0.0 and scores[0.1] > 0.0
 
 
 def test_grid_refuses_an_unreasonable_grid():
     with pytest.raises(ValueError, match=r"would take about \d+ s"):
-        tune_learning_rate(optax.sgd, [0.1] * 1000, l2lgd.Config(), problem_keys(0, 64), max_seconds=1e-6, progress=False)
+        tune_learning_rate(optax.sgd, [0.1] * 1000, l2lgd.Config(), task_keys(0, 64), max_seconds=1e-6, progress=False)

@@ -17,7 +17,7 @@ import l2lgd
 from l2lgd import _tasks
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=4)
+OPTIONS = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_tasks=4)
 
 
 class Bowl(eqx.Module):
@@ -59,7 +59,7 @@ def test_a_user_family_trains_exports_and_loads_without_its_code(tmp_path):
     assert task == "Bowls"
     np.testing.assert_allclose(total, sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(eqx.filter(opt, eqx.is_array))), rtol=1e-6)
     # It lowers the family's loss on held-out tasks.
-    losses = l2lgd.run_optimizer(l2lgd.load_optimizer(tmp_path / "run"), config, l2lgd.problem_keys(l2lgd.TEST_SEED, 8), family=Bowls())
+    losses = l2lgd.run_optimizer(l2lgd.load_optimizer(tmp_path / "run"), config, l2lgd.task_keys(l2lgd.TEST_SEED, 8), family=Bowls())
     assert losses.shape == (8, 4) and np.all(losses[:, -1] < losses[:, 0])
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 import l2lgd
 from l2lgd import LearningRateRatio
 
-FLOOR = l2lgd.Config(preprocessing="lr_ratio", objective="sum_log", num_steps=6, hidden_size=4, batch_size=4, per_problem_clip=True)
+FLOOR = l2lgd.Config(preprocessing="lr_ratio", objective="sum_log", num_steps=6, hidden_size=4, batch_size=4, per_task_clip=True)
 
 
 def test_features_are_ratios_and_the_step_is_a_learning_rate():
@@ -60,12 +60,12 @@ def test_no_nan_when_losses_are_exactly_zero():
     state, static = l2lgd.init_state(FLOOR)
     loss = l2lgd.make_meta_loss(FLOOR, static)
     scale = jnp.ones((4, 2))
-    x0 = jnp.zeros((4, 2)).at[0].set(1e-25)  # one problem underflows at once, three start at 0
-    problems = (l2lgd.Quadratic(scale), x0)
-    value, grads = jax.value_and_grad(lambda t: jnp.mean(jax.vmap(loss, in_axes=(None, 0))(t, problems)[0]))(state.theta)
+    x0 = jnp.zeros((4, 2)).at[0].set(1e-25)  # one task underflows at once, three start at 0
+    tasks = (l2lgd.Quadratic(scale), x0)
+    value, grads = jax.value_and_grad(lambda t: jnp.mean(jax.vmap(loss, in_axes=(None, 0))(t, tasks)[0]))(state.theta)
     chex.assert_tree_all_finite((value, grads))
     step = jax.jit(l2lgd.make_meta_step(FLOOR, static))
-    new, record = step(state, problems)
+    new, record = step(state, tasks)
     assert not bool(record.skipped)
     chex.assert_tree_all_finite(new.theta)
     np.testing.assert_allclose(record.final_log10, -38.0)

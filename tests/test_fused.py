@@ -9,35 +9,35 @@ import pytest
 
 import l2lgd
 from l2lgd._fused import make_fused_unroll, written_out
-from l2lgd import init_state, make_meta_gradient, make_problem_batch
+from l2lgd import init_state, make_meta_gradient, make_task_batch
 
 BASE = l2lgd.Config(num_steps=6, hidden_size=5, batch_size=3, dim=3)
 
 CASES = {
     "identity/sum": BASE,
-    "log_rescale/end_log": BASE.replace(preprocessing="log_rescale", min_log_gradient=30.0, objective="end_log"),
+    "log_rescale/end_log": BASE.replace(preprocessing="log_rescale", log_range=30.0, objective="end_log"),
     "log_rescale/first_order": BASE.replace(preprocessing="log_rescale", objective="end", second_order=False),
     "lr_ratio/sum_log": BASE.replace(preprocessing="lr_ratio", objective="sum_log"),
-    "paper/one_layer": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=1, min_log_gradient=10.0),
-    "paper/three_layers": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=3, min_log_gradient=10.0),
-    "digits/minibatch": BASE.replace(task="digits", preprocessing="paper", min_log_gradient=10.0, hidden_units=(4,), minibatch=16),
-    "moments/per_problem_clip": BASE.replace(preprocessing="moments", per_problem_clip=True, clip_norm=1e-3),
-    "digits/per_problem_clip": BASE.replace(task="digits", preprocessing="paper", min_log_gradient=10.0,
-                                            hidden_units=(4,), minibatch=16, per_problem_clip=True, clip_norm=1e-2),
+    "paper/one_layer": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=1, log_range=10.0),
+    "paper/three_layers": BASE.replace(task="paper_quadratic", preprocessing="paper", num_layers=3, log_range=10.0),
+    "digits/minibatch": BASE.replace(task="digits", preprocessing="paper", log_range=10.0, mlp_hidden_units=(4,), minibatch=16),
+    "moments/per_task_clip": BASE.replace(preprocessing="moments", per_task_clip=True, clip_norm=1e-3),
+    "digits/per_task_clip": BASE.replace(task="digits", preprocessing="paper", log_range=10.0,
+                                            mlp_hidden_units=(4,), minibatch=16, per_task_clip=True, clip_norm=1e-2),
 }
 LOOPS = ["written", "scan"]
 
 
 def _grads(config, fused, start_at_zero=False, loop="auto"):
     state, static = init_state(config)
-    problems = make_problem_batch(config)(state.key, state.step)
+    tasks = make_task_batch(config)(state.key, state.step)
     if start_at_zero:  # x0 = 0: every loss and gradient of the unroll is exactly 0
-        problems = (problems[0], jnp.zeros_like(problems[1]), *problems[2:])
-    return jax.jit(make_meta_gradient(config, static, fused=fused, loop=loop))(state.theta, problems)
+        tasks = (tasks[0], jnp.zeros_like(tasks[1]), *tasks[2:])
+    return jax.jit(make_meta_gradient(config, static, fused=fused, loop=loop))(state.theta, tasks)
 
 
 # The scan runs the same step functions as the written-out loop: a few cases cover it.
-SCANNED = ("lr_ratio/sum_log", "paper/three_layers", "digits/per_problem_clip")
+SCANNED = ("lr_ratio/sum_log", "paper/three_layers", "digits/per_task_clip")
 
 
 @pytest.mark.parametrize("name, loop", [(name, "written") for name in CASES] + [(name, "scan") for name in SCANNED])
@@ -61,12 +61,12 @@ def test_fused_continues_a_truncated_unroll(loop):
     _, _, _, carries = _grads(config, fused=False)
     params, opt_states = carries
     state, static = init_state(config)
-    loss_fn, _, keys = make_problem_batch(config)(state.key, state.step)
-    problems = (loss_fn, params, keys)
+    loss_fn, _, keys = make_task_batch(config)(state.key, state.step)
+    tasks = (loss_fn, params, keys)
     results = {}
     for fused in (True, False):
         fn = jax.jit(make_meta_gradient(config, static, fused=fused, loop=loop))
-        results[fused] = fn(state.theta, problems, opt_states, jnp.int32(config.num_steps))
+        results[fused] = fn(state.theta, tasks, opt_states, jnp.int32(config.num_steps))
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(results[False][2]))
     chex.assert_trees_all_close(results[True][2], results[False][2], atol=1e-5 * scale, rtol=1e-4)
@@ -75,13 +75,13 @@ def test_fused_continues_a_truncated_unroll(loop):
 def test_fused_losses_are_the_unroll_losses(tiny):
     config = tiny.replace(batch_size=2, preprocessing="log_rescale")
     state, static = init_state(config)
-    problems = make_problem_batch(config)(state.key, state.step)
-    losses, (params, _) = make_fused_unroll(config, static)(state.theta, problems)
+    tasks = make_task_batch(config)(state.key, state.step)
+    losses, (params, _) = make_fused_unroll(config, static)(state.theta, tasks)
     chex.assert_shape(losses, (2, config.num_steps))
     loss = l2lgd.make_meta_loss(config.replace(objective="end"), static)
     for b in range(2):
-        problem = jax.tree.map(lambda x: x[b], problems)
-        final, (_, (ref_params, _)) = loss(state.theta, problem)
+        task = jax.tree.map(lambda x: x[b], tasks)
+        final, (_, (ref_params, _)) = loss(state.theta, task)
         np.testing.assert_allclose(losses[b, -1], final, rtol=1e-5)
         np.testing.assert_allclose(params[b], ref_params, rtol=1e-5, atol=1e-7)
 

@@ -15,7 +15,7 @@ import l2lgd
 from l2lgd import Moments
 
 CONFIG = l2lgd.Config(
-    task="digits", preprocessing="moments", objective="sum_log", hidden_units=(4,), minibatch=8,
+    task="digits", preprocessing="moments", objective="sum_log", mlp_hidden_units=(4,), minibatch=8,
     num_steps=3, horizon=6, hidden_size=4, batch_size=2, second_order=False,
 )
 
@@ -90,10 +90,10 @@ def test_meta_training_is_finite_at_exactly_zero_losses():
     """Tasks started at their optimum: every loss and gradient is 0 from the start."""
     config = CONFIG.replace(task="quadratic", dim=3, horizon=0)
     state, static = l2lgd.init_state(config)
-    problems = l2lgd.make_problem_batch(config)(state.key, state.step)
-    problems = (problems[0], jnp.zeros_like(problems[1]), *problems[2:])
+    tasks = l2lgd.make_task_batch(config)(state.key, state.step)
+    tasks = (tasks[0], jnp.zeros_like(tasks[1]), *tasks[2:])
     for fused in (True, False):
-        objective, finals, grads, _ = jax.jit(l2lgd.make_meta_gradient(config, static, fused=fused))(state.theta, problems)
+        objective, finals, grads, _ = jax.jit(l2lgd.make_meta_gradient(config, static, fused=fused))(state.theta, tasks)
         chex.assert_tree_all_finite((objective, grads))
         np.testing.assert_array_equal(finals, 0.0)  # a coordinate never given a gradient never moves
 
@@ -124,7 +124,7 @@ def test_variants_batch_together_and_a_skipped_layer_gets_no_gradient():
 
 def test_train_task_trains_on_the_variants_and_selects_on_the_task(tmp_path):
     config = CONFIG.replace(train_task="digits_variants", meta_steps=4)
-    result = l2lgd.train(config, tmp_path, l2lgd.RunOptions(checkpoint_every=2, progress=False, validation_problems=4))
+    result = l2lgd.train(config, tmp_path, l2lgd.RunOptions(checkpoint_every=2, progress=False, validation_tasks=4))
     assert result.config.task == "digits" and result.config.train_task == "digits_variants"
     assert len(result.state.inner.params) == 3  # the variants' three layers are in flight
     _, loaded, _ = l2lgd.load_learned_optimizer(tmp_path)

@@ -8,12 +8,13 @@ import optax
 import pytest
 
 import l2lgd
-from l2lgd._evaluate import problem_keys, unroll_losses
+from l2lgd import task_keys
+from l2lgd._evaluate import unroll_losses
 
 
 @pytest.fixture(scope="module")
 def opt():
-    return l2lgd.make_optimizer(l2lgd.Config(preprocessing="log_rescale", min_log_gradient=30.0), key=jax.random.key(4))
+    return l2lgd.make_optimizer(l2lgd.Config(preprocessing="log_rescale", log_range=30.0), key=jax.random.key(4))
 
 
 def _params():
@@ -82,8 +83,8 @@ def test_integer_and_boolean_leaves_are_refused_by_path(opt, leaf):
 
 
 def test_driving_by_hand_matches_the_training_unroll(opt):
-    config = l2lgd.Config(preprocessing="log_rescale", min_log_gradient=30.0)
-    keys = problem_keys(11, 8)
+    config = l2lgd.Config(preprocessing="log_rescale", log_range=30.0)
+    keys = task_keys(11, 8)
     trained_losses = unroll_losses(l2lgd.as_optax(opt), config, keys)
     tx = l2lgd.as_optax(opt)
     for i in range(8):

@@ -43,7 +43,7 @@ def test_log_rescale_matches_the_seed_formula():
 
 
 def test_smallest_step_is_e_to_minus_k():
-    # The floor the seed discusses: an output of (almost) 0 still steps by e^-k.
+    # The floor the reference notebook discusses: an output of (almost) 0 still steps by e^-k.
     step, _ = l2lgd.LogRescale(30.0).decode(jnp.array([[1e-9]]))
     np.testing.assert_allclose(step, [math.exp(-30.0)], rtol=1e-6)
 
@@ -61,7 +61,7 @@ def test_make_preprocessing_rejects_unknown():
 
 def test_paper_preprocessing_two_branches():
     p = 10.0
-    t = l2lgd.make_preprocessing("paper", min_log_gradient=p, output_scale=0.1)
+    t = l2lgd.make_preprocessing("paper", log_range=p, output_scale=0.1)
     big, small = 0.5, -1e-6  # |g| >= e^-p, and |g| < e^-p = 4.5e-5
     features = t.encode(jnp.array([big, -big, small, 0.0]))
     np.testing.assert_allclose(features[0], [np.log(big) / p, 1.0], rtol=1e-6)

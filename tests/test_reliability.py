@@ -113,7 +113,7 @@ def test_eval_of_a_shipped_optimizer_writes_elsewhere_when_it_differs(tmp_path):
     shipped = REPO / "checkpoints" / "log30" / "eval.json"
     before = shipped.read_bytes()
     proc = subprocess.run(
-        [sys.executable, "-m", "l2lgd", "eval", "log30", "--problems", "20", "--validation-problems", "8"],
+        [sys.executable, "-m", "l2lgd", "eval", "log30", "--tasks", "20", "--validation-tasks", "8"],
         cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, L2LGD_EXPERIMENTS=str(REPO / "experiments")),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -126,7 +126,7 @@ def test_damaged_data_is_an_error_naming_the_file_and_resume_falls_back(tmp_path
     # hidden_size 20: arrays large enough that OCDBT keeps them in a data file of their own
     # (small ones are inlined in its b-tree nodes, which carry a CRC of their own).
     config = l2lgd.Config(name="tiny", num_steps=4, meta_steps=10)
-    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=8)
+    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_tasks=8)
     l2lgd.train(config, tmp_path / "run", options)
     export = tmp_path / "run" / "optimizer"
     damaged = _flip_bytes(export)
@@ -148,7 +148,7 @@ def test_damaged_data_is_an_error_naming_the_file_and_resume_falls_back(tmp_path
 
 def test_a_short_record_no_longer_blocks_resuming(tmp_path):
     config = l2lgd.Config(name="tiny", num_steps=4, hidden_size=4, meta_steps=10)
-    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=8)
+    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_tasks=8)
     l2lgd.train(config, tmp_path / "run", options)
     (tmp_path / "run" / "final_log10.f32").write_bytes(b"\0" * 6)
     with pytest.warns(UserWarning, match="recorded as NaN"):
@@ -197,7 +197,7 @@ class NaNLoss(eqx.Module):
 
 def test_the_skip_limit_stops_within_the_chunk_and_says_what_is_on_disk(tmp_path):
     config = l2lgd.Config(name="nan", num_steps=3, hidden_size=4, meta_steps=500)
-    options = l2lgd.RunOptions(checkpoint_every=500, progress=False, validation_problems=4, max_consecutive_skips=7)
+    options = l2lgd.RunOptions(checkpoint_every=500, progress=False, validation_tasks=4, max_consecutive_skips=7)
     with pytest.raises(l2lgd.NonFiniteError, match=r"7 consecutive meta-steps up to meta-step 7 .*no snapshot was written"):
         l2lgd.train(config, tmp_path / "run", options, family=NaNBowls())
     assert load_record(tmp_path / "run").size == 7
@@ -221,7 +221,7 @@ def test_injected_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_train, "make_train_chunk", poisoned)
     config = l2lgd.Config(name="tiny", num_steps=3, hidden_size=4, meta_steps=20)
-    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=4)
+    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_tasks=4)
     with pytest.raises(l2lgd.NonFiniteError, match=r"became non-finite during meta-steps 6-10; nothing of them is saved; .*meta-step 5"):
         l2lgd.train(config, tmp_path / "run", options)
     checkpoints = RunCheckpoints(tmp_path / "run")
@@ -235,8 +235,8 @@ def test_injected_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
     [
         (["train", "log30", "--checkpoint-every", "0"], "expected a positive integer, got 0"),
         (["train", "log30", "--seeds", "0"], "expected a positive integer, got 0"),
-        (["eval", "log30", "--problems", "-3"], "expected a positive integer, got -3"),
-        (["eval", "log30", "--validation-problems", "0"], "expected a positive integer, got 0"),
+        (["eval", "log30", "--tasks", "-3"], "expected a positive integer, got -3"),
+        (["eval", "log30", "--validation-tasks", "0"], "expected a positive integer, got 0"),
     ],
 )
 def test_zero_and_negative_counts_are_refused(argv, message, capsys):
@@ -263,7 +263,7 @@ def test_load_checks_the_step_and_accepts_an_export_step_folder():
 
 def test_resuming_with_fewer_steps_than_done_is_refused(tmp_path):
     config = l2lgd.Config(name="tiny", num_steps=4, hidden_size=4, meta_steps=10)
-    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_problems=4)
+    options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_tasks=4)
     l2lgd.train(config, tmp_path, options)
     with pytest.raises(ValueError, match=r"holds a run at meta-step 10, beyond the 5 asked for"):
         l2lgd.train(config.replace(meta_steps=5), tmp_path, options)

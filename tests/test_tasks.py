@@ -8,16 +8,16 @@ import numpy as np
 import optax
 
 import l2lgd
-from l2lgd import problem_keys, run_optimizer
+from l2lgd import task_keys, run_optimizer
 
 DIGITS = l2lgd.Config(
-    task="digits", hidden_units=(4,), minibatch=8, num_steps=2, horizon=4, hidden_size=4, batch_size=2,
-    preprocessing="paper", min_log_gradient=10.0, second_order=False,
+    task="digits", mlp_hidden_units=(4,), minibatch=8, num_steps=2, horizon=4, hidden_size=4, batch_size=2,
+    preprocessing="paper", log_range=10.0, second_order=False,
 )
 
 
 def test_digits_is_learnable_by_sgd():
-    losses = run_optimizer(optax.sgd(2.0), DIGITS.replace(hidden_units=(20,), minibatch=64, num_steps=20, horizon=100), problem_keys(0, 4))
+    losses = run_optimizer(optax.sgd(2.0), DIGITS.replace(mlp_hidden_units=(20,), minibatch=64, num_steps=20, horizon=100), task_keys(0, 4))
     assert losses.shape == (4, 100)
     assert losses[:, :5].mean() > 2.0 and losses[:, -5:].mean() < 0.6 * losses[:, :5].mean() / 2
 
@@ -30,7 +30,7 @@ def test_truncated_training_carries_and_resets_tasks():
     assert not np.allclose(one.inner.params[0]["w"], start_params[0]["w"])
     two, _ = chunk(one, 1)  # second truncation: continues from `one`
     three, rec = chunk(two, 1)  # step 2 % 2 == 0: fresh tasks, drawn at step 2
-    fresh = l2lgd.make_problem_batch(DIGITS)(state.key, jnp.int32(2))[1]
+    fresh = l2lgd.make_task_batch(DIGITS)(state.key, jnp.int32(2))[1]
     tx = l2lgd.as_optax(eqx.combine(two.theta, static))
     # The third step starts from the fresh tasks' params, not from the carried ones.
     _, (_, carry) = jax.vmap(l2lgd.make_meta_loss(DIGITS, static), in_axes=(None, 0, 0, None))(

@@ -9,7 +9,7 @@ import l2lgd
 
 def test_losses_are_recorded_before_each_update():
     loss_fn, x0 = l2lgd.sample_quadratic(jax.random.key(3), 2)
-    losses = l2lgd.unroll(l2lgd.seed_sgd(0.1), loss_fn, x0, 20)
+    losses = l2lgd.unroll(l2lgd.reference_sgd(0.1), loss_fn, x0, 20)
     assert losses.shape == (20,)
     np.testing.assert_allclose(losses[0], loss_fn(x0), rtol=1e-6)
     x = x0
@@ -18,7 +18,7 @@ def test_losses_are_recorded_before_each_update():
     np.testing.assert_allclose(losses[-1], loss_fn(x), rtol=1e-5)  # the "final loss" is f(x_19)
 
 
-def test_problem_family_ranges():
+def test_task_family_ranges():
     loss_fn, x0 = jax.vmap(lambda k: l2lgd.sample_quadratic(k, 2))(jax.random.split(jax.random.key(0), 1000))
     assert 0.5 <= float(loss_fn.scale.min()) and float(loss_fn.scale.max()) <= 1.5
     assert -1.0 <= float(x0.min()) and float(x0.max()) <= 1.0
@@ -27,10 +27,10 @@ def test_problem_family_ranges():
 def test_vmapped_batch_equals_loop(tiny):
     state, static = l2lgd.init_state(tiny)
     loss = l2lgd.make_meta_loss(tiny, static)
-    problems = jax.vmap(lambda k: l2lgd.sample_quadratic(k, 2))(jax.random.split(jax.random.key(1), 4))
-    batched = jax.vmap(loss, in_axes=(None, 0))(state.theta, problems)
+    tasks = jax.vmap(lambda k: l2lgd.sample_quadratic(k, 2))(jax.random.split(jax.random.key(1), 4))
+    batched = jax.vmap(loss, in_axes=(None, 0))(state.theta, tasks)
     for i in range(4):
-        single = loss(state.theta, jax.tree.map(lambda a: a[i], problems))
+        single = loss(state.theta, jax.tree.map(lambda a: a[i], tasks))
         np.testing.assert_allclose(batched[0][i], single[0], rtol=1e-5)
         np.testing.assert_allclose(batched[1][0][i], single[1][0], rtol=1e-5)
         np.testing.assert_allclose(batched[1][1][0][i], single[1][1][0], rtol=1e-5)
@@ -43,8 +43,8 @@ def test_meta_gradient_is_finite_and_matches_finite_differences(tiny, objective)
         state, static = l2lgd.init_state(config)
         theta = jax.tree.map(lambda w: w.astype(jnp.float64), state.theta)
         loss = l2lgd.make_meta_loss(config, static)
-        problem = jax.tree.map(lambda a: a.astype(jnp.float64), l2lgd.sample_quadratic(jax.random.key(5), 2))
-        f = lambda t: loss(t, problem)[0]
+        task = jax.tree.map(lambda a: a.astype(jnp.float64), l2lgd.sample_quadratic(jax.random.key(5), 2))
+        f = lambda t: loss(t, task)[0]
         grad = jax.grad(f)(theta)
         jax.tree.map(lambda g: np.testing.assert_array_equal(np.isfinite(g), True), grad)
         direction = jax.tree.map(lambda w: jax.random.normal(jax.random.key(7), w.shape, w.dtype), theta)
@@ -56,12 +56,12 @@ def test_meta_gradient_is_finite_and_matches_finite_differences(tiny, objective)
 
 
 def test_second_order_flag_drops_the_terms_through_the_gradient(tiny):
-    problem = l2lgd.sample_quadratic(jax.random.key(2), 2)
+    task = l2lgd.sample_quadratic(jax.random.key(2), 2)
     grads = {}
     for flag in (True, False):
         config = tiny.replace(second_order=flag, objective="end")
         state, static = l2lgd.init_state(config)
-        grads[flag] = jax.grad(lambda t: l2lgd.make_meta_loss(config, static)(t, problem)[0])(state.theta)
+        grads[flag] = jax.grad(lambda t: l2lgd.make_meta_loss(config, static)(t, task)[0])(state.theta)
     diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads[True]), jax.tree.leaves(grads[False])))
     assert diff > 1e-6
 

@@ -1,19 +1,23 @@
 """l2lgd: learned optimizers in JAX (learning to learn by gradient descent by gradient descent).
 
 The public face, by what a user does (each name is imported on first use, so `import l2lgd`
-and the command line start without loading JAX until a command computes):
+and the command line start without loading JAX until a command computes). Words: *the
+reference* is the notebook this project reproduces; a *task* is one optimization problem,
+drawn from a *task family*; "seed" is always a PRNG seed.
 
 - use a trained optimizer: `load_optimizer` (an optax transformation, by shipped name or
   folder), `list_optimizers`, `load_learned_optimizer`, `as_optax`;
 - meta-train one: `Config`, `train`, `RunOptions`, `TrainResult`;
 - define what it trains on: `TaskFamily`, `register_task_family`, and the built-in families
   `Quadratics`, `PaperQuadratics`, `Digits`, `DigitsVariants`;
-- evaluate: `run_optimizer`, `unroll`, `summarize`, `tune_learning_rate`, `problem_keys`
-  (with `TEST_SEED`, `VALIDATION_SEED`), and the seed's baselines `seed_sgd`, `seed_rmsprop`;
+- evaluate: `run_optimizer`, `unroll`, `summarize`, `tune_learning_rate`, `task_keys`
+  (with `TEST_SEED`, `VALIDATION_SEED`), and the reference's baselines `reference_sgd`,
+  `reference_rmsprop`;
 - compose the pieces: `LearnedOptimizer`, `make_optimizer`, `CoordinateLSTM`, the
-  preprocessings (`make_preprocessing`, `Identity`, `LogRescale`, `LearningRateRatio`,
-  `PaperPreprocessing`, `Moments`), and the meta-training step (`init_state`, `make_meta_loss`,
-  `make_meta_gradient`, `make_meta_step`, `make_train_chunk`, `make_problem_batch`,
+  preprocessings (`Preprocessing`, the interface; `register_preprocessing`,
+  `make_preprocessing`, `Identity`, `LogRescale`, `LearningRateRatio`, `PaperPreprocessing`,
+  `Moments`), and the meta-training step (`init_state`, `make_meta_loss`,
+  `make_meta_gradient`, `make_meta_step`, `make_train_chunk`, `make_task_batch`,
   `meta_optimizer`, `TrainState`), the objectives (`meta_objective`, `safe_log`, `log10_loss`).
 
 Example:
@@ -30,19 +34,20 @@ import importlib
 from ._version import __version__ as __version__
 
 _EXPORTS = {
-    "_baselines": ("seed_rmsprop", "seed_sgd"),
+    "_baselines": ("reference_rmsprop", "reference_sgd"),
     "_checkpoint": ("load_learned_optimizer", "load_optimizer", "load_record"),
     "_config": ("Config",),
     "_errors": ("NonFiniteError", "RunLocked", "Stopped"),
     "_experiments": ("Experiment",),
-    "_evaluate": ("TEST_SEED", "VALIDATION_SEED", "problem_keys", "run_optimizer", "summarize", "tune_learning_rate"),
+    "_evaluate": ("TEST_SEED", "VALIDATION_SEED", "task_keys", "run_optimizer", "summarize", "tune_learning_rate"),
     "_lstm": ("CoordinateLSTM", "LSTMState"),
     "_meta": ("TrainState", "init_state", "make_meta_gradient", "make_meta_loss", "make_meta_step",
-              "make_problem_batch", "make_train_chunk", "meta_optimizer"),
+              "make_task_batch", "make_train_chunk", "meta_optimizer"),
     "_optax_face": ("as_optax",),
     "_optimizer": ("LearnedOptimizer", "make_optimizer"),
-    "_preprocessing": ("Identity", "LearningRateRatio", "LogRescale", "Moments", "PaperPreprocessing", "make_preprocessing"),
-    "_problems": ("Quadratic", "sample_quadratic"),
+    "_preprocessing": ("Identity", "LearningRateRatio", "LogRescale", "Moments", "PaperPreprocessing", "Preprocessing",
+                       "make_preprocessing", "register_preprocessing"),
+    "_quadratic": ("Quadratic", "sample_quadratic"),
     "_shipped": ("ShippedOptimizer", "list_optimizers"),
     "_tasks": ("Digits", "DigitsVariants", "PaperQuadratics", "Quadratics", "TaskFamily", "register_task_family"),
     "_train": ("RunOptions", "TrainResult", "train"),

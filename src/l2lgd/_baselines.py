@@ -1,6 +1,6 @@
-"""The seed's hand-written baselines, as optax transformations.
+"""The reference notebook's hand-written baselines, as optax transformations.
 
-They are written exactly as the seed writes `g_sgd` and `g_rms`. The seed's RMSProp differs from
+They are written exactly as the notebook writes `g_sgd` and `g_rms`. The reference's RMSProp differs from
 `optax.rmsprop`'s defaults: its epsilon is 1e-5 added outside the square root (optax: 1e-8
 inside it, `eps_in_sqrt=True`; `eps_in_sqrt=False` puts it outside) and its decay is 0.99 (0.9).
 """
@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import optax
 
 
-def seed_sgd(learning_rate: float = 0.1) -> optax.GradientTransformation:
-    """The seed's `g_sgd`: update = -learning_rate * g."""
+def reference_sgd(learning_rate: float = 0.1) -> optax.GradientTransformation:
+    """The reference's `g_sgd`: update = -learning_rate * g."""
 
     def init(params):
         return optax.EmptyState()
@@ -26,20 +26,20 @@ def seed_sgd(learning_rate: float = 0.1) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-class SeedRMSPropState(NamedTuple):
+class ReferenceRMSPropState(NamedTuple):
     nu: optax.Updates
 
 
-def seed_rmsprop(learning_rate: float = 0.1, decay: float = 0.99) -> optax.GradientTransformation:
-    """The seed's `g_rms`: state starts at 0; nu = decay*nu + (1-decay)*g^2;
+def reference_rmsprop(learning_rate: float = 0.1, decay: float = 0.99) -> optax.GradientTransformation:
+    """The reference's `g_rms`: state starts at 0; nu = decay*nu + (1-decay)*g^2;
     update = -learning_rate * g / (sqrt(nu) + 1e-5)."""
 
     def init(params):
-        return SeedRMSPropState(jax.tree.map(jnp.zeros_like, params))
+        return ReferenceRMSPropState(jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params=None):
         nu = jax.tree.map(lambda n, g: decay * n + (1 - decay) * jnp.square(g), state.nu, grads)
         updates = jax.tree.map(lambda g, n: -learning_rate * g / (jnp.sqrt(n) + 1e-5), grads, nu)
-        return updates, SeedRMSPropState(nu)
+        return updates, ReferenceRMSPropState(nu)
 
     return optax.GradientTransformation(init, update)

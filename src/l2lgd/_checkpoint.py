@@ -296,6 +296,19 @@ def load_learned_optimizer(
         path: a run folder (e.g. `checkpoints/log30`), or its `optimizer/` folder, or the name
             of a shipped optimizer (`l2lgd.list_optimizers()`), e.g. "log30".
         step: None for the exported (best) optimizer; else the snapshot at that meta-step.
+
+    Returns:
+        `(optimizer, config, metrics)`: the `LearnedOptimizer` module, the `Config` it was
+        trained with, and the snapshot's metrics ("step", "validation_log10_final", ...).
+
+    Raises:
+        FileNotFoundError: nothing is at `path`; ValueError: what is there is not an l2lgd
+        checkpoint of this format, or is damaged (naming the file).
+
+    Example:
+        >>> opt, config, metrics = l2lgd.load_learned_optimizer("log30")
+        >>> (config.preprocessing, config.objective, metrics["step"] > 0)
+        ('log_rescale', 'end_log', True)
     """
     from ._shipped import resolve_optimizer_path
 
@@ -394,11 +407,20 @@ def load_optimizer(path: str | Path, step: int | None = None):
             name of a shipped optimizer (`l2lgd.list_optimizers()`), e.g. "log30".
         step: None for the exported best snapshot; else the snapshot at that meta-step.
 
+    Returns:
+        The optimizer as optax's `init`/`update` pair (see `as_optax`); its config and metrics
+        come with `load_learned_optimizer`.
+
     Example:
         >>> tx = l2lgd.load_optimizer("log30")
+        >>> params = {"w": jnp.array([0.5, -1.0])}
+        >>> loss = lambda p: jnp.sum((1.3 * p["w"]) ** 2)
         >>> state = tx.init(params)
-        >>> updates, state = tx.update(jax.grad(loss)(params), state)
-        >>> params = optax.apply_updates(params, updates)
+        >>> for _ in range(19):  # the horizon it was trained for
+        ...     updates, state = tx.update(jax.grad(loss)(params), state)
+        ...     params = optax.apply_updates(params, updates)
+        >>> bool(loss(params) < 1e-10)
+        True
     """
     from ._optax_face import as_optax
 

@@ -21,25 +21,39 @@ NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 # Fields that may differ between a run and the checkpoint it resumes from.
 RESUMABLE_FIELDS = ("meta_steps",)
 
+# Old field name -> its name now. Checkpoints written before l2lgd 0.3 (the shipped ones among
+# them) store the old names; `from_dict` reads both.
+RENAMED = {
+    "hidden_units": "mlp_hidden_units",
+    "activation": "mlp_activation",
+    "min_log_gradient": "log_range",
+    "per_problem_clip": "per_task_clip",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that determines a meta-training run's result.
 
-    Problem family (the seed's): f(x) = sum((scale * x)**2), scale ~ U(0.5, 1.5), x0 ~ U(-1, 1).
+    Task family (the reference's): f(x) = sum((scale * x)**2), scale ~ U(0.5, 1.5), x0 ~ U(-1, 1).
     One unroll records `num_steps` losses f(x_0) ... f(x_{T-1}), each *before* its update, as
-    the seed's `learn()` does; so with T = 20 the "final loss" is f(x_19).
+    the reference's `learn()` does; so with T = 20 the "final loss" is f(x_19).
+
+    Three step counts: `num_steps` optimizee steps per unroll (one meta-gradient), `horizon`
+    optimizee steps per task when a task is unrolled in several truncations (`steps_per_task`
+    is whichever applies), and `meta_steps` updates of the learned optimizer (the CLI's
+    `--steps`).
     """
 
     name: str = "custom"
-    # Problem family.
+    # Task family.
     task: str = "quadratic"
     dim: int = 2
     num_steps: int = 20
     horizon: int = 0  # 0: one unroll of num_steps; else truncated unrolls up to this horizon
-    # The digits MLP (task="digits").
-    hidden_units: tuple[int, ...] = (20,)
-    activation: str = "sigmoid"
+    # The optimizee MLP (task="digits"): its hidden layers (not the LSTM's, `hidden_size`).
+    mlp_hidden_units: tuple[int, ...] = (20,)
+    mlp_activation: str = "sigmoid"
     minibatch: int = 128
     dataset: str = "digits"  # which of scikit-learn's bundled data sets the MLP learns
     # The family meta-training draws its tasks from, when it is not `task` (which model
@@ -47,9 +61,10 @@ class Config:
     train_task: str = ""
     # Learned optimizer.
     preprocessing: str = "identity"
-    min_log_gradient: float = 15.0  # k of log_rescale; p of the paper's preprocessing
+    # Gradients are seen on a log scale over [e^-log_range, 1]: k of log_rescale, p of the paper's.
+    log_range: float = 15.0
     output_scale: float = 0.1  # the paper's preprocessing: update = output_scale * LSTM output
-    hidden_size: int = 20
+    hidden_size: int = 20  # the LSTM's
     num_layers: int = 2
     # Meta-objective on the unroll's losses.
     objective: str = "sum"
@@ -59,7 +74,7 @@ class Config:
     batch_size: int = 1
     meta_lr: float = 3e-4
     clip_norm: float = 1.0
-    per_problem_clip: bool = False
+    per_task_clip: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -74,11 +89,13 @@ class Config:
             raise ValueError(f"Config.train_task must be a task family's name or '', got {self.train_task!r}.")
         _check_choice("preprocessing", self.preprocessing, tuple(PREPROCESSINGS))
         _check_choice("objective", self.objective, tuple(OBJECTIVES))
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        if not isinstance(self.hidden_units, tuple) or not self.hidden_units or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden_units
+        _check_choice("mlp_activation", self.mlp_activation, ACTIVATIONS)
+        if not isinstance(self.mlp_hidden_units, tuple) or not self.mlp_hidden_units or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.mlp_hidden_units
         ):
-            raise ValueError(f"Config.hidden_units must be a non-empty tuple of positive integers, got {self.hidden_units!r}.")
+            raise ValueError(
+                f"Config.mlp_hidden_units must be a non-empty tuple of positive integers, got {self.mlp_hidden_units!r}."
+            )
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0:
             raise ValueError(f"Config.horizon must be 0 or a positive integer, got {self.horizon!r}.")
         if self.horizon and self.horizon % self.num_steps:
@@ -90,11 +107,11 @@ class Config:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Config.{field} must be a positive integer, got {value!r}.")
-        for field in ("min_log_gradient", "meta_lr", "clip_norm", "output_scale"):
+        for field in ("log_range", "meta_lr", "clip_norm", "output_scale"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"Config.{field} must be a positive number and finite, got {value!r}.")
-        for field in ("second_order", "per_problem_clip"):
+        for field in ("second_order", "per_task_clip"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"Config.{field} must be True or False, got {getattr(self, field)!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
@@ -107,14 +124,14 @@ class Config:
             )
 
     @property
-    def total_steps(self) -> int:
+    def steps_per_task(self) -> int:
         """Optimizee steps per task: the horizon of truncated training, else `num_steps`."""
         return self.horizon or self.num_steps
 
     @property
     def truncations(self) -> int:
         """Truncated unrolls per task (1 when not truncated)."""
-        return self.total_steps // self.num_steps
+        return self.steps_per_task // self.num_steps
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with `changes` applied (and validated); unknown fields are an error."""
@@ -126,10 +143,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """The config `to_dict` gave, also as stored before fields were renamed (`RENAMED`)."""
+        data = {RENAMED.get(k, k): v for k, v in data.items()}
         _check_fields(data)
-        data = dict(data)
-        if isinstance(data.get("hidden_units"), list):  # JSON has no tuples
-            data["hidden_units"] = tuple(data["hidden_units"])
+        if isinstance(data.get("mlp_hidden_units"), list):  # JSON has no tuples
+            data["mlp_hidden_units"] = tuple(data["mlp_hidden_units"])
         return cls(**data)
 
     def to_json(self) -> str:
@@ -164,6 +182,9 @@ def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _check_fields(data: dict[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(data) - known)
+    renamed = [f"{k!r} is now {RENAMED[k]!r}" for k in unknown if k in RENAMED]
+    if renamed:
+        raise ValueError(f"Renamed Config field(s): {'; '.join(renamed)}.")
     if unknown:
         raise ValueError(
             f"Unknown Config field(s) {', '.join(map(repr, unknown))}; "

@@ -1,4 +1,4 @@
-"""Running optimizers on held-out problems, and the statistics the seed reports."""
+"""Running optimizers on held-out tasks, and the statistics the reference notebook reports."""
 
 from __future__ import annotations
 
@@ -13,14 +13,23 @@ from ._meta import draw_task
 from ._tasks import TaskFamily, task_family
 from ._unroll import run_steps
 
-# Problem sets that training never draws from: training uses key(config.seed) split in two.
+# Task sets that training never draws from: training uses key(config.seed) split in two.
 VALIDATION_SEED = 1_000_003
 TEST_SEED = 2_000_003
 
 
-def problem_keys(seed: int, num_problems: int) -> jax.Array:
-    """The keys of a fixed problem set (validation: VALIDATION_SEED, test: TEST_SEED)."""
-    return jax.random.split(jax.random.key(seed), num_problems)
+def task_keys(seed: int, num_tasks: int) -> jax.Array:
+    """The keys of a fixed task set.
+
+    Args:
+        seed: `VALIDATION_SEED` for model selection and tuning, `TEST_SEED` for held-out
+            figures (training never draws from either).
+        num_tasks: how many keys; the first n of a larger set are the set of n.
+
+    Returns:
+        `[num_tasks]` typed PRNG keys, one per task (`family.sample(key)`).
+    """
+    return jax.random.split(jax.random.key(seed), num_tasks)
 
 
 def unroll_losses(
@@ -31,10 +40,10 @@ def unroll_losses(
     num_steps: int | None = None,
     family: TaskFamily | None = None,
 ) -> jax.Array:
-    """`[num_problems, num_steps]` losses of `tx` on the tasks of `family` (default: the
+    """`[num_tasks, num_steps]` losses of `tx` on the tasks of `family` (default: the
     config's) drawn with `keys` (default `num_steps`: the config's whole horizon)."""
     family = family if family is not None else task_family(config)
-    num_steps = num_steps or config.total_steps
+    num_steps = num_steps or config.steps_per_task
     return jax.vmap(lambda key: _run_task(tx, family, key, num_steps)[2])(keys)
 
 
@@ -59,7 +68,7 @@ def unroll_with_metrics(
     family = family if family is not None else task_family(config)
 
     def one(key):
-        loss_fn, params, losses = _run_task(tx, family, key, config.total_steps)
+        loss_fn, params, losses = _run_task(tx, family, key, config.steps_per_task)
         return losses, family.metrics(loss_fn, params)
 
     return jax.vmap(one)(keys)
@@ -71,10 +80,15 @@ def log10_losses(losses: Any) -> np.ndarray:
 
 
 def summarize(final_losses: Any) -> dict[str, float]:
-    """Statistics of log10(f + 1e-38) over problems: mean, median, 5th/95th percentiles, the 95%
+    """Statistics of log10(f + 1e-38) over tasks: mean, median, 5th/95th percentiles, the 95%
     confidence interval of the mean (normal approximation), and the fraction of exact zeros;
     and of f itself: its mean over the finite values with a 95% CI half-width, and the fraction
-    that diverged (inf or NaN)."""
+    that diverged (inf or NaN).
+
+    Returns:
+        A dict of floats: "mean", "median", "p5", "p95", "ci95_low", "ci95_high", "frac_zero"
+        (of log10(f + 1e-38)), "loss_mean", "loss_ci95", "frac_diverged", "num_tasks".
+    """
     final_losses = np.asarray(final_losses, dtype=np.float64)
     logs = log10_losses(final_losses)
     n = logs.size
@@ -92,7 +106,7 @@ def summarize(final_losses: Any) -> dict[str, float]:
         "ci95_low": float(logs.mean() - half),
         "ci95_high": float(logs.mean() + half),
         "frac_zero": float(np.mean(final_losses == 0.0)),
-        "num_problems": int(n),
+        "num_tasks": int(n),
     }
 
 
@@ -123,7 +137,24 @@ def run_optimizer(
     num_steps: int | None = None,
     family: TaskFamily | None = None,
 ) -> np.ndarray:
-    """`[num_problems, num_steps]` losses of `tx`, compiled once per call."""
+    """Runs `tx` on each task of `keys` and returns its losses, compiled once per call.
+
+    Args:
+        tx: any optax transformation (a learned optimizer's `as_optax`, or a baseline).
+        config: gives the task family (`config.task`) and, unless `num_steps` does, the
+            number of steps (`config.steps_per_task`).
+        keys: one key per task (`task_keys`).
+        num_steps: steps per task, overriding the config's.
+        family: the `TaskFamily` to draw from, instead of the one `config.task` names.
+
+    Returns:
+        `[num_tasks, num_steps]` float losses f(x_0) ... f(x_{T-1}), each before its update.
+
+    Example:
+        >>> config = l2lgd.Config()  # the reference's 2-D quadratics, 20 steps
+        >>> l2lgd.run_optimizer(optax.sgd(0.1), config, l2lgd.task_keys(l2lgd.TEST_SEED, 8)).shape
+        (8, 20)
+    """
     return np.asarray(jax.jit(lambda k: unroll_losses(tx, config, k, num_steps=num_steps, family=family))(keys))
 
 
@@ -139,8 +170,19 @@ def tune_learning_rate(
     family: TaskFamily | None = None,
     score: str = "log10",
 ) -> tuple[float, dict[float, float]]:
-    """The learning rate of `grid` with the lowest mean log10 final loss on the problems `keys`
+    """The learning rate of `grid` with the lowest mean log10 final loss on the tasks `keys`
     (`score="loss"`: the lowest mean final loss).
+
+    Args:
+        make_tx: learning rate -> optax transformation (e.g. `optax.adam`).
+        grid: the learning rates to try.
+        config, keys, family: the tasks, as for `run_optimizer`.
+        max_seconds: refuse a grid estimated to take longer (from its first point).
+        progress, desc: a progress bar and its label.
+        score: "log10" (mean log10 final loss) or "loss" (mean final loss).
+
+    Returns:
+        `(best learning rate, {learning rate: score})`.
 
     The learning rate is a traced argument, so the whole grid compiles once. A grid whose
     estimated time (from its first point) exceeds `max_seconds` is refused before it runs.
@@ -162,8 +204,8 @@ def tune_learning_rate(
     estimate = (time.perf_counter() - start) * len(grid)
     if estimate > max_seconds:
         raise ValueError(
-            f"The grid of {len(grid)} learning rates on {len(keys)} problems would take about "
-            f"{estimate:.0f} s, over the limit of {max_seconds:.0f} s; use fewer rates or problems."
+            f"The grid of {len(grid)} learning rates on {len(keys)} tasks would take about "
+            f"{estimate:.0f} s, over the limit of {max_seconds:.0f} s; use fewer rates or tasks."
         )
     for lr in tqdm(grid[1:], desc=desc, disable=not progress, leave=False):
         scores[lr] = measure(losses_at(lr, keys))

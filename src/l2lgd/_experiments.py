@@ -18,11 +18,11 @@ class Experiment:
     Args:
         config: what is trained (the optimizer, the meta-objective, the meta-training).
         checkpoint_every: meta-steps between snapshots (each scored on validation tasks).
-        validation_problems: validation tasks for model selection and for tuning baselines.
-        eval_problems: test tasks of `make eval`.
+        validation_tasks: validation tasks for model selection and for tuning baselines.
+        eval_tasks: test tasks of `make eval`.
         rolling_window: meta-steps in the rolling mean of the final loss that `make reproduce`
             reports during meta-training.
-        reference_figure: the reference notebook's figure for that rolling mean (the seed's
+        reference_figure: the reference notebook's figure for that rolling mean (the reference's
             experiments), or None.
         family: a `TaskFamily` to train on instead of the one `config.task` names.
         ablations: `make ablate`'s variants, name -> Config changes.
@@ -31,8 +31,8 @@ class Experiment:
 
     config: Config
     checkpoint_every: int = 5_000
-    validation_problems: int = 1_000
-    eval_problems: int = 10_000
+    validation_tasks: int = 1_000
+    eval_tasks: int = 10_000
     rolling_window: int = 5_000
     reference_figure: float | None = None
     family: Any = None
@@ -42,7 +42,7 @@ class Experiment:
     def __post_init__(self):
         if not isinstance(self.config, Config):
             raise TypeError(f"Experiment.config must be a Config, got {type(self.config).__name__}.")
-        for field in ("checkpoint_every", "validation_problems", "eval_problems", "rolling_window"):
+        for field in ("checkpoint_every", "validation_tasks", "eval_tasks", "rolling_window"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Experiment.{field} must be a positive integer, got {value!r}.")
@@ -50,8 +50,8 @@ class Experiment:
 
 # The module constants of experiment files written before `Experiment`, and their fields.
 _LEGACY = {
-    "CHECKPOINT_EVERY": "checkpoint_every", "VALIDATION_PROBLEMS": "validation_problems",
-    "EVAL_PROBLEMS": "eval_problems", "ROLLING_WINDOW": "rolling_window", "SEED_FIGURE": "reference_figure",
+    "CHECKPOINT_EVERY": "checkpoint_every", "VALIDATION_PROBLEMS": "validation_tasks",
+    "EVAL_PROBLEMS": "eval_tasks", "ROLLING_WINDOW": "rolling_window", "SEED_FIGURE": "reference_figure",
     "FAMILY": "family", "ABLATIONS": "ablations", "ABLATION_BASE": "ablation_base",
 }
 

@@ -1,10 +1,10 @@
 """A batch of unrolls with a hand-written backward pass for the LSTM: the fast meta-gradient.
 
 `jax.grad` of the generic unroll (`_unroll.run_steps` through `as_optax`) differentiates op by
-op: on CPU a meta-step is then many small kernels, each problem's meta-gradient apart under
-per-problem clipping, and a large program to compile. Here the same function is computed with
+op: on CPU a meta-step is then many small kernels, each task's meta-gradient apart under
+per-task clipping, and a large program to compile. Here the same function is computed with
 
-- the LSTM of all coordinates of all problems of the batch as the rows of one matrix,
+- the LSTM of all coordinates of all tasks of the batch as the rows of one matrix,
 - the cell's backward pass written by hand (`backward_step`) from what the forward step saved
   (`SavedStep`: its inputs and gate activations, computed as one array by `gate_activations`),
 - each weight's and bias's gradient as a single matrix product over all steps and rows, after
@@ -15,13 +15,13 @@ x += update) is still differentiated by `jax.vjp`, so every task and preprocessi
 
 Two loops run the same steps (`forward_step`, `backward_step`):
 - written out (a Python loop) for unrolls of up to `MAX_WRITTEN_STEPS` steps: XLA then fuses
-  across steps, which is what pays on the seed's tiny problems, and is 1.3x faster per step than
+  across steps, which is what pays on the reference's tiny tasks, and is 1.3x faster per step than
   the scan on the digits MLP; each carried value is computed once per step (`_materialize`);
 - a `lax.scan` over the steps for longer unrolls (or `loop="scan"`): compiled once, not once per
   written-out step (`paper_digits`: 9 s to compile instead of 37 s, but 1.7x slower per
   meta-step, `make bench EXP=paper_digits`).
-Under `jax.vmap` (per-problem clipping, `_meta.make_meta_gradient`) the weight gradients become
-one batched product per weight: each problem's meta-gradient, with no extra pass.
+Under `jax.vmap` (per-task clipping, `_meta.make_meta_gradient`) the weight gradients become
+one batched product per weight: each task's meta-gradient, with no extra pass.
 
 It is the same function as the generic path: `tests/test_fused.py` checks equal losses and
 meta-gradients (to float32 rounding) for every preprocessing, objective, task, truncation and
@@ -106,7 +106,7 @@ class StepCotangents(NamedTuple):
 
 
 def _task_step(u: Unroll, x_leaves, pre_states, loss_fn, key, t):
-    """One problem: the loss, its gradient (leaves) and the LSTM's input features [N, F]."""
+    """One task: the loss, its gradient (leaves) and the LSTM's input features [N, F]."""
     x = jax.tree.unflatten(u.treedef, x_leaves)
     if key is None:
         loss, g = jax.value_and_grad(loss_fn)(x)
@@ -120,7 +120,7 @@ def _task_step(u: Unroll, x_leaves, pre_states, loss_fn, key, t):
 
 
 def _apply_step(u: Unroll, out, g_leaves, x_leaves, pre_states):
-    """One problem: the updates from the LSTM's output [N, O], and the step x += update."""
+    """One task: the updates from the LSTM's output [N, O], and the step x += update."""
     sizes = np.cumsum([xi.size for xi in x_leaves])[:-1]
     new_x, new_states = [], []
     for oi, gi, xi, si in zip(jnp.split(out, sizes, axis=0), g_leaves, x_leaves, pre_states):
@@ -252,7 +252,7 @@ def written_out(num_steps: int) -> bool:
 
 
 class WrittenOut:
-    """The forward and backward loops written out step by step (short unrolls, small problems)."""
+    """The forward and backward loops written out step by step (short unrolls, small tasks)."""
 
     @staticmethod
     def forward(theta, u: Unroll, tasks: Tasks, carry: Carry, num_steps: int):
@@ -325,11 +325,11 @@ class Scanned:
 
 
 def make_fused_unroll(config: Config, static: LearnedOptimizer, *, loop: str = "auto"):
-    """`unroll(theta, problems, opt_states, start) -> (losses [B, T], (params, opt_states))`.
+    """`unroll(theta, tasks, opt_states, start) -> (losses [B, T], (params, opt_states))`.
 
-    `problems` is a batch `(loss_fn, params0[, minibatch_key])` (leading axis B), `opt_states`
+    `tasks` is a batch `(loss_fn, params0[, minibatch_key])` (leading axis B), `opt_states`
     the batch's `as_optax` states or None for fresh ones, `start` the index of the first step
-    within the task (truncated unrolls). The losses are f(x_0) ... f(x_{T-1}) of each problem,
+    within the task (truncated unrolls). The losses are f(x_0) ... f(x_{T-1}) of each task,
     as `run_steps` records them; the carry is returned without gradient (as truncated training
     uses it). Differentiable in `theta` only. `loop`: "written" or "scan" forces one of the two
     loops; "auto" writes out unrolls of up to `MAX_WRITTEN_STEPS` steps (`written_out`).
@@ -357,8 +357,8 @@ def make_fused_unroll(config: Config, static: LearnedOptimizer, *, loop: str = "
         run.defvjp(run_fwd, run_bwd)
         return run
 
-    def unroll(theta, problems, opt_states=None, start=0):
-        loss_fn, x0, *rest = problems
+    def unroll(theta, tasks, opt_states=None, start=0):
+        loss_fn, x0, *rest = tasks
         key = rest[0] if rest else None
         x_leaves, treedef = jax.tree.flatten(x0)
         batch = x_leaves[0].shape[0]
@@ -391,7 +391,7 @@ def _lstm_arrays(opt: LearnedOptimizer):
 
 
 def _to_rows(per_leaf):
-    """Per-leaf `[B, L, n_i, H]` states -> `[L, B * N, H]` (problem-major rows)."""
+    """Per-leaf `[B, L, n_i, H]` states -> `[L, B * N, H]` (task-major rows)."""
     x = jnp.concatenate(per_leaf, axis=2)
     batch, layers, n, hidden = x.shape
     return jnp.swapaxes(x, 0, 1).reshape(layers, batch * n, hidden)

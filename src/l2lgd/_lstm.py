@@ -1,4 +1,4 @@
-"""The coordinate-wise two-layer LSTM of the paper and the seed.
+"""The coordinate-wise two-layer LSTM of the paper and the reference notebook.
 
 Every coordinate of the optimizee is one row of a batch: the weights are shared by all
 coordinates and no information crosses rows. Semantics follow TF1's stack in the seed,

@@ -1,7 +1,7 @@
-"""The pure meta-training step: sample problems, unroll, differentiate, update theta.
+"""The pure meta-training step: sample tasks, unroll, differentiate, update theta.
 
 `make_train_chunk(config)` returns one jitted function that runs many meta-steps in a single
-compiled call (`lax.scan` over meta-steps, `vmap` over the batch of problems).
+compiled call (`lax.scan` over meta-steps, `vmap` over the batch of tasks).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class StepRecord(NamedTuple):
 
 
 def meta_optimizer(config: Config) -> optax.GradientTransformation:
-    """The seed's meta-optimizer: Adam(meta_lr) after clipping the global norm to `clip_norm`."""
+    """The reference's meta-optimizer: Adam(meta_lr) after clipping the global norm to `clip_norm`."""
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(config.meta_lr))
 
 
@@ -76,11 +76,19 @@ def init_state(config: Config, family: TaskFamily | None = None) -> Initial:
     """The state before the first meta-step, and the optimizer's static part (what
     `make_meta_loss`, `make_meta_gradient`, `make_meta_step` and `make_train_chunk` take).
 
-    `family` (default: the config's) draws the first tasks of truncated training.
+    Args:
+        config: the run; `config.seed` draws the initial weights and every later task.
+        family: draws the first tasks of truncated training (default: the config's family).
+
+    Returns:
+        `Initial(state, static)`: the `TrainState` (its `theta` the optimizer's arrays) and
+        the optimizer's static part.
 
     Example:
         >>> state, static = l2lgd.init_state(l2lgd.Config(hidden_size=4))
         >>> opt = eqx.combine(state.theta, static)  # the LearnedOptimizer
+        >>> int(state.step), type(opt).__name__
+        (0, 'LearnedOptimizer')
     """
     key = jax.random.key(config.seed)
     init_key, run_key = jax.random.split(key)
@@ -89,7 +97,7 @@ def init_state(config: Config, family: TaskFamily | None = None) -> Initial:
     zero = jnp.zeros((), jnp.int32)
     inner = ()
     if config.truncations > 1:
-        loss_fn, x0, keys = make_problem_batch(config, family)(jax.random.key_data(run_key), zero)
+        loss_fn, x0, keys = make_task_batch(config, family)(jax.random.key_data(run_key), zero)
         tx = as_optax(opt)
         inner = Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)
     state = TrainState(
@@ -116,20 +124,20 @@ class MetaGradient(NamedTuple):
 
     objective: Float[Array, ""]  # the mean meta-objective over the batch
     final_losses: Float[Array, " batch"]  # each task's f(x_{T-1})
-    grads: Any  # the meta-gradient (the theta's structure): the batch mean, per-problem clipped if asked
+    grads: Any  # the meta-gradient (the theta's structure): the batch mean, per-task clipped if asked
     carries: Any  # each task's (params, optimizer state) after the unroll
 
 
 def make_meta_loss(config: Config, static: LearnedOptimizer):
-    """`loss(theta, problem, opt_state=None, start=0) -> (objective, MetaLossAux(final_loss, carry))`.
+    """`loss(theta, task, opt_state=None, start=0) -> (objective, MetaLossAux(final_loss, carry))`.
 
-    `problem` is `(loss_fn, params)` or `(loss_fn, params, minibatch_key)`. The unroll runs
+    `task` is `(loss_fn, params)` or `(loss_fn, params, minibatch_key)`. The unroll runs
     `config.num_steps` steps from `params` and `opt_state` (a fresh optimizer state when None);
     `carry` is `(params, opt_state)` after them, for the next truncated unroll.
     """
 
-    def loss(theta, problem, opt_state=None, start=0):
-        loss_fn, x0, *rest = problem
+    def loss(theta, task, opt_state=None, start=0):
+        loss_fn, x0, *rest = task
         tx = as_optax(eqx.combine(theta, static))
         opt_state = tx.init(x0) if opt_state is None else opt_state
         carry, losses = run_steps(
@@ -141,8 +149,8 @@ def make_meta_loss(config: Config, static: LearnedOptimizer):
     return loss
 
 
-def make_problem_batch(config: Config, family: TaskFamily | None = None):
-    """`problems(key_data, step)`: the batch of tasks `(loss_fn, params0, minibatch_key)` drawn
+def make_task_batch(config: Config, family: TaskFamily | None = None):
+    """`tasks(key_data, step)`: the batch of tasks `(loss_fn, params0, minibatch_key)` drawn
     at meta-step `step`.
 
     Its key is `fold_in(run_key, step)`, so a resumed run draws exactly what an uninterrupted
@@ -150,11 +158,11 @@ def make_problem_batch(config: Config, family: TaskFamily | None = None):
     """
     family = family if family is not None else training_family(config)
 
-    def problems(key_data, step):
+    def tasks(key_data, step):
         step_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
         return jax.vmap(lambda k: draw_task(family, k))(jax.random.split(step_key, config.batch_size))
 
-    return problems
+    return tasks
 
 
 def _all_finite(tree) -> Array:
@@ -162,9 +170,9 @@ def _all_finite(tree) -> Array:
 
 
 def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool = True, loop: str = "auto"):
-    """`meta_gradient(theta, problems, opt_states=None, start=0) -> MetaGradient`.
+    """`meta_gradient(theta, tasks, opt_states=None, start=0) -> MetaGradient`.
 
-    The meta-gradient is the mean over the batch; with `per_problem_clip` each problem's
+    The meta-gradient is the mean over the batch; with `per_task_clip` each task's
     meta-gradient is first clipped to global norm `clip_norm` (then the usual clip applies to
     the mean as well).
 
@@ -172,46 +180,64 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool 
     uses `jax.grad` of the generic unroll (`make_meta_loss`), the reference that the fused path
     is tested against (equal to float32 rounding). `loop`: the fused path's loop (see
     `_fused.make_fused_unroll`).
+
+    Args:
+        config: the unroll (`num_steps`, `objective`, `second_order`, `per_task_clip`, ...).
+        static: the optimizer's static part (`init_state(config).static`).
+        fused, loop: how it is computed (above); the result is the same.
+
+    Returns:
+        `meta_gradient(theta, tasks, opt_states=None, start=0)`, a pure function of a batch of
+        tasks `(loss_fn, params0[, minibatch_key])` with a leading batch axis
+        (`make_task_batch`); it returns `MetaGradient(objective, final_losses, grads, carries)`.
+
+    Example:
+        >>> config = l2lgd.Config(hidden_size=4, batch_size=2)
+        >>> state, static = l2lgd.init_state(config)
+        >>> tasks = l2lgd.make_task_batch(config)(jax.random.key_data(state.key), 0)
+        >>> result = l2lgd.make_meta_gradient(config, static)(state.theta, tasks)
+        >>> result.final_losses.shape, jax.tree.structure(result.grads) == jax.tree.structure(state.theta)
+        ((2,), True)
     """
     if fused:
         unroll = make_fused_unroll(config, static, loop=loop)
 
-        def fused_loss(theta, problems, opt_states, start):
-            losses, carries = unroll(theta, problems, opt_states, start)
+        def fused_loss(theta, tasks, opt_states, start):
+            losses, carries = unroll(theta, tasks, opt_states, start)
             objectives = jax.vmap(lambda l: meta_objective(l, config.objective))(losses)
             return jnp.mean(objectives), (losses[:, -1], carries)
 
-        if not config.per_problem_clip:
+        if not config.per_task_clip:
 
-            def fused_gradient(theta, problems, opt_states=None, start=0):
+            def fused_gradient(theta, tasks, opt_states=None, start=0):
                 (objective, (finals, carries)), grads = jax.value_and_grad(fused_loss, has_aux=True)(
-                    theta, problems, opt_states, start
+                    theta, tasks, opt_states, start
                 )
                 return MetaGradient(objective, finals, grads, carries)
 
             return fused_gradient
 
-        def loss(theta, problem, opt_state=None, start=0):  # one problem: a batch of one
+        def loss(theta, task, opt_state=None, start=0):  # one task: a batch of one
             one = lambda tree: jax.tree.map(lambda x: x[None], tree)
-            objective, (finals, carries) = fused_loss(theta, one(problem), one(opt_state), start)
+            objective, (finals, carries) = fused_loss(theta, one(task), one(opt_state), start)
             return objective, MetaLossAux(finals[0], jax.tree.map(lambda x: x[0], carries))
     else:
         loss = make_meta_loss(config, static)
     in_axes = (None, 0, 0, None)
 
-    def meta_gradient(theta, problems, opt_states=None, start=0):
-        if config.per_problem_clip:
+    def meta_gradient(theta, tasks, opt_states=None, start=0):
+        if config.per_task_clip:
             # Under vmap, the fused backward's weight gradients are batched products: each
-            # problem's meta-gradient in one pass.
+            # task's meta-gradient in one pass.
             grad_fn = jax.value_and_grad(loss, has_aux=True)
-            (objectives, (finals, carries)), grads = jax.vmap(grad_fn, in_axes=in_axes)(theta, problems, opt_states, start)
+            (objectives, (finals, carries)), grads = jax.vmap(grad_fn, in_axes=in_axes)(theta, tasks, opt_states, start)
             clip = optax.clip_by_global_norm(config.clip_norm)
             grads = jax.vmap(lambda g: clip.update(g, clip.init(g))[0])(grads)
             grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
             return MetaGradient(jnp.mean(objectives), finals, grads, carries)
 
         def mean_loss(theta):
-            objectives, aux = jax.vmap(loss, in_axes=in_axes)(theta, problems, opt_states, start)
+            objectives, aux = jax.vmap(loss, in_axes=in_axes)(theta, tasks, opt_states, start)
             return jnp.mean(objectives), aux
 
         (objective, (finals, carries)), grads = jax.value_and_grad(mean_loss, has_aux=True)(theta)
@@ -221,7 +247,7 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, fused: bool 
 
 
 def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool = True, loop: str = "auto"):
-    """`meta_step(state, problems) -> (state, StepRecord)`: one meta-step on a batch of problems.
+    """`meta_step(state, tasks) -> (state, StepRecord)`: one meta-step on a batch of tasks.
 
     An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
     unchanged) and counted. `fused`: see `make_meta_gradient`. (The driver checks the weights
@@ -231,20 +257,20 @@ def make_meta_step(config: Config, static: LearnedOptimizer, *, fused: bool = Tr
     batch_grads = make_meta_gradient(config, static, fused=fused, loop=loop)
     tx = meta_optimizer(config)
 
-    def current_tasks(state: TrainState, problems):
+    def current_tasks(state: TrainState, tasks):
         """Fresh tasks, or (truncated training, not at a task's start) the carried ones."""
         if config.truncations == 1:
-            return problems, None, 0, state.inner
-        loss_fn, x0, keys = problems
+            return tasks, None, 0, state.inner
+        loss_fn, x0, keys = tasks
         learned = as_optax(eqx.combine(state.theta, static))
         fresh = Inner(loss_fn, x0, jax.vmap(learned.init)(x0), keys)
         index = state.step % config.truncations
         inner = jax.tree.map(lambda f, c: jnp.where(index == 0, f, c), fresh, state.inner)
         return (inner.loss_fn, inner.params, inner.key), inner.opt_state, index * config.num_steps, inner
 
-    def meta_step(state: TrainState, problems) -> tuple[TrainState, StepRecord]:
-        problems, opt_states, start, inner = current_tasks(state, problems)
-        objective, finals, grads, carries = batch_grads(state.theta, problems, opt_states, start)
+    def meta_step(state: TrainState, tasks) -> tuple[TrainState, StepRecord]:
+        tasks, opt_states, start, inner = current_tasks(state, tasks)
+        objective, finals, grads, carries = batch_grads(state.theta, tasks, opt_states, start)
         if config.truncations > 1:
             params, opt_states = lax.stop_gradient(carries)
             inner = inner._replace(params=params, opt_state=opt_states)
@@ -285,18 +311,36 @@ def make_train_chunk(
 ):
     """`train_chunk(state, num_steps) -> (state, StepRecord of [num_steps] arrays)`, jitted.
 
-    The chunk's problems are drawn up front in one batched call, then a `lax.scan` runs the
-    meta-steps. `num_steps` is static: each distinct value compiles once. The batch of problems
+    The chunk's tasks are drawn up front in one batched call, then a `lax.scan` runs the
+    meta-steps. `num_steps` is static: each distinct value compiles once. The batch of tasks
     is sharded over `mesh` (default: all devices that divide the batch size); the
     meta-parameters are replicated.
+
+    Args:
+        config, static: as for `make_meta_gradient`; `config.meta_lr` and `clip_norm` set the
+            meta-optimizer (`meta_optimizer`).
+        family: the `TaskFamily` to draw from (default: the config's).
+        mesh: "auto", a `jax.sharding.Mesh` with a "batch" axis, or None (one device).
+        fused, loop: as for `make_meta_gradient`.
+
+    Returns:
+        The jitted `train_chunk`: `StepRecord` holds each meta-step's objective, log10 final
+        loss and whether it was skipped (non-finite).
+
+    Example:
+        >>> config = l2lgd.Config(hidden_size=4)
+        >>> state, static = l2lgd.init_state(config)
+        >>> state, record = l2lgd.make_train_chunk(config, static)(state, 5)
+        >>> int(state.step), record.final_log10.shape
+        (5, (5,))
     """
     mesh = batch_mesh(config) if mesh == "auto" else mesh
     meta_step = make_meta_step(config, static, fused=fused, loop=loop)
-    problems = make_problem_batch(config, family)
+    tasks = make_task_batch(config, family)
 
     def train_chunk(state: TrainState, num_steps: int):
         steps = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
-        batches = jax.vmap(problems, in_axes=(None, 0))(state.key, steps)
+        batches = jax.vmap(tasks, in_axes=(None, 0))(state.key, steps)
         if mesh is not None:
             # Each device meta-differentiates its share of the batch; XLA adds the all-reduce.
             spec = NamedSharding(mesh, PartitionSpec(None, "batch"))

@@ -105,6 +105,20 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
     `init(params)` and `update(grads, state, params=None)` are pure: they work under `jax.jit`,
     `jax.vmap` and `lax.scan` and compose with `optax.chain`. Updates have the params' structure,
     shapes and dtypes; the LSTM runs in float32, or float64 for float64 leaves.
+
+    Args:
+        opt: the optimizer module (`make_optimizer`, `load_learned_optimizer`, or
+            `eqx.combine(state.theta, static)` during meta-training).
+
+    Returns:
+        An `optax.GradientTransformation` whose state holds each coordinate's LSTM state
+        (and the preprocessing's, if any). Params must be floating arrays.
+
+    Example:
+        >>> tx = l2lgd.as_optax(l2lgd.make_optimizer(l2lgd.Config(hidden_size=4), key=jax.random.key(0)))
+        >>> updates, _ = tx.update({"w": jnp.ones(3)}, tx.init({"w": jnp.zeros(3)}))
+        >>> updates["w"].shape
+        (3,)
     """
 
     def init(params):

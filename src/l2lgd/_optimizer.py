@@ -30,7 +30,7 @@ class LearnedOptimizer(eqx.Module):
     def step(
         self, g: Float[Array, " n"], state: tuple[LSTMState, Any]
     ) -> tuple[Float[Array, " n"], tuple[LSTMState, Any]]:
-        """One update for the gradient `g`: the seed's `g_rnn*` functions."""
+        """One update for the gradient `g`: the reference's `g_rnn*` functions."""
         lstm_state, pre_state = state
         out, lstm_state = self.lstm(self.preprocessing.encode(g, pre_state), lstm_state)
         update, pre_state = self.preprocessing.decode(out, g, pre_state)
@@ -38,9 +38,18 @@ class LearnedOptimizer(eqx.Module):
 
 
 def make_optimizer(config: Config, *, key: PRNGKeyArray) -> LearnedOptimizer:
-    """A freshly initialised learned optimizer for `config`."""
+    """A freshly initialised learned optimizer.
+
+    Args:
+        config: its preprocessing (`preprocessing`, `log_range`, `output_scale`) and LSTM
+            (`hidden_size`, `num_layers`).
+        key: draws the LSTM's initial weights.
+
+    Returns:
+        A `LearnedOptimizer` (an Equinox module; `as_optax` makes it an optax transformation).
+    """
     preprocessing = make_preprocessing(
-        config.preprocessing, min_log_gradient=config.min_log_gradient, output_scale=config.output_scale
+        config.preprocessing, log_range=config.log_range, output_scale=config.output_scale
     )
     lstm = CoordinateLSTM(
         config.hidden_size,

@@ -4,7 +4,7 @@
 n coordinates, `init(n, dtype) -> state`, `encode(g, state) -> features` of shape
 `[n, num_features]`, and `decode(out, g, state) -> (update [n], state)`, where `out` is the
 LSTM's output `[n, num_outputs]`. `PREPROCESSINGS` maps each name a `Config` may give to the
-transform it builds (`register_preprocessing` adds one). The seed's transforms hold no state
+transform it builds (`register_preprocessing` adds one). The reference's transforms hold no state
 (`()`); for them `decode` is the inverse of the magnitude map of `encode`, so the LSTM works on
 a scale-free range in both directions.
 """
@@ -51,7 +51,7 @@ class Preprocessing(eqx.Module):
 
 
 class Identity(Preprocessing):
-    """The raw gradient in, the raw update out (the seed's `g_rnn`)."""
+    """The raw gradient in, the raw update out (the reference's `g_rnn`)."""
 
     num_features = 1
 
@@ -63,7 +63,7 @@ class Identity(Preprocessing):
 
 
 class LogRescale(Preprocessing):
-    """The seed's log rescaling with `min_log_gradient = -k` (`g_rnn_log15`, `g_rnn_log30`).
+    """The reference's log rescaling with `log_range` = k (`g_rnn_log15`, `g_rnn_log30`).
 
     In: sign(g) * (log(|g| + e^(-k-5)) + k) / k maps |g| in [e^-k, 1] onto [0, 1] (the e^(-k-5)
     keeps log away from 0). Out: sign(u) * exp(|u| k - k) maps |u| in [0, 1] back onto
@@ -213,30 +213,55 @@ class Moments(Preprocessing):
         return -jnp.exp(log_lr) * direction, state
 
 
-# name -> the transform a Config names, built from the Config's `min_log_gradient` (k or p)
+# name -> the transform a Config names, built from the Config's `log_range` (k or p)
 # and `output_scale`.
 PREPROCESSINGS: dict[str, Callable[..., Preprocessing]] = {
-    "identity": lambda min_log_gradient, output_scale: Identity(),
-    "log_rescale": lambda min_log_gradient, output_scale: LogRescale(float(min_log_gradient)),
-    "lr_ratio": lambda min_log_gradient, output_scale: LearningRateRatio(),
-    "paper": lambda min_log_gradient, output_scale: PaperPreprocessing(float(min_log_gradient), float(output_scale)),
-    "moments": lambda min_log_gradient, output_scale: Moments(),
-    "moments_no_clock": lambda min_log_gradient, output_scale: Moments(taus=()),  # an ablation: no step-count features
+    "identity": lambda log_range, output_scale: Identity(),
+    "log_rescale": lambda log_range, output_scale: LogRescale(float(log_range)),
+    "lr_ratio": lambda log_range, output_scale: LearningRateRatio(),
+    "paper": lambda log_range, output_scale: PaperPreprocessing(float(log_range), float(output_scale)),
+    "moments": lambda log_range, output_scale: Moments(),
+    "moments_no_clock": lambda log_range, output_scale: Moments(taus=()),  # an ablation: no step-count features
 }
 
 
 def register_preprocessing(name: str, factory: Callable[..., Preprocessing]) -> None:
-    """Makes `Config(preprocessing=name)` build `factory(min_log_gradient=..., output_scale=...)`."""
+    """Makes `Config(preprocessing=name)` build `factory(log_range=..., output_scale=...)`.
+
+    Args:
+        name: the name a `Config` gives.
+        factory: keyword arguments `log_range` and `output_scale` (the config's; ignore them
+            if unused) -> a `Preprocessing`.
+
+    Example:
+        >>> class Sign(l2lgd.Preprocessing):
+        ...     num_features = 1
+        ...     def encode(self, g, state=()):
+        ...         return jnp.sign(g)[:, None]
+        ...     def decode(self, out, g=None, state=()):
+        ...         return 0.01 * out[:, 0], state
+        >>> l2lgd.register_preprocessing("sign", lambda log_range, output_scale: Sign())
+        >>> l2lgd.Config(preprocessing="sign").preprocessing
+        'sign'
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"A preprocessing's name must be a non-empty string, got {name!r}.")
     PREPROCESSINGS[name] = factory
 
 
-def make_preprocessing(name: str, *, min_log_gradient: float = 15.0, output_scale: float = 0.1) -> Preprocessing:
-    """The transform called `name` in a `Config` (`PREPROCESSINGS`)."""
+def make_preprocessing(name: str, *, log_range: float = 15.0, output_scale: float = 0.1) -> Preprocessing:
+    """The transform called `name` in a `Config` (`PREPROCESSINGS`).
+
+    Args:
+        name: a registered name ("identity", "log_rescale", "paper", ...).
+        log_range, output_scale: passed to its factory (`Config`'s fields of the same names).
+
+    Returns:
+        A `Preprocessing`.
+    """
     if name not in PREPROCESSINGS:
         raise ValueError(f"Unknown preprocessing {name!r}; expected one of {', '.join(map(repr, PREPROCESSINGS))}.")
-    preprocessing = PREPROCESSINGS[name](min_log_gradient=min_log_gradient, output_scale=output_scale)
+    preprocessing = PREPROCESSINGS[name](log_range=log_range, output_scale=output_scale)
     if not isinstance(preprocessing, Preprocessing):
         raise TypeError(f"The preprocessing {name!r} built a {type(preprocessing).__name__}, not a Preprocessing.")
     return preprocessing

@@ -3,11 +3,11 @@
 A `TaskFamily` samples a task `(loss_fn, params0)` with a key; the unroll `vmap`s over tasks.
 `loss_fn(params, key)` is an `eqx.Module` (so a batch of tasks is a pytree); `key` draws a
 minibatch for a stochastic family and is ignored by a deterministic one. `params0` is any
-pytree of floating arrays. Subclass `TaskFamily` for your own problems, and register it with
+pytree of floating arrays. Subclass `TaskFamily` for your own tasks, and register it with
 `register_task_family` to name it in a `Config`.
 
 Built in:
-- `quadratic`: the seed's 2-D (or n-D) quadratics (`Quadratics`, `_problems.py`).
+- `quadratic`: the reference's 2-D (or n-D) quadratics (`Quadratics`, `_quadratic.py`).
 - `paper_quadratic`: the paper's f(θ) = ||Wθ - y||^2, W (dim x dim) and y drawn from N(0, 1).
 - `digits`: the paper's MNIST task scaled down to scikit-learn's 8x8 digits (shipped inside
   scikit-learn, nothing downloaded): an MLP trained by cross-entropy on minibatches; the
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._problems import sample_quadratic
+from ._quadratic import sample_quadratic
 
 
 class TaskFamily(eqx.Module):
@@ -37,11 +37,22 @@ class TaskFamily(eqx.Module):
     static fields or arrays.
 
     Example:
-        >>> class Scaled(l2lgd.TaskFamily):
+        >>> class Bowl(eqx.Module):  # a task's loss: an Equinox module of (params, key)
+        ...     scale: jax.Array
+        ...     def __call__(self, x, key=None):
+        ...         return jnp.sum((self.scale * x) ** 2)
+        >>> class Bowls(l2lgd.TaskFamily):
         ...     stochastic = False
         ...     dim: int = eqx.field(static=True, default=3)
         ...     def sample(self, key):
-        ...         return (lambda x, key=None: jnp.sum(x**2)), jax.random.normal(key, (self.dim,))
+        ...         scale_key, x_key = jax.random.split(key)
+        ...         scale = jax.random.uniform(scale_key, (self.dim,), minval=0.5, maxval=2.0)
+        ...         return Bowl(scale), jax.random.normal(x_key, (self.dim,))
+        >>> loss_fn, x0 = Bowls().sample(jax.random.key(0))
+        >>> l2lgd.unroll(optax.sgd(0.1), loss_fn, x0, 4).shape
+        (4,)
+
+        `l2lgd.train(config, out_dir, family=Bowls())` meta-trains on it.
     """
 
     stochastic: ClassVar[bool] = False
@@ -126,7 +137,7 @@ def check_family(family: TaskFamily) -> None:
 
 @register_task_family("quadratic")
 class Quadratics(TaskFamily):
-    """The seed's family: f(x) = sum((scale * x)**2), scale ~ U(0.5, 1.5), x0 ~ U(-1, 1)."""
+    """The reference's family: f(x) = sum((scale * x)**2), scale ~ U(0.5, 1.5), x0 ~ U(-1, 1)."""
 
     dim: int = eqx.field(static=True, default=2)
 
@@ -285,7 +296,7 @@ class Digits(TaskFamily):
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.hidden_units, config.activation, config.minibatch, config.dataset)
+        return cls(config.mlp_hidden_units, config.mlp_activation, config.minibatch, config.dataset)
 
 
 class VariantLoss(eqx.Module):
@@ -337,4 +348,4 @@ class DigitsVariants(TaskFamily):
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.hidden_units[0], config.minibatch, config.dataset)
+        return cls(config.mlp_hidden_units[0], config.minibatch, config.dataset)

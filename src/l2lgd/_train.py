@@ -36,7 +36,7 @@ from ._checkpoint import (
 )
 from ._config import Config, stored_configs
 from ._errors import NonFiniteError, RunLocked, Stopped
-from ._evaluate import VALIDATION_SEED, log10_losses, problem_keys, unroll_losses
+from ._evaluate import VALIDATION_SEED, log10_losses, task_keys, unroll_losses
 from ._meta import TrainState, init_state, make_train_chunk
 from ._optax_face import as_optax
 from ._tasks import TASK_FAMILIES, TaskFamily, check_family, task_family, training_family
@@ -111,12 +111,12 @@ class RunOptions:
     checkpoint_every: int = 5_000
     chunk_size: int = 1_000
     max_consecutive_skips: int = 100
-    validation_problems: int = 1_000
+    validation_tasks: int = 1_000
     fresh: bool = False
     progress: bool = True
 
     def __post_init__(self):
-        for field in ("checkpoint_every", "chunk_size", "max_consecutive_skips", "validation_problems"):
+        for field in ("checkpoint_every", "chunk_size", "max_consecutive_skips", "validation_tasks"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"RunOptions.{field} must be a positive integer, got {value!r}.")
@@ -254,8 +254,13 @@ def train(
         and the wall and training times.
 
     Example:
-        >>> result = l2lgd.train(l2lgd.Config(meta_steps=100), "runs/demo", family=MyFamily())
-        >>> tx = l2lgd.load_optimizer("runs/demo")
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp()  # the run folder
+        >>> config = l2lgd.Config(name="demo", hidden_size=4, meta_steps=20)
+        >>> result = l2lgd.train(config, run, l2lgd.RunOptions(validation_tasks=8, progress=False))
+        >>> result.best_step
+        20
+        >>> tx = l2lgd.load_optimizer(run)  # an optax transformation
     """
     start = time.perf_counter()
     options = options or RunOptions()
@@ -295,19 +300,17 @@ def train(
 def _run_chunks(run_dir, config, family, validation, options, checkpoints, state, static, recent):
     """Meta-steps in compiled chunks up to `config.meta_steps` on tasks of `family`, with the
     record and snapshots scored on tasks of `validation`."""
-    val_keys = problem_keys(VALIDATION_SEED, options.validation_problems)
+    val_keys = task_keys(VALIDATION_SEED, options.validation_tasks)
+
+    def score(theta) -> float:
+        return validation_score(theta, static, config, val_keys, validation)
+
     train_chunk = make_train_chunk(config, static, family)
     chunk = min(options.chunk_size, options.checkpoint_every)
     step = int(state.step)
     train_time = 0.0
-    bar = tqdm(
-        total=config.meta_steps,
-        initial=step,
-        desc=f"{config.name} seed {config.seed}",
-        unit="meta-step",
-        disable=not options.progress,
-        dynamic_ncols=True,
-    )
+    bar = tqdm(total=config.meta_steps, initial=step, desc=f"{config.name} seed {config.seed}", unit="meta-step",
+               disable=not options.progress, dynamic_ncols=True)
     with stop_signals() as received, contextlib.closing(bar):
         while step < config.meta_steps:
             next_checkpoint = (step // options.checkpoint_every + 1) * options.checkpoint_every
@@ -317,42 +320,56 @@ def _run_chunks(run_dir, config, family, validation, options, checkpoints, state
             state, rec = train_chunk(state, n)
             finals = np.asarray(rec.final_log10)
             train_time += time.perf_counter() - t0
-            limit = _skip_limit_reached(before, np.asarray(rec.skipped), options.max_consecutive_skips)
-            if limit is not None:  # stop where the limit was reached, as if the chunk had ended there
-                if checkpoints is not None:
-                    append_record(run_dir, finals[: limit - step])
-                raise NonFiniteError(
-                    f"{options.max_consecutive_skips} consecutive meta-steps up to meta-step {limit:,} had a "
-                    f"non-finite meta-loss or meta-gradient (skipped, never applied); stopping: "
-                    f"{_last_snapshot(run_dir, checkpoints)}."
-                )
-            if not _all_finite((state.theta, state.opt_state)):
-                raise NonFiniteError(
-                    f"the weights or Adam state became non-finite during meta-steps {step + 1:,}-{step + n:,}; "
-                    f"nothing of them is saved; stopping: {_last_snapshot(run_dir, checkpoints)}."
-                )
+            _check_chunk(run_dir, options, checkpoints, before, state, rec, finals)
             step = int(state.step)
             recent.extend(finals.tolist())
             if checkpoints is not None:
                 append_record(run_dir, finals)
             bar.update(n)
             bar.set_postfix(log10_final=f"{np.nanmean(recent) if recent else float('nan'):.2f}", skipped=int(state.skipped), refresh=False)
-            if received and not (step % options.checkpoint_every == 0 or step == config.meta_steps):
+            at_snapshot = step % options.checkpoint_every == 0 or step == config.meta_steps
+            if received and not at_snapshot:
                 raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
-            if checkpoints is not None and (step % options.checkpoint_every == 0 or step == config.meta_steps):
-                # Several processes: the replicated state as host arrays, scored and saved by this one alone.
-                saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 else state
-                metrics = {
-                    "step": step,
-                    "skipped": int(state.skipped),
-                    "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
-                    "validation_log10_final": validation_score(saved.theta, static, config, val_keys, validation),
-                    "validation_problems": options.validation_problems,
-                }
-                checkpoints.save(saved, config, metrics)
+            if checkpoints is not None and at_snapshot:
+                _save_snapshot(checkpoints, state, config, recent, options, score)
                 if received and step < config.meta_steps:
                     raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
     return state, train_time
+
+
+def _check_chunk(run_dir, options, checkpoints, before, state, rec, finals) -> None:
+    """Raises `NonFiniteError` (after recording the steps up to it) when the chunk run from
+    `before` reached the limit of consecutive skipped meta-steps, or left non-finite weights."""
+    step, n = int(before.step), len(finals)
+    limit = _skip_limit_reached(before, np.asarray(rec.skipped), options.max_consecutive_skips)
+    if limit is not None:  # stop where the limit was reached, as if the chunk had ended there
+        if checkpoints is not None:
+            append_record(run_dir, finals[: limit - step])
+        raise NonFiniteError(
+            f"{options.max_consecutive_skips} consecutive meta-steps up to meta-step {limit:,} had a "
+            f"non-finite meta-loss or meta-gradient (skipped, never applied); stopping: "
+            f"{_last_snapshot(run_dir, checkpoints)}."
+        )
+    if not _all_finite((state.theta, state.opt_state)):
+        raise NonFiniteError(
+            f"the weights or Adam state became non-finite during meta-steps {step + 1:,}-{step + n:,}; "
+            f"nothing of them is saved; stopping: {_last_snapshot(run_dir, checkpoints)}."
+        )
+
+
+def _save_snapshot(checkpoints, state, config, recent, options, score) -> None:
+    """Saves `state` with its metrics: the rolling training figure and `score(theta)`, the
+    validation figure."""
+    # Several processes: the replicated state as host arrays, scored and saved by this one alone.
+    saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 else state
+    metrics = {
+        "step": int(state.step),
+        "skipped": int(state.skipped),
+        "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
+        "validation_log10_final": score(saved.theta),
+        "validation_tasks": options.validation_tasks,
+    }
+    checkpoints.save(saved, config, metrics)
 
 
 def _skip_limit_reached(before: TrainState, skipped: np.ndarray, limit: int) -> int | None:

@@ -1,4 +1,4 @@
-"""The unrolled optimization and the meta-objectives computed on it (the seed's `learn()`)."""
+"""The unrolled optimization and the meta-objectives computed on it (the reference's `learn()`)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def run_steps(
     The loss is recorded before each update, as in the seed: the losses returned are
     f(x_0), ..., f(x_{num_steps-1}). With `second_order=False` the optimizee's gradient is a
     constant for the meta-gradient (`stop_gradient`, as the paper does); with True the
-    meta-gradient flows through it (as the seed's `tf.gradients` does).
+    meta-gradient flows through it (as the reference's `tf.gradients` does).
 
     Returns:
         `((params, opt_state), losses)` after the last update.
@@ -75,7 +75,23 @@ def unroll(
     second_order: bool = True,
     key: Any = None,
 ) -> Float[Array, " num_steps"]:
-    """The losses f(x_0), ..., f(x_{num_steps-1}) of `tx` started at `x0` (the seed's `learn`)."""
+    """The losses of `tx` on one task (the reference's `learn`).
+
+    Args:
+        tx: an optax transformation.
+        loss_fn: f, a scalar function of the params (of the params and a key when `key` is
+            given: then step t draws with `fold_in(key, t)`).
+        x0: the starting params, any pytree of floating arrays.
+        num_steps: T, the number of steps.
+        second_order: False stops the meta-gradient through the optimizee's gradient.
+
+    Returns:
+        `[T]` losses f(x_0), ..., f(x_{T-1}), each recorded before its update.
+
+    Example:
+        >>> l2lgd.unroll(optax.sgd(0.25), lambda x: jnp.sum(x**2), jnp.ones(2), 3)
+        Array([2.   , 0.5  , 0.125], dtype=float32)
+    """
     _, losses = run_steps(tx, loss_fn, x0, tx.init(x0), num_steps, second_order=second_order, key=key)
     return losses
 
@@ -84,12 +100,12 @@ def safe_log(x: Float[Array, "..."]) -> Float[Array, "..."]:
     """log(max(x, LOSS_FLOOR)): finite at x = 0, and with zero gradient once x is below the floor.
 
     A loss that underflowed to 0 has nothing left to learn from, so it contributes log(floor)
-    and no gradient, instead of the seed's log(0) = -inf and a NaN meta-gradient.
+    and no gradient, instead of the reference's log(0) = -inf and a NaN meta-gradient.
     """
     return jnp.log(jnp.maximum(x, LOSS_FLOOR))
 
 
-# The meta-objectives a Config may name: the seed's `sum` of the losses, the `end` loss, and
+# The meta-objectives a Config may name: the reference's `sum` of the losses, the `end` loss, and
 # `end_log`, its log; and `sum_log`, the sum over steps of the (safe) log losses, which rewards
 # every decade gained at every step equally.
 OBJECTIVES: dict[str, Callable[[Float[Array, " num_steps"]], Float[Array, ""]]] = {
@@ -108,7 +124,7 @@ def meta_objective(losses: Float[Array, " num_steps"], objective: str) -> Float[
 
 
 def log10_loss(losses: Float[Array, "..."]) -> Float[Array, "..."]:
-    """log10(loss + 1e-38), the seed's measure, computed so that it survives float32 on XLA.
+    """log10(loss + 1e-38), the reference's measure, computed so that it survives float32 on XLA.
 
     1e-38 is a float32 denormal, which XLA on CPU flushes to zero, so `log10(loss + 1e-38)` would
     give -inf for a loss that underflowed to 0. Instead: exactly -38 for a loss of 0, and

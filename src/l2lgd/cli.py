@@ -171,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     options = RunOptions(
         checkpoint_every=args.checkpoint_every or experiment.checkpoint_every,
-        validation_problems=experiment.validation_problems,
+        validation_tasks=experiment.validation_tasks,
         max_consecutive_skips=args.max_skips,
         fresh=args.fresh,
         progress=not args.no_progress,
@@ -258,8 +258,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     experiment = load_experiment(args.experiment)
     result = evaluate_run(
         run_dir,
-        num_problems=args.problems or experiment.eval_problems,
-        validation_problems=args.validation_problems or experiment.validation_problems,
+        num_tasks=args.tasks or experiment.eval_tasks,
+        validation_tasks=args.validation_tasks or experiment.validation_tasks,
         write=False,
     )
     print(format_table(result))
@@ -290,14 +290,15 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .lab.report import DEFAULT_EXPERIMENTS, reproduce
 
     experiments = tuple(args.experiments.split(",")) if args.experiments else DEFAULT_EXPERIMENTS
-    print(reproduce(args.root, seeds=args.seeds, experiments=experiments, ship=args.ship, num_problems=args.problems))
+    print(reproduce(args.root, seeds=args.seeds, experiments=experiments, ship=args.ship, num_tasks=args.tasks,
+                    report=args.report))
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     configure_cpu()
     from .lab.report import ablate
 
-    print(ablate(args.experiment, root=args.root, num_problems=args.problems))
+    print(ablate(args.experiment, root=args.root, num_tasks=args.tasks, report=args.report))
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
@@ -326,15 +327,12 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"{o.name:<{width}}  {o.summary}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="l2lgd", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _train_parser(sub) -> None:
     train = sub.add_parser("train", help="meta-train an experiment of experiments/")
     train.add_argument("experiment", nargs="?", default="log30", help="a shipped experiment's name, or path/to/file.py")
     train.add_argument("--seed", type=int, help="the run's seed (default: the experiment's)")
     train.add_argument("--seeds", type=positive_int, help="train this many seeds in parallel processes")
-    train.add_argument("--steps", type=int, help="number of meta-steps (default: the experiment's)")
+    train.add_argument("--steps", type=int, help="number of meta-steps, Config.meta_steps (default: the experiment's)")
     train.add_argument("--out", help="run folder (default: runs/EXP, or runs/EXP/seedN)")
     train.add_argument("--ship", action="store_true", help="replace the shipped checkpoints/EXP optimizer with this run's (unless bit-identical)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a Config field (repeatable)")
@@ -345,34 +343,46 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
+
+def _tasks_argument(p, default: int | None = None, help: str = "test tasks") -> None:
+    # `--problems` (and `--validation-problems`): the spelling before l2lgd 0.3, still accepted.
+    p.add_argument("--tasks", "--problems", dest="tasks", type=positive_int, default=default, help=help)
+
+
+def _run_parsers(sub) -> None:
+    """`eval` and `figures`: commands on one trained run."""
     for name, func, text in (("eval", cmd_eval, "evaluate a trained optimizer against baselines"),
-                             ("figures", cmd_figures, "draw the seed's figures for a trained run")):
+                             ("figures", cmd_figures, "draw the reference's figures for a trained run")):
         p = sub.add_parser(name, help=text)
         p.add_argument("experiment", nargs="?", default="log30")
         p.add_argument("--out", help="run folder (default: checkpoints/EXP)")
         p.add_argument("--core", type=int)
         if name == "eval":
-            p.add_argument("--problems", type=positive_int, help="test problems (default: the experiment's EVAL_PROBLEMS, else 10000)")
-            p.add_argument("--validation-problems", type=positive_int, help="problems for tuning baselines (default: VALIDATION_PROBLEMS, else 1000)")
+            _tasks_argument(p, help="test tasks (default: the experiment's eval_tasks)")
+            p.add_argument("--validation-tasks", "--validation-problems", dest="validation_tasks", type=positive_int,
+                           help="tasks for tuning baselines (default: the experiment's validation_tasks)")
             p.add_argument("--ship", action="store_true", help="write eval.json into a shipped folder even when it differs")
         p.set_defaults(func=func)
 
-    rep = sub.add_parser("reproduce", help="train, evaluate and report every seed experiment")
+
+def _lab_parsers(sub) -> None:
+    """`reproduce`, `ablate`, `paper` and `bench`: the lab's commands."""
+    rep = sub.add_parser("reproduce", help="train, evaluate and report every reference experiment")
     rep.add_argument("--root", default="runs", help="where the runs go")
     rep.add_argument("--seeds", type=positive_int, default=3)
-    rep.add_argument("--experiments", help="comma-separated subset (default: the seed's six and floor)")
+    rep.add_argument("--experiments", help="comma-separated subset (default: the reference's six and floor)")
     rep.add_argument("--ship", action="store_true", help="also replace checkpoints/EXP with seed 0's optimizer")
-    rep.add_argument("--problems", type=positive_int, default=10_000)
+    _tasks_argument(rep, 10_000)
+    rep.add_argument("--report", default="experiments/REPORT.md",
+                     help="the report to write (its figures go beside it, in figures/)")
     rep.set_defaults(func=cmd_reproduce)
 
-    abl = sub.add_parser("ablate", help="train and evaluate the ABLATIONS variants of an experiment")
+    abl = sub.add_parser("ablate", help="train and evaluate the variants in an experiment's ablations")
     abl.add_argument("experiment", nargs="?", default="floor")
     abl.add_argument("--root", default="runs/ablations")
-    abl.add_argument("--problems", type=positive_int, default=10_000)
+    _tasks_argument(abl, 10_000)
+    abl.add_argument("--report", default="experiments/ABLATIONS.md", help="the report to write the table into")
     abl.set_defaults(func=cmd_ablate)
-
-    lst = sub.add_parser("list", help="the shipped optimizers, one line each (load one with l2lgd.load_optimizer(NAME))")
-    lst.set_defaults(func=cmd_list)
 
     paper = sub.add_parser("paper", help="the paper's tasks and generalization table -> experiments/REPORT.md")
     paper.add_argument("--section", choices=("paper", "digits"), default="paper",
@@ -387,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench.json")
     bench.add_argument("--core", type=int, default=0)
     bench.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l2lgd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _run_parsers(sub)
+    lst = sub.add_parser("list", help="the shipped optimizers, one line each (load one with l2lgd.load_optimizer(NAME))")
+    lst.set_defaults(func=cmd_list)
+    _lab_parsers(sub)
     return parser
 
 

@@ -1,7 +1,7 @@
 """`make bench EXP=...`: meta-training throughput, compile time and memory, against a naive loop.
 
 The naive implementation is what one writes first: one jitted meta-step per Python call (the
-batch by `vmap`, problems drawn inside the step, `jax.grad` of the unroll). The training
+batch by `vmap`, tasks drawn inside the step, `jax.grad` of the unroll). The training
 program is measured with the fused meta-gradient (`_fused.py`: its default loop, and the scan
 over steps) and with `jax.grad`'s. Also: the whole `l2lgd train` process of a short run, cold
 (empty compilation cache) and warm, and one `update` of the shipped `log30` optimizer on a
@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 
 from .._experiments import load_experiment
-from .._meta import init_state, make_meta_step, make_problem_batch, make_train_chunk
+from .._meta import init_state, make_meta_step, make_task_batch, make_train_chunk
 
 BATCHES = (1, 32, 128, 1024)
 
@@ -67,8 +67,8 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
     holder = {}
 
     meta_step = make_meta_step(config, static, fused=False)
-    problems = make_problem_batch(config)
-    naive_step = jax.jit(lambda s: meta_step(s, problems(s.key, s.step)))
+    tasks = make_task_batch(config)
+    naive_step = jax.jit(lambda s: meta_step(s, tasks(s.key, s.step)))
     t0 = time.perf_counter()
     naive_compiled = naive_step.lower(state).compile()
     naive_compile_s = time.perf_counter() - t0
@@ -86,10 +86,10 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
     return {
         "batch_size": config.batch_size,
         "meta_steps_per_s": fast,
-        "problems_per_s": fast * config.batch_size,
+        "tasks_per_s": fast * config.batch_size,
         "compile_s": compile_s,
         "naive_meta_steps_per_s": naive,
-        "naive_problems_per_s": naive * config.batch_size,
+        "naive_tasks_per_s": naive * config.batch_size,
         "naive_compile_s": naive_compile_s,
         "speedup": fast / naive,
         "autodiff_meta_steps_per_s": autodiff,
@@ -155,7 +155,7 @@ def optax_face(n: int = 1_000_000, min_seconds: float = 2.0, optimizer: str = "l
 
 
 def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), steps: int | None = None, batches=None) -> dict[str, Any]:
-    """Benchmarks `experiment`: the seed's quadratics at several batch sizes (`BATCHES`), any
+    """Benchmarks `experiment`: the reference's quadratics at several batch sizes (`BATCHES`), any
     other task at its own batch size; prints a table and writes JSON. `steps`: meta-steps of
     the short `l2lgd train` runs (default 2,000 on quadratics, 20 otherwise)."""
     from tqdm.auto import tqdm
@@ -191,13 +191,13 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{result['experiment']}: meta-training throughput (backend {result['machine'].get('backend', '?')}, "
         f"{result['machine']['devices'][0]}, pinned to one of {result['machine']['cpus']} CPUs)",
         "",
-        "| batch | meta-steps/s | problems/s | compile s | scan meta-steps/s | scan compile s "
+        "| batch | meta-steps/s | tasks/s | compile s | scan meta-steps/s | scan compile s "
         "| jax.grad meta-steps/s | jax.grad compile s | fused vs jax.grad | naive meta-steps/s | naive compile s | vs naive |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['batch_size']} | {r['meta_steps_per_s']:,.1f} | {r['problems_per_s']:,.0f} | {r['compile_s']:.1f} | "
+            f"| {r['batch_size']} | {r['meta_steps_per_s']:,.1f} | {r['tasks_per_s']:,.0f} | {r['compile_s']:.1f} | "
             f"{r['scan_meta_steps_per_s']:,.1f} | {r['scan_compile_s']:.1f} | "
             f"{r['autodiff_meta_steps_per_s']:,.1f} | {r['autodiff_compile_s']:.1f} | {r['fused_speedup']:.2f}x | "
             f"{r['naive_meta_steps_per_s']:,.1f} | {r['naive_compile_s']:.1f} | {r['speedup']:.2f}x |"

@@ -1,4 +1,4 @@
-"""`make eval`: a trained optimizer against the seed's and optax's baselines on held-out problems."""
+"""`make eval`: a trained optimizer against the reference's and optax's baselines on held-out tasks."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import jax
 import numpy as np
 import optax
 
-from .._baselines import seed_rmsprop, seed_sgd
+from .._baselines import reference_rmsprop, reference_sgd
 from .._checkpoint import EXPORT, load_learned_optimizer
 from .._evaluate import (
     TEST_SEED,
     VALIDATION_SEED,
     per_step_log10,
-    problem_keys,
+    task_keys,
     summarize,
     summarize_metrics,
     tune_learning_rate,
@@ -26,7 +26,7 @@ from .._optax_face import as_optax
 
 LEARNING_RATES = tuple(float(x) for x in np.logspace(-3, 1, 33))
 
-# Baselines whose learning rate is tuned on the validation problems (as the paper did).
+# Baselines whose learning rate is tuned on the validation tasks (as the paper did).
 TUNED = {
     "optax sgd": lambda lr: optax.sgd(lr),
     "optax momentum 0.9": lambda lr: optax.sgd(lr, momentum=0.9),
@@ -89,32 +89,32 @@ def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True, widen
 def evaluate_run(
     run_dir: str | Path,
     *,
-    num_problems: int = 10_000,
-    validation_problems: int = 1_000,
+    num_tasks: int = 10_000,
+    validation_tasks: int = 1_000,
     progress: bool = True,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Evaluates `<run_dir>/optimizer` and the baselines on `num_problems` test problems.
+    """Evaluates `<run_dir>/optimizer` and the baselines on `num_tasks` test tasks.
 
     Returns (and writes to `<run_dir>/eval.json`) for each optimizer: its summary statistics of
     log10 f(x_T-1), the mean log10 loss at every step and, for tuned baselines, the grid.
     """
     run_dir = Path(run_dir)
     opt, config, metrics = load_learned_optimizer(run_dir)
-    test_keys = problem_keys(TEST_SEED, num_problems)
-    val_keys = problem_keys(VALIDATION_SEED, validation_problems)
+    test_keys = task_keys(TEST_SEED, num_tasks)
+    val_keys = task_keys(VALIDATION_SEED, validation_tasks)
     entries: dict[str, Any] = {
         f"learned ({config.name})": evaluate_tx(as_optax(opt), config, test_keys, step=metrics["step"]),
-        "seed sgd (lr 0.1)": evaluate_tx(seed_sgd(0.1), config, test_keys, learning_rate=0.1),
-        "seed rmsprop (lr 0.1)": evaluate_tx(seed_rmsprop(0.1), config, test_keys, learning_rate=0.1),
+        "reference sgd (lr 0.1)": evaluate_tx(reference_sgd(0.1), config, test_keys, learning_rate=0.1),
+        "reference rmsprop (lr 0.1)": evaluate_tx(reference_rmsprop(0.1), config, test_keys, learning_rate=0.1),
     }
     for name, entry in tuned_baselines(config, val_keys, test_keys, progress=progress).items():
         entries[f"{name} (tuned)"] = entry
     result = {
         "experiment": config.name,
         "config": config.to_dict(),
-        "num_problems": num_problems,
-        "validation_problems": validation_problems,
+        "num_tasks": num_tasks,
+        "validation_tasks": validation_tasks,
         "test_seed": TEST_SEED,
         "validation_seed": VALIDATION_SEED,
         "optimizers": entries,
@@ -124,11 +124,27 @@ def evaluate_run(
     return result
 
 
+def load_eval(run_dir: str | Path) -> dict[str, Any] | None:
+    """`<run_dir>/eval.json`, or None; one written before l2lgd 0.3 is read in today's words
+    ("num_tasks" for "num_problems", "reference sgd" for "seed sgd", ...)."""
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    for old, new in (("num_problems", "num_tasks"), ("validation_problems", "validation_tasks")):
+        if old in result:
+            result[new] = result.pop(old)
+    result["optimizers"] = {
+        ("reference " + k[len("seed "):] if k.startswith("seed ") else k): v for k, v in result["optimizers"].items()
+    }
+    return result
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The evaluation as a Markdown table."""
     steps = result["config"].get("horizon") or result["config"]["num_steps"]
     lines = [
-        f"log10(f(x_{steps - 1}) + 1e-38) over {result['num_problems']:,} test problems (mean, CI, median, "
+        f"log10(f(x_{steps - 1}) + 1e-38) over {result['num_tasks']:,} test tasks (mean, CI, median, "
         "percentiles), and f itself (mean loss)",
         "",
         "| optimizer | lr | mean | 95% CI | median | p5 | p95 | exactly 0 | mean loss ± 95% CI | diverged |",

@@ -1,4 +1,4 @@
-"""The seed's plots, redrawn: sample unrolls, meta-training convergence, loss per step."""
+"""The reference's plots, redrawn: sample unrolls, meta-training convergence, loss per step."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 
 def rolling_log_average(log10_values: np.ndarray, window: int) -> np.ndarray:
-    """10 ** (mean of the last `window` log10 values) at every index: the seed's
+    """10 ** (mean of the last `window` log10 values) at every index: the reference's
     `rolling_log_average`, in O(n)."""
     x = np.asarray(log10_values, dtype=np.float64)
     csum = np.concatenate([[0.0], np.cumsum(x)])
@@ -22,15 +22,15 @@ def rolling_log_average(log10_values: np.ndarray, window: int) -> np.ndarray:
     return 10 ** ((csum[idx] - csum[start]) / (idx - start))
 
 
-def sample_unrolls(path: Path, curves: dict[str, np.ndarray], title: str = "Losses on 3 sample problems") -> Path:
-    """`curves[name]` is `[3, T]`: one semilogy panel per problem, as the seed's `graph_optimizers`."""
+def sample_unrolls(path: Path, curves: dict[str, np.ndarray], title: str = "Losses on 3 sample tasks") -> Path:
+    """`curves[name]` is `[3, T]`: one semilogy panel per task, as the reference's `graph_optimizers`."""
     n = next(iter(curves.values())).shape[0]
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), sharey=True)
     for i, ax in enumerate(np.atleast_1d(axes)):
         for name, losses in curves.items():
             ax.semilogy(np.arange(losses.shape[1]), np.asarray(losses[i], np.float64) + 1e-38, label=name, marker=".")
         ax.set_xlabel("optimizee step t")
-        ax.set_title(f"problem {i + 1}")
+        ax.set_title(f"task {i + 1}")
         ax.grid(True, which="major", alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("loss f(x_t) + 1e-38")
     np.atleast_1d(axes)[0].legend()
@@ -46,7 +46,7 @@ def convergence(
     title: str = "End result of the optimizer during meta-training",
 ) -> Path:
     """Every meta-step's final loss (transparent) with its rolling log-average (solid), and the
-    baselines' mean log10 final loss as horizontal lines: the seed's `draw_convergence`."""
+    baselines' mean log10 final loss as horizontal lines: the reference's `draw_convergence`."""
     fig, ax = plt.subplots(figsize=(9, 5))
     for name, record in records.items():
         steps = np.arange(1, record.size + 1)
@@ -89,31 +89,30 @@ def _save(fig: Any, path: Path) -> Path:
 
 def draw_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """The three figures of a trained run (needs `<run_dir>/eval.json` from `make eval`)."""
-    import json
-
-    from .._baselines import seed_rmsprop, seed_sgd
+    from .._baselines import reference_rmsprop, reference_sgd
     from .._checkpoint import RECORD, load_learned_optimizer, load_record
-    from .._evaluate import TEST_SEED, problem_keys, run_optimizer
+    from .._evaluate import TEST_SEED, task_keys, run_optimizer
     from .._optax_face import as_optax
+    from .compare import load_eval
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir / "figures"
     opt, config, _ = load_learned_optimizer(run_dir)
-    keys = problem_keys(TEST_SEED, 3)
+    keys = task_keys(TEST_SEED, 3)
     curves = {
-        "SGD": run_optimizer(seed_sgd(), config, keys),
-        "RMS": run_optimizer(seed_rmsprop(), config, keys),
+        "SGD": run_optimizer(reference_sgd(), config, keys),
+        "RMS": run_optimizer(reference_rmsprop(), config, keys),
         "RNN": run_optimizer(as_optax(opt), config, keys),
     }
-    paths = [sample_unrolls(out_dir / "sample_problems.png", curves, title=f"{config.name}: losses on 3 test problems")]
-    result = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
+    paths = [sample_unrolls(out_dir / "sample_tasks.png", curves, title=f"{config.name}: losses on 3 test tasks")]
+    result = load_eval(run_dir)
     if (run_dir / RECORD).exists():
         baselines = None
         if result:
-            baselines = {k: v["final"]["mean"] for k, v in result["optimizers"].items() if k.startswith("seed")}
+            baselines = {k: v["final"]["mean"] for k, v in result["optimizers"].items() if k.startswith("reference")}
         paths.append(convergence(out_dir / "convergence.png", {config.name: load_record(run_dir)}, baselines,
                                  title=f"{config.name}: final loss during meta-training"))
     if result:
         stats = {k: v["per_step"] for k, v in result["optimizers"].items()}
-        paths.append(per_step(out_dir / "per_step.png", stats, title=f"{config.name}: mean log10 loss per step, {result['num_problems']:,} test problems"))
+        paths.append(per_step(out_dir / "per_step.png", stats, title=f"{config.name}: mean log10 loss per step, {result['num_tasks']:,} test tasks"))
     return paths

@@ -1,4 +1,4 @@
-"""`make reproduce`: every seed experiment from scratch, several seeds, evaluated, drawn, reported."""
+"""`make reproduce`: every reference experiment from scratch, several seeds, evaluated, drawn, reported."""
 
 from __future__ import annotations
 
@@ -8,22 +8,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._checkpoint import export_best_of, load_learned_optimizer, load_record
 from .compare import evaluate_run, evaluate_tx, format_table
-from .._evaluate import TEST_SEED, problem_keys, run_optimizer
+from .._evaluate import TEST_SEED, task_keys, run_optimizer
 from .._experiments import load_experiment
 from .figures import convergence, draw_run_figures
 from .._optax_face import as_optax
 from .._shipped import ship as ship_run
 from .paper import write_section
 
-SEED_EXPERIMENTS = ("sum", "end", "end_log", "log15_end", "log15_end_log", "log30")
-# What `make reproduce` runs: the seed's six, and `floor`, beyond the seed.
-DEFAULT_EXPERIMENTS = (*SEED_EXPERIMENTS, "floor")
-# The seed's closing comparison (`draw_convergence('RMS', 'RNN_simple_end_log_res', ...)`).
+REFERENCE_EXPERIMENTS = ("sum", "end", "end_log", "log15_end", "log15_end_log", "log30")
+# What `make reproduce` runs: the reference's six, and `floor`, beyond the reference.
+DEFAULT_EXPERIMENTS = (*REFERENCE_EXPERIMENTS, "floor")
+# The reference's closing comparison (`draw_convergence('RMS', 'RNN_simple_end_log_res', ...)`).
 COMPARISON = ("end_log", "log15_end_log", "log30")
 
 
@@ -55,9 +56,9 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
     return walls
 
 
-def _test_mean(run_dir: Path, num_problems: int) -> float:
+def _test_mean(run_dir: Path, num_tasks: int) -> float:
     opt, config, _ = load_learned_optimizer(run_dir)
-    return evaluate_tx(as_optax(opt), config, problem_keys(TEST_SEED, num_problems))["final"]["mean"]
+    return evaluate_tx(as_optax(opt), config, task_keys(TEST_SEED, num_tasks))["final"]["mean"]
 
 
 def reproduce(
@@ -66,49 +67,35 @@ def reproduce(
     seeds: int = 3,
     experiments: tuple[str, ...] = DEFAULT_EXPERIMENTS,
     ship: bool = False,
-    num_problems: int = 10_000,
+    num_tasks: int = 10_000,
     report: str | Path = "experiments/REPORT.md",
 ) -> Path:
-    """Trains, evaluates and reports every experiment; returns the report's path."""
+    """Trains, evaluates and reports every experiment; returns the report's path.
+
+    The report's figures go to `figures/` beside it; its hand-written and `make paper` sections
+    (`<!-- NAME:start -->` ... `<!-- NAME:end -->`) are kept; the rows go to
+    `<root>/reproduce.json`."""
     start = time.perf_counter()
     root, report = Path(root), Path(report)
     figures = report.parent / "figures"
     declared = {name: load_experiment(name) for name in experiments}
-    jobs = [(name, s, root / name / f"seed{s}") for name in experiments for s in range(seeds)]
-    walls = train_all(jobs)
+    walls = train_all([(name, s, root / name / f"seed{s}") for name in experiments for s in range(seeds)])
 
     rows, tables, comparison = [], [], {}
     for name in experiments:
-        experiment = declared[name]
         runs = [root / name / f"seed{s}" for s in range(seeds)]
-        records = [load_record(r) for r in runs]
-        window = experiment.rolling_window
-        rolling = [float(r[-window:].mean()) for r in records]
-        tests = [_test_mean(r, num_problems) for r in runs]
-        best = export_best_of(runs, root / name)
-        result = evaluate_run(best, num_problems=num_problems, progress=False)
-        draw_run_figures(best, figures / name)
+        row, result = _evaluate_experiment(name, declared[name], runs, root / name, num_tasks, figures / name)
+        rows.append({**row, "wall": [walls[r] for r in runs]})
+        tables.append((name, row["best_seed"], format_table(result), result))
         if ship:
             print(ship_run(runs[0], name), flush=True)
         if name in COMPARISON:
-            comparison[name] = records[0]
-        learned = next(v for k, v in result["optimizers"].items() if k.startswith("learned"))["final"]["mean"]
-        best_baseline = min(
-            ((k, v["final"]["mean"]) for k, v in result["optimizers"].items() if not k.startswith("learned")),
-            key=lambda kv: kv[1],
-        )
-        rows.append({
-            "name": name, "seed_figure": experiment.reference_figure, "window": window,
-            "rolling": rolling, "tests": tests, "meta_steps": experiment.config.meta_steps,
-            "wall": [walls[r] for r in runs], "best_seed": best.name,
-            "learned": learned, "best_baseline": best_baseline,
-        })
-        tables.append((name, best.name, format_table(result), result))
+            comparison[name] = load_record(runs[0])
 
-    rms = next(v for k, v in tables[0][3]["optimizers"].items() if k.startswith("seed rmsprop"))["final"]["mean"]
-    convergence(figures / "comparison.png", comparison, {"seed RMSProp": rms},
+    rms = next(v for k, v in tables[0][3]["optimizers"].items() if k.startswith("reference rmsprop"))["final"]["mean"]
+    convergence(figures / "comparison.png", comparison, {"reference RMSProp": rms},
                 title="Final loss during meta-training (seed 0 of each experiment)")
-    text = _markdown(rows, tables, seeds, num_problems, time.perf_counter() - start) + "\n"
+    text = _markdown(rows, tables, seeds, num_tasks, time.perf_counter() - start) + "\n"
     old = report.read_text() if report.exists() else ""
     from .paper import kept_sections
 
@@ -119,43 +106,62 @@ def reproduce(
     return report
 
 
-def _markdown(rows, tables, seeds, num_problems, total) -> str:
+def _evaluate_experiment(name, experiment, runs, out, num_tasks, figures) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One experiment's report row (its seeds' training and test figures) and the evaluation of
+    the best seed's optimizer, exported to `out` and drawn into `figures`."""
+    records = [load_record(r) for r in runs]
+    window = experiment.rolling_window
+    best = export_best_of(runs, out)
+    result = evaluate_run(best, num_tasks=num_tasks, progress=False)
+    draw_run_figures(best, figures)
+    finals = {k: v["final"]["mean"] for k, v in result["optimizers"].items()}
+    row = {
+        "name": name, "reference_figure": experiment.reference_figure, "window": window,
+        "rolling": [float(r[-window:].mean()) for r in records], "tests": [_test_mean(r, num_tasks) for r in runs],
+        "meta_steps": experiment.config.meta_steps, "best_seed": best.name,
+        "learned": next(v for k, v in finals.items() if k.startswith("learned")),
+        "best_baseline": min(((k, v) for k, v in finals.items() if not k.startswith("learned")), key=lambda kv: kv[1]),
+    }
+    return row, result
+
+
+def _markdown(rows, tables, seeds, num_tasks, total) -> str:
     out = [
         "# Reproduction report",
         "",
-        "Generated by `make reproduce` (`python -m l2lgd reproduce`): every experiment of the seed",
-        f"notebook trained from scratch with seeds 0..{seeds - 1}, evaluated on {num_problems:,} held-out",
-        f"test problems. Total wall time: {total / 60:.1f} min on this machine.",
+        "Generated by `make reproduce` (`python -m l2lgd reproduce`): every experiment of the reference",
+        f"notebook trained from scratch with seeds 0..{seeds - 1}, evaluated on {num_tasks:,} held-out",
+        f"test tasks. Total wall time: {total / 60:.1f} min on this machine.",
         "",
         "![comparison](figures/comparison.png)",
         "",
-        "## Seed vs. measured",
+        "## Reference vs. measured",
         "",
         "Training figure: the rolling mean of log10 f(x_19) over the last meta-steps of training",
-        "(the seed's `average_log_result`; window 2,000 for `sum`, 5,000 otherwise), mean and",
+        "(the reference's `average_log_result`; window 2,000 for `sum`, 5,000 otherwise), mean and",
         "standard deviation over seeds. Test figure: mean log10(f(x_19)+1e-38) of each seed's",
-        "exported optimizer (the best validation snapshot) on the test problems.",
+        "exported optimizer (the best validation snapshot) on the test tasks.",
         "",
-        "| experiment | meta-steps | seed | ours (training) | per seed | ours (test) | per seed | wall s per seed |",
+        "| experiment | meta-steps | reference | ours (training) | per seed | ours (test) | per seed | wall s per seed |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        seed = "—" if r["seed_figure"] is None else f"{r['seed_figure']:.2f}"
+        reference = "—" if r["reference_figure"] is None else f"{r['reference_figure']:.2f}"
         out.append(
-            f"| `{r['name']}` | {r['meta_steps']:,} | {seed} | {np.mean(r['rolling']):.2f} ± {np.std(r['rolling']):.2f} | "
+            f"| `{r['name']}` | {r['meta_steps']:,} | {reference} | {np.mean(r['rolling']):.2f} ± {np.std(r['rolling']):.2f} | "
             f"{', '.join(f'{x:.2f}' for x in r['rolling'])} | {np.mean(r['tests']):.2f} ± {np.std(r['tests']):.2f} | "
             f"{', '.join(f'{x:.2f}' for x in r['tests'])} | {', '.join(f'{x:.0f}' for x in r['wall'])} |"
         )
     out += ["", "## Learned optimizer vs. baselines", "",
             "Where the best learned optimizer (best validation score over seeds) stands against the",
-            "best baseline, seed-exact or tuned (mean log10 final loss, lower is better):", ""]
+            "best baseline, reference-exact or tuned (mean log10 final loss, lower is better):", ""]
     for r in rows:
         name, value = r["best_baseline"]
         verdict = "beats" if r["learned"] < value else "loses to"
         out.append(f"- `{r['name']}`: learned {r['learned']:.2f} {verdict} the best baseline, {name} ({value:.2f}).")
     for name, best, table, _ in tables:
         out += ["", f"### `{name}` (exported optimizer of {best})", "", table, "",
-                f"![{name} samples](figures/{name}/sample_problems.png)",
+                f"![{name} samples](figures/{name}/sample_tasks.png)",
                 f"![{name} convergence](figures/{name}/convergence.png)",
                 f"![{name} per step](figures/{name}/per_step.png)"]
     return "\n".join(out)
@@ -165,11 +171,11 @@ def ablate(
     experiment: str,
     *,
     root: str | Path = "runs/ablations",
-    num_problems: int = 10_000,
+    num_tasks: int = 10_000,
     report: str | Path = "experiments/ABLATIONS.md",
 ) -> Path:
     """Trains the experiment and each variant in its `ABLATIONS` (a dict of name -> Config
-    changes), evaluates each exported optimizer on the test problems, writes a table."""
+    changes), evaluates each exported optimizer on the test tasks, writes a table."""
     from .._evaluate import summarize
 
     declared = load_experiment(experiment)
@@ -186,9 +192,9 @@ def ablate(
         f"## Ablations of `{experiment}`",
         "",
         f"Generated by `python -m l2lgd ablate {experiment}`: each variant trained from scratch with the",
-        f"experiment's seed and meta-steps{' with ' + ', '.join(f'{k}={v!r}' for k, v in base.items()) if base else ''}, its exported optimizer evaluated on {num_problems:,} test",
-        "problems: mean log10(final loss + 1e-38), lower is better; -38 means the loss underflowed to exactly 0.",
-        "'first step at 0': the mean over problems of the first step t with f(x_t) = 0 (the horizon if never).",
+        f"experiment's seed and meta-steps{' with ' + ', '.join(f'{k}={v!r}' for k, v in base.items()) if base else ''}, its exported optimizer evaluated on {num_tasks:,} test",
+        "tasks: mean log10(final loss + 1e-38), lower is better; -38 means the loss underflowed to exactly 0.",
+        "'first step at 0': the mean over tasks of the first step t with f(x_t) = 0 (the horizon if never).",
         "",
         "| variant | changes | mean | 95% CI | p95 | exactly 0 | first step at 0 | mean final loss ± 95% CI | validation | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -196,7 +202,7 @@ def ablate(
     for i, (name, changes) in enumerate(variants.items()):
         run = root / f"variant{i}"
         opt, config, metrics = load_learned_optimizer(run)
-        losses = run_optimizer(as_optax(opt), config, problem_keys(TEST_SEED, num_problems))
+        losses = run_optimizer(as_optax(opt), config, task_keys(TEST_SEED, num_tasks))
         s = summarize(losses[:, -1])
         zero = losses == 0
         first_zero = np.where(zero.any(axis=1), zero.argmax(axis=1), losses.shape[1]).mean()

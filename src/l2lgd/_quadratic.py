@@ -1,4 +1,4 @@
-"""The seed's problem family: random 2-D (or n-D) quadratics f(x) = sum((scale * x)**2)."""
+"""The reference's task family: random 2-D (or n-D) quadratics f(x) = sum((scale * x)**2)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 
 class Quadratic(eqx.Module):
-    """f(x) = sum((scale * x)**2), the seed's `quadratic`."""
+    """f(x) = sum((scale * x)**2), the reference's `quadratic`."""
 
     scale: Float[Array, " dim"]
 
@@ -18,10 +18,10 @@ class Quadratic(eqx.Module):
 
 
 def sample_quadratic(key: PRNGKeyArray, dim: int) -> tuple[Quadratic, Float[Array, " dim"]]:
-    """Draws one problem of the seed's family: scale ~ U(0.5, 1.5), x0 ~ U(-1, 1).
+    """Draws one task of the reference's family: scale ~ U(0.5, 1.5), x0 ~ U(-1, 1).
 
     Returns:
-        `(loss_fn, x0)`: the problem, a callable of x, and its starting point.
+        `(loss_fn, x0)`: the task, a callable of x, and its starting point.
     """
     scale_key, x0_key = jax.random.split(key)
     scale = jax.random.uniform(scale_key, (dim,), minval=0.5, maxval=1.5)
