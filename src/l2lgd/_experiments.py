@@ -22,10 +22,10 @@ class Experiment:
         eval_tasks: test tasks of `make eval`.
         rolling_window: meta-steps in the rolling mean of the final loss that `make reproduce`
             reports during meta-training.
-        reference_figure: the reference notebook's figure for that rolling mean (the reference's
-            experiments), or None.
+        reference_figure: the reference notebook's figure for that rolling mean (for its own
+            six experiments), or None.
         family: a `TaskFamily` to train on instead of the one `config.task` names.
-        ablations: `make ablate`'s variants, name -> Config changes.
+        ablations: the variants `python -m l2lgd ablate` trains, name -> Config changes.
         ablation_base: Config changes applied to every ablation variant (e.g. fewer meta-steps).
     """
 
