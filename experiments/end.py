@@ -2,7 +2,7 @@
 
     make train EXP=end
 
-Seed: after 50,000 meta-steps (20,000, then 30,000 more) the rolling mean of log10 f(x_19) over
+The reference: after 50,000 meta-steps (20,000, then 30,000 more) the rolling mean of log10 f(x_19) over
 the last 5,000 meta-steps is -8.12.
 """
 

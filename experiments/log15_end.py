@@ -3,7 +3,7 @@
 
     make train EXP=log15_end
 
-Seed: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,000 meta-steps
+The reference: after 50,000 meta-steps the rolling mean of log10 f(x_19) over the last 5,000 meta-steps
 is -7.27.
 """
 

@@ -3,7 +3,7 @@
 
     make train EXP=log30
 
-Seed: the rolling mean of log10 f(x_19) over the last 5,000 meta-steps is -20.12 after 50,000
+The reference: the rolling mean of log10 f(x_19) over the last 5,000 meta-steps is -20.12 after 50,000
 meta-steps and -23.20 after 100,000; the reference's RMSProp gives about -18.2.
 """
 

@@ -2,7 +2,7 @@
 
     make train EXP=sum
 
-Seed: after 20,000 meta-steps the rolling mean of log10 f(x_19) over the last 2,000 meta-steps
+The reference: after 20,000 meta-steps the rolling mean of log10 f(x_19) over the last 2,000 meta-steps
 is -6.33 ("average_log_result" at it 20000).
 """
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import l2lgd
-from l2lgd._checkpoint import RunCheckpoints
+from l2lgd.runs._snapshots import RunCheckpoints
 from l2lgd import RunOptions, train
 
 TINY_EXPERIMENT = '''

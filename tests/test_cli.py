@@ -64,8 +64,8 @@ def test_several_seeds_train_in_parallel_and_the_best_is_exported(tmp_path):
 def test_the_compilation_cache_is_configurable_and_gives_bit_identical_weights(tmp_path, monkeypatch):
     import os
 
-    from l2lgd._shipped import compare_exports
-    from l2lgd.cli import CACHE_VARIABLE, compilation_cache_dir
+    from l2lgd.runs._ship import compare_exports
+    from l2lgd._process import CACHE_VARIABLE, compilation_cache_dir
 
     monkeypatch.setenv(CACHE_VARIABLE, "off")
     assert compilation_cache_dir() is None

@@ -75,3 +75,26 @@ def test_truncation_fields():
         l2lgd.Config(mlp_activation="tanh")
     config = l2lgd.Config(task="digits", mlp_hidden_units=(40, 20))
     assert l2lgd.Config.from_dict(__import__("json").loads(config.to_json())) == config  # tuples survive JSON
+
+
+def test_sections_group_the_fields_and_each_is_validated():
+    config = l2lgd.Config(hidden_size=4, dim=3, meta_steps=10)
+    assert config.optimizer == l2lgd.OptimizerConfig(hidden_size=4)
+    assert config.tasks == l2lgd.TaskConfig(dim=3)
+    assert config.training == l2lgd.MetaTrainingConfig(meta_steps=10)
+    assert (config.hidden_size, config.dim, config.meta_steps) == (4, 3, 10)  # flat reads
+    # Built from sections, or sections and fields together: the same config.
+    assert l2lgd.Config(optimizer=l2lgd.OptimizerConfig(hidden_size=4), dim=3, meta_steps=10) == config
+    assert config.replace(optimizer=l2lgd.OptimizerConfig(hidden_size=8)).hidden_size == 8
+    assert config.replace(training=config.training, num_layers=3).optimizer.num_layers == 3
+    # Stored flat, with every field by its name: a stored config round-trips.
+    assert set(config.to_dict()) == {"name", "seed"} | {f for s in (config.optimizer, config.tasks, config.training)
+                                                          for f in s.__dataclass_fields__}
+    assert l2lgd.Config.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="Config.hidden_size must be a positive integer"):
+        l2lgd.OptimizerConfig(hidden_size=0)
+    with pytest.raises(TypeError, match="Config.optimizer must be an instance of OptimizerConfig, got TaskConfig"):
+        l2lgd.Config(optimizer=l2lgd.TaskConfig())
+    with pytest.raises(AttributeError, match="no attribute 'hidden'"):
+        config.hidden
+    assert hash(config) == hash(l2lgd.Config(hidden_size=4, dim=3, meta_steps=10))  # a static jit argument

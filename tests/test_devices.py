@@ -4,7 +4,7 @@ import sys
 
 SCRIPT = r"""
 import jax, chex, equinox as eqx, l2lgd
-from l2lgd._meta import batch_mesh
+from l2lgd.training._step import batch_mesh
 assert len(jax.devices()) == 4, jax.devices()
 config = l2lgd.Config(num_steps=5, hidden_size=4, batch_size=8, preprocessing="log_rescale", objective="end_log")
 state, static = l2lgd.init_state(config)

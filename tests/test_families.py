@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import l2lgd
-from l2lgd import _tasks
+from l2lgd.tasks import _base as _tasks
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_tasks=4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import l2lgd
-from l2lgd._fused import make_fused_unroll, written_out
+from l2lgd.estimators._fused import make_fused_unroll, written_out
 from l2lgd import init_state, make_meta_gradient, make_task_batch
 
 BASE = l2lgd.Config(num_steps=6, hidden_size=5, batch_size=3, dim=3)
@@ -28,12 +28,16 @@ CASES = {
 LOOPS = ["written", "scan"]
 
 
+def _estimator(fused: bool, loop: str = "auto"):
+    return l2lgd.FusedBackprop(loop=loop) if fused else l2lgd.Autodiff()
+
+
 def _grads(config, fused, start_at_zero=False, loop="auto"):
     state, static = init_state(config)
     tasks = make_task_batch(config)(state.key, state.step)
     if start_at_zero:  # x0 = 0: every loss and gradient of the unroll is exactly 0
         tasks = (tasks[0], jnp.zeros_like(tasks[1]), *tasks[2:])
-    return jax.jit(make_meta_gradient(config, static, fused=fused, loop=loop))(state.theta, tasks)
+    return jax.jit(make_meta_gradient(config, static, estimator=_estimator(fused, loop)))(state.theta, tasks)
 
 
 # The scan runs the same step functions as the written-out loop: a few cases cover it.
@@ -65,7 +69,7 @@ def test_fused_continues_a_truncated_unroll(loop):
     tasks = (loss_fn, params, keys)
     results = {}
     for fused in (True, False):
-        fn = jax.jit(make_meta_gradient(config, static, fused=fused, loop=loop))
+        fn = jax.jit(make_meta_gradient(config, static, estimator=_estimator(fused, loop)))
         results[fused] = fn(state.theta, tasks, opt_states, jnp.int32(config.num_steps))
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(results[False][2]))

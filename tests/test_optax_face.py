@@ -100,8 +100,8 @@ def test_driving_by_hand_matches_the_training_unroll(opt):
 
 @pytest.mark.parametrize("preprocessing", ["log_rescale", "moments", "lr_ratio"])
 def test_a_large_leaf_is_updated_block_by_block_with_the_same_result(preprocessing, monkeypatch):
-    """Over 2 * BLOCK coordinates `update` runs in blocks (`lax.map`); the result is the plain step's."""
-    from l2lgd import _optax_face
+    """Over 2 * BLOCK coordinates `update` runs in blocks (a `fori_loop` over the full blocks, then the rest); the result is the plain step's."""
+    from l2lgd.optimizers import _optax_face
 
     monkeypatch.setattr(_optax_face, "BLOCK", 16)
     config = l2lgd.Config(preprocessing=preprocessing, hidden_size=4)

@@ -31,7 +31,7 @@ def test_every_example_in_the_public_docstrings_runs():
     import jax.numpy as jnp
     import optax
 
-    from l2lgd import _preprocessing
+    from l2lgd.optimizers import _preprocessing
 
     finder, runner = doctest.DocTestFinder(recurse=False), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     registered = dict(_preprocessing.PREPROCESSINGS)

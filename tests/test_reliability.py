@@ -20,9 +20,9 @@ import pytest
 import l2lgd
 from l2lgd import cli
 from l2lgd import load_record
-from l2lgd._checkpoint import RunCheckpoints
-from l2lgd import _train
-from l2lgd._shipped import ship
+from l2lgd.runs._snapshots import RunCheckpoints
+from l2lgd.runs import _driver
+from l2lgd.runs._ship import ship
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "from l2lgd import Config\nCONFIG = Config(name='tiny', num_steps=4, hidden_size=4, meta_steps={steps})\nVALIDATION_PROBLEMS = 8\n"
@@ -205,7 +205,7 @@ def test_the_skip_limit_stops_within_the_chunk_and_says_what_is_on_disk(tmp_path
 
 
 def test_injected_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
-    real = _train.make_train_chunk
+    real = _driver.make_train_chunk
 
     def poisoned(*args, **kwargs):
         chunk = real(*args, **kwargs)
@@ -219,7 +219,7 @@ def test_injected_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
 
         return run
 
-    monkeypatch.setattr(_train, "make_train_chunk", poisoned)
+    monkeypatch.setattr(_driver, "make_train_chunk", poisoned)
     config = l2lgd.Config(name="tiny", num_steps=3, hidden_size=4, meta_steps=20)
     options = l2lgd.RunOptions(checkpoint_every=5, progress=False, validation_tasks=4)
     with pytest.raises(l2lgd.NonFiniteError, match=r"became non-finite during meta-steps 6-10; nothing of them is saved; .*meta-step 5"):

@@ -104,7 +104,8 @@ def test_truncations_continue_where_the_last_one_stopped(tiny):
 
 
 def test_a_task_family_vmaps():
-    from l2lgd._tasks import sample_digits, sample_paper_quadratic
+    from l2lgd.tasks._mlp import sample_digits
+    from l2lgd.tasks._quadratic import sample_paper_quadratic
 
     keys = jax.random.split(jax.random.key(0), 3)
     tasks, theta0 = jax.vmap(lambda k: sample_paper_quadratic(k, 10))(keys)

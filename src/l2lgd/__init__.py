@@ -7,7 +7,8 @@ drawn from a *task family*; "seed" is always a PRNG seed.
 
 - use a trained optimizer: `load_optimizer` (an optax transformation, by shipped name or
   folder), `list_optimizers`, `load_learned_optimizer`, `as_optax`;
-- meta-train one: `Config`, `train`, `RunOptions`, `TrainResult`;
+- meta-train one: `Config` (in sections `OptimizerConfig`, `TaskConfig`,
+  `MetaTrainingConfig`), `train`, `RunOptions`, `TrainResult`, `Experiment`;
 - define what it trains on: `TaskFamily`, `register_task_family`, and the built-in families
   `Quadratics`, `PaperQuadratics`, `Digits`, `DigitsVariants`;
 - evaluate: `run_optimizer`, `unroll`, `summarize`, `tune_learning_rate`, `task_keys`
@@ -16,9 +17,14 @@ drawn from a *task family*; "seed" is always a PRNG seed.
 - compose the pieces: `LearnedOptimizer`, `make_optimizer`, `CoordinateLSTM`, the
   preprocessings (`Preprocessing`, the interface; `register_preprocessing`,
   `make_preprocessing`, `Identity`, `LogRescale`, `LearningRateRatio`, `PaperPreprocessing`,
-  `Moments`), and the meta-training step (`init_state`, `make_meta_loss`,
+  `Moments`), the meta-gradient estimators (`MetaGradientEstimator`, the interface;
+  `Backpropagation`, `FusedBackprop` (the default), `Autodiff`; their results `MetaGradient`,
+  `MetaLossAux`; `make_meta_loss`), the meta-training step (`init_state` -> `Initial`,
   `make_meta_gradient`, `make_meta_step`, `make_train_chunk`, `make_task_batch`,
   `meta_optimizer`, `TrainState`), the objectives (`meta_objective`, `safe_log`, `log10_loss`).
+
+The code is laid out by concept: `optimizers/`, `tasks/`, `estimators/`, `training/` (the
+pure meta-step), `runs/` (the driver and everything on disk), and the lab apart (`lab/`).
 
 Example:
     >>> import l2lgd, optax
@@ -30,32 +36,63 @@ Example:
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ._version import __version__ as __version__
 
 _EXPORTS = {
-    "_baselines": ("reference_rmsprop", "reference_sgd"),
-    "_checkpoint": ("load_learned_optimizer", "load_optimizer", "load_record"),
-    "_config": ("Config",),
+    "_config": ("Config", "MetaTrainingConfig", "OptimizerConfig", "TaskConfig"),
     "_errors": ("NonFiniteError", "RunLocked", "Stopped"),
-    "_experiments": ("Experiment",),
-    "_evaluate": ("TEST_SEED", "VALIDATION_SEED", "task_keys", "run_optimizer", "summarize", "tune_learning_rate"),
-    "_lstm": ("CoordinateLSTM", "LSTMState"),
-    "_meta": ("TrainState", "init_state", "make_meta_gradient", "make_meta_loss", "make_meta_step",
-              "make_task_batch", "make_train_chunk", "meta_optimizer"),
-    "_optax_face": ("as_optax",),
-    "_optimizer": ("LearnedOptimizer", "make_optimizer"),
-    "_preprocessing": ("Identity", "LearningRateRatio", "LogRescale", "Moments", "PaperPreprocessing", "Preprocessing",
-                       "make_preprocessing", "register_preprocessing"),
-    "_quadratic": ("Quadratic", "sample_quadratic"),
-    "_shipped": ("ShippedOptimizer", "list_optimizers"),
-    "_tasks": ("Digits", "DigitsVariants", "PaperQuadratics", "Quadratics", "TaskFamily", "register_task_family"),
-    "_train": ("RunOptions", "TrainResult", "train"),
-    "_unroll": ("log10_loss", "meta_objective", "run_steps", "safe_log", "unroll"),
+    "_evaluate": ("TEST_SEED", "VALIDATION_SEED", "run_optimizer", "summarize", "task_keys", "tune_learning_rate"),
+    "_objectives": ("log10_loss", "meta_objective", "safe_log"),
+    "_unroll": ("run_steps", "unroll"),
+    "estimators._autodiff": ("Autodiff", "make_meta_loss"),
+    "estimators._base": ("Backpropagation", "MetaGradient", "MetaGradientEstimator", "MetaLossAux"),
+    "estimators._fused": ("FusedBackprop",),
+    "optimizers._baselines": ("reference_rmsprop", "reference_sgd"),
+    "optimizers._learned": ("LearnedOptimizer", "make_optimizer"),
+    "optimizers._lstm": ("CoordinateLSTM", "LSTMState"),
+    "optimizers._optax_face": ("as_optax",),
+    "optimizers._preprocessing": ("Identity", "LearningRateRatio", "LogRescale", "Moments", "PaperPreprocessing", "Preprocessing", "make_preprocessing", "register_preprocessing"),
+    "runs._driver": ("RunOptions", "TrainResult", "train"),
+    "runs._experiments": ("Experiment",),
+    "runs._exports": ("load_learned_optimizer", "load_optimizer"),
+    "runs._record": ("load_record",),
+    "runs._shipped": ("ShippedOptimizer", "list_optimizers"),
+    "tasks._base": ("TaskFamily", "register_task_family"),
+    "tasks._mlp": ("Digits", "DigitsVariants"),
+    "tasks._quadratic": ("PaperQuadratics", "Quadratic", "Quadratics", "sample_quadratic"),
+    "training._state": ("Initial", "TrainState", "init_state", "make_task_batch", "meta_optimizer"),
+    "training._step": ("make_meta_gradient", "make_meta_step", "make_train_chunk"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_WHERE) + ["__version__"]
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time each name loads on first use
+    from ._config import Config as Config, MetaTrainingConfig as MetaTrainingConfig, OptimizerConfig as OptimizerConfig, TaskConfig as TaskConfig
+    from ._errors import NonFiniteError as NonFiniteError, RunLocked as RunLocked, Stopped as Stopped
+    from ._evaluate import TEST_SEED as TEST_SEED, VALIDATION_SEED as VALIDATION_SEED, run_optimizer as run_optimizer, summarize as summarize, task_keys as task_keys, tune_learning_rate as tune_learning_rate
+    from ._objectives import log10_loss as log10_loss, meta_objective as meta_objective, safe_log as safe_log
+    from ._unroll import run_steps as run_steps, unroll as unroll
+    from .estimators._autodiff import Autodiff as Autodiff, make_meta_loss as make_meta_loss
+    from .estimators._base import Backpropagation as Backpropagation, MetaGradient as MetaGradient, MetaGradientEstimator as MetaGradientEstimator, MetaLossAux as MetaLossAux
+    from .estimators._fused import FusedBackprop as FusedBackprop
+    from .optimizers._baselines import reference_rmsprop as reference_rmsprop, reference_sgd as reference_sgd
+    from .optimizers._learned import LearnedOptimizer as LearnedOptimizer, make_optimizer as make_optimizer
+    from .optimizers._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
+    from .optimizers._optax_face import as_optax as as_optax
+    from .optimizers._preprocessing import Identity as Identity, LearningRateRatio as LearningRateRatio, LogRescale as LogRescale, Moments as Moments, PaperPreprocessing as PaperPreprocessing, Preprocessing as Preprocessing, make_preprocessing as make_preprocessing, register_preprocessing as register_preprocessing
+    from .runs._driver import RunOptions as RunOptions, TrainResult as TrainResult, train as train
+    from .runs._experiments import Experiment as Experiment
+    from .runs._exports import load_learned_optimizer as load_learned_optimizer, load_optimizer as load_optimizer
+    from .runs._record import load_record as load_record
+    from .runs._shipped import ShippedOptimizer as ShippedOptimizer, list_optimizers as list_optimizers
+    from .tasks._base import TaskFamily as TaskFamily, register_task_family as register_task_family
+    from .tasks._mlp import Digits as Digits, DigitsVariants as DigitsVariants
+    from .tasks._quadratic import PaperQuadratics as PaperQuadratics, Quadratic as Quadratic, Quadratics as Quadratics, sample_quadratic as sample_quadratic
+    from .training._state import Initial as Initial, TrainState as TrainState, init_state as init_state, make_task_batch as make_task_batch, meta_optimizer as meta_optimizer
+    from .training._step import make_meta_gradient as make_meta_gradient, make_meta_step as make_meta_step, make_train_chunk as make_train_chunk
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
-"""Experiment configuration: a frozen, hashable dataclass that is stored in every checkpoint."""
+"""Experiment configuration in three sections: what the optimizer is, what it is trained on, and
+how it is meta-trained. Frozen and hashable (a static jit argument), stored in every checkpoint."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import math
 import re
 from typing import Any
 
-from ._preprocessing import PREPROCESSINGS
-from ._tasks import DATASETS, TASK_FAMILIES
-from ._unroll import OBJECTIVES
+from ._objectives import OBJECTIVES
+from .optimizers._preprocessing import PREPROCESSINGS
+from .tasks import TASK_FAMILIES
+from .tasks._data import DATASETS
 
 ACTIVATIONS = ("sigmoid", "relu")
 
@@ -31,26 +33,52 @@ RENAMED = {
 }
 
 
+def _positive_ints(section: Any, *fields: str) -> None:
+    for field in fields:
+        value = getattr(section, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"Config.{field} must be a positive integer, got {value!r}.")
+
+
+def _positive_numbers(section: Any, *fields: str) -> None:
+    for field in fields:
+        value = getattr(section, field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+            raise ValueError(f"Config.{field} must be a positive number and finite, got {value!r}.")
+
+
+def _booleans(section: Any, *fields: str) -> None:
+    for field in fields:
+        if not isinstance(getattr(section, field), bool):
+            raise ValueError(f"Config.{field} must be True or False, got {getattr(section, field)!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything that determines a meta-training run's result.
+class OptimizerConfig:
+    """What the learned optimizer is: its preprocessing and its coordinate-wise LSTM."""
 
-    Task family (the reference's): f(x) = sum((scale * x)**2), scale ~ U(0.5, 1.5), x0 ~ U(-1, 1).
-    One unroll records `num_steps` losses f(x_0) ... f(x_{T-1}), each *before* its update, as
-    the reference's `learn()` does; so with T = 20 the "final loss" is f(x_19).
+    preprocessing: str = "identity"
+    # Gradients are seen on a log scale over [e^-log_range, 1]: k of log_rescale, p of the paper's.
+    log_range: float = 15.0
+    output_scale: float = 0.1  # the paper's preprocessing: update = output_scale * LSTM output
+    hidden_size: int = 20  # the LSTM's
+    num_layers: int = 2
 
-    Three step counts: `num_steps` optimizee steps per unroll (one meta-gradient), `horizon`
-    optimizee steps per task when a task is unrolled in several truncations (`steps_per_task`
-    is whichever applies), and `meta_steps` updates of the learned optimizer (the CLI's
-    `--steps`).
-    """
+    def __post_init__(self):
+        _check_choice("preprocessing", self.preprocessing, tuple(PREPROCESSINGS))
+        _positive_ints(self, "hidden_size", "num_layers")
+        _positive_numbers(self, "log_range", "output_scale")
 
-    name: str = "custom"
-    # Task family.
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What it is trained and judged on: a task family (`task`, any registered name) and the
+    built-in families' settings. `horizon` is the optimizee steps per task when a task is unrolled
+    in several truncations (0: one unroll of `MetaTrainingConfig.num_steps`)."""
+
     task: str = "quadratic"
-    dim: int = 2
-    num_steps: int = 20
-    horizon: int = 0  # 0: one unroll of num_steps; else truncated unrolls up to this horizon
+    dim: int = 2  # the quadratics'
+    horizon: int = 0
     # The optimizee MLP (task="digits"): its hidden layers (not the LSTM's, `hidden_size`).
     mlp_hidden_units: tuple[int, ...] = (20,)
     mlp_activation: str = "sigmoid"
@@ -59,23 +87,6 @@ class Config:
     # The family meta-training draws its tasks from, when it is not `task` (which model
     # selection and evaluation use): e.g. a mixture of variants around the target task.
     train_task: str = ""
-    # Learned optimizer.
-    preprocessing: str = "identity"
-    # Gradients are seen on a log scale over [e^-log_range, 1]: k of log_rescale, p of the paper's.
-    log_range: float = 15.0
-    output_scale: float = 0.1  # the paper's preprocessing: update = output_scale * LSTM output
-    hidden_size: int = 20  # the LSTM's
-    num_layers: int = 2
-    # Meta-objective on the unroll's losses.
-    objective: str = "sum"
-    second_order: bool = True
-    # Meta-training.
-    meta_steps: int = 20_000
-    batch_size: int = 1
-    meta_lr: float = 3e-4
-    clip_norm: float = 1.0
-    per_task_clip: bool = False
-    seed: int = 0
 
     def __post_init__(self):
         if _CHECK_TASK.get():
@@ -87,8 +98,6 @@ class Config:
             _check_choice("train_task", self.train_task, tuple(TASK_FAMILIES))
         elif not isinstance(self.train_task, str):
             raise ValueError(f"Config.train_task must be a task family's name or '', got {self.train_task!r}.")
-        _check_choice("preprocessing", self.preprocessing, tuple(PREPROCESSINGS))
-        _check_choice("objective", self.objective, tuple(OBJECTIVES))
         _check_choice("mlp_activation", self.mlp_activation, ACTIVATIONS)
         if not isinstance(self.mlp_hidden_units, tuple) or not self.mlp_hidden_units or not all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.mlp_hidden_units
@@ -98,22 +107,99 @@ class Config:
             )
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0:
             raise ValueError(f"Config.horizon must be 0 or a positive integer, got {self.horizon!r}.")
-        if self.horizon and self.horizon % self.num_steps:
+        _positive_ints(self, "dim", "minibatch")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainingConfig:
+    """How it is meta-trained: the unroll behind one meta-gradient (`num_steps` optimizee steps),
+    the meta-objective on its losses, and the meta-optimizer (Adam after clipping)."""
+
+    num_steps: int = 20
+    objective: str = "sum"
+    second_order: bool = True
+    meta_steps: int = 20_000
+    batch_size: int = 1
+    meta_lr: float = 3e-4
+    clip_norm: float = 1.0
+    per_task_clip: bool = False
+
+    def __post_init__(self):
+        _check_choice("objective", self.objective, tuple(OBJECTIVES))
+        _positive_ints(self, "num_steps", "meta_steps", "batch_size")
+        _positive_numbers(self, "meta_lr", "clip_norm")
+        _booleans(self, "second_order", "per_task_clip")
+
+
+SECTIONS: dict[str, type] = {"optimizer": OptimizerConfig, "tasks": TaskConfig, "training": MetaTrainingConfig}
+# Each field of a section -> the section it is in (field names are unique across sections).
+SECTION_OF = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+TOP_FIELDS = ("name", "seed")
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Config:
+    """Everything that determines a meta-training run's result, in three sections.
+
+    - `optimizer` (`OptimizerConfig`): what the learned optimizer is;
+    - `tasks` (`TaskConfig`): the task family it is trained and judged on;
+    - `training` (`MetaTrainingConfig`): how it is meta-trained;
+    - `name` (the run's folder) and `seed` (its initial weights and every task it draws).
+
+    Built from the fields of any section by name (`Config(hidden_size=4, meta_steps=10)`), or
+    from sections (`Config(optimizer=OptimizerConfig(...))`); every field also reads flat
+    (`config.hidden_size` is `config.optimizer.hidden_size`), which is how it is stored
+    (`to_dict`) and overridden (`replace`, the CLI's `--set FIELD=VALUE`).
+
+    One unroll records `num_steps` losses f(x_0) ... f(x_{T-1}), each *before* its update, as the
+    reference's `learn()` does; the "final loss" is f(x_{T-1}). Three step counts:
+    `num_steps` optimizee steps per unroll (one meta-gradient), `horizon` optimizee steps per
+    task when a task is unrolled in several truncations (`steps_per_task` is whichever
+    applies), and `meta_steps` updates of the learned optimizer (the CLI's `--steps`).
+
+    Example:
+        >>> config = l2lgd.Config(hidden_size=4, meta_steps=10)
+        >>> config.optimizer.hidden_size, config.hidden_size, config.training.meta_steps
+        (4, 4, 10)
+    """
+
+    name: str
+    seed: int
+    optimizer: OptimizerConfig
+    tasks: TaskConfig
+    training: MetaTrainingConfig
+
+    def __init__(
+        self,
+        name: str = "custom",
+        seed: int = 0,
+        optimizer: OptimizerConfig | None = None,
+        tasks: TaskConfig | None = None,
+        training: MetaTrainingConfig | None = None,
+        **fields: Any,
+    ):
+        _check_fields(fields)
+        given = {"optimizer": optimizer, "tasks": tasks, "training": training}
+        for section, cls in SECTIONS.items():
+            mine = {k: v for k, v in fields.items() if SECTION_OF[k] == section}
+            base = given[section]
+            if base is None:
+                value = cls(**mine)
+            elif not isinstance(base, cls):
+                raise TypeError(f"Config.{section} must be an instance of {cls.__name__}, got {type(base).__name__}.")
+            else:
+                value = dataclasses.replace(base, **mine) if mine else base
+            object.__setattr__(self, section, value)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "seed", seed)
+        self._check()
+
+    def _check(self) -> None:
+        if self.tasks.horizon and self.tasks.horizon % self.training.num_steps:
             raise ValueError(
-                f"Config.horizon={self.horizon} must be a multiple of num_steps={self.num_steps} "
+                f"Config.horizon={self.tasks.horizon} must be a multiple of num_steps={self.training.num_steps} "
                 "(the length of one truncated unroll)."
             )
-        for field in ("dim", "num_steps", "hidden_size", "num_layers", "meta_steps", "batch_size", "minibatch"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Config.{field} must be a positive integer, got {value!r}.")
-        for field in ("log_range", "meta_lr", "clip_norm", "output_scale"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-                raise ValueError(f"Config.{field} must be a positive number and finite, got {value!r}.")
-        for field in ("second_order", "per_task_clip"):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"Config.{field} must be True or False, got {getattr(self, field)!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             # JAX keys keep 32 bits of an integer seed: larger seeds would alias smaller ones.
             raise ValueError(f"Config.seed must be an integer in [0, 2**32), got {self.seed!r}.")
@@ -123,29 +209,43 @@ class Config:
                 f"{self.name!r}: it names the run's folder."
             )
 
+    def __getattr__(self, field: str) -> Any:
+        """A section's field, read flat: `config.hidden_size` is `config.optimizer.hidden_size`."""
+        section = SECTION_OF.get(field)
+        if section is None:
+            raise AttributeError(f"'Config' object has no attribute {field!r}")
+        return getattr(object.__getattribute__(self, section), field)
+
     @property
     def steps_per_task(self) -> int:
         """Optimizee steps per task: the horizon of truncated training, else `num_steps`."""
-        return self.horizon or self.num_steps
+        return self.tasks.horizon or self.training.num_steps
 
     @property
     def truncations(self) -> int:
         """Truncated unrolls per task (1 when not truncated)."""
-        return self.steps_per_task // self.num_steps
+        return self.steps_per_task // self.training.num_steps
 
     def replace(self, **changes: Any) -> "Config":
-        """A copy with `changes` applied (and validated); unknown fields are an error."""
-        _check_fields(changes)
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes` (fields of any section by name, or whole sections) applied and
+        validated; unknown fields are an error."""
+        flat = {k: v for k, v in changes.items() if k not in SECTIONS and k not in TOP_FIELDS}
+        _check_fields(flat)
+        current = {k: getattr(self, k) for k in (*TOP_FIELDS, *SECTIONS)}
+        return Config(**{**current, **{k: v for k, v in changes.items() if k not in flat}}, **flat)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field by its flat name (the stored form)."""
+        out = {"name": self.name}
+        for section in SECTIONS:
+            out.update(dataclasses.asdict(getattr(self, section)))
+        return {**out, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         """The config `to_dict` gave, also as stored before fields were renamed (`RENAMED`)."""
         data = {RENAMED.get(k, k): v for k, v in data.items()}
-        _check_fields(data)
+        _check_fields({k: v for k, v in data.items() if k not in TOP_FIELDS})
         if isinstance(data.get("mlp_hidden_units"), list):  # JSON has no tuples
             data["mlp_hidden_units"] = tuple(data["mlp_hidden_units"])
         return cls(**data)
@@ -180,7 +280,7 @@ def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _check_fields(data: dict[str, Any]) -> None:
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = set(SECTION_OF)
     unknown = sorted(set(data) - known)
     renamed = [f"{k!r} is now {RENAMED[k]!r}" for k in unknown if k in RENAMED]
     if renamed:
@@ -188,5 +288,5 @@ def _check_fields(data: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(
             f"Unknown Config field(s) {', '.join(map(repr, unknown))}; "
-            f"known fields are {', '.join(sorted(known))}."
+            f"known fields are {', '.join(sorted(known | set(TOP_FIELDS)))}."
         )

@@ -9,9 +9,8 @@ import numpy as np
 import optax
 
 from ._config import Config
-from ._meta import draw_task
-from ._tasks import TaskFamily, task_family
 from ._unroll import run_steps
+from .tasks import TaskFamily, draw_task, task_family
 
 # Task sets that training never draws from: training uses key(config.seed) split in two.
 VALIDATION_SEED = 1_000_003
@@ -51,7 +50,7 @@ def _run_task(tx, family: TaskFamily, key, num_steps: int):
     """`(loss_fn, params after the last step, losses)` of `tx` on the task drawn with `key`."""
     loss_fn, x0, minibatch_key = draw_task(family, key)
     (params, _), losses = run_steps(
-        tx, loss_fn, x0, tx.init(x0), num_steps, key=minibatch_key if family.stochastic else None
+        tx, loss_fn, x0, tx.init(x0), num_steps=num_steps, key=minibatch_key if family.stochastic else None
     )
     return loss_fn, params, losses
 
@@ -74,8 +73,9 @@ def unroll_with_metrics(
     return jax.vmap(one)(keys)
 
 
-def log10_losses(losses: Any) -> np.ndarray:
-    """log10(loss + 1e-38) in float64 on the host: exact, and -38 where a loss is 0."""
+def host_log10(losses: Any) -> np.ndarray:
+    """log10(loss + 1e-38) in float64 on the host, for statistics: exact (no float32 rounding),
+    and -38 where a loss is 0. (`log10_loss` is the same measure in float32, inside jit.)"""
     return np.log10(np.asarray(losses, dtype=np.float64) + 1e-38)
 
 
@@ -90,7 +90,7 @@ def summarize(final_losses: Any) -> dict[str, float]:
         (of log10(f + 1e-38)), "loss_mean", "loss_ci95", "frac_diverged", "num_tasks".
     """
     final_losses = np.asarray(final_losses, dtype=np.float64)
-    logs = log10_losses(final_losses)
+    logs = host_log10(final_losses)
     n = logs.size
     half = 1.96 * logs.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
     finite = final_losses[np.isfinite(final_losses)]
@@ -112,7 +112,7 @@ def summarize(final_losses: Any) -> dict[str, float]:
 
 def per_step_log10(losses: Any) -> dict[str, list[float]]:
     """Mean, 5th and 95th percentile of log10(loss + 1e-38) at every step."""
-    logs = log10_losses(losses)
+    logs = host_log10(losses)
     return {
         "mean": logs.mean(axis=0).tolist(),
         "p5": np.percentile(logs, 5, axis=0).tolist(),
@@ -134,6 +134,7 @@ def run_optimizer(
     tx: optax.GradientTransformation,
     config: Config,
     keys: jax.Array,
+    *,
     num_steps: int | None = None,
     family: TaskFamily | None = None,
 ) -> np.ndarray:
@@ -193,7 +194,7 @@ def tune_learning_rate(
 
     if score not in ("log10", "loss"):
         raise ValueError(f"score must be 'log10' or 'loss', got {score!r}.")
-    measure = (lambda losses: float(log10_losses(losses).mean())) if score == "log10" else (lambda losses: float(np.mean(losses)))
+    measure = (lambda losses: float(host_log10(losses).mean())) if score == "log10" else (lambda losses: float(np.mean(losses)))
     grid = [float(lr) for lr in grid]
     if not grid:
         raise ValueError("The learning-rate grid is empty.")

@@ -1,4 +1,4 @@
-"""The unrolled optimization and the meta-objectives computed on it (the reference's `learn()`)."""
+"""The unrolled optimization of one task by an optax transformation (the reference's `learn()`)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ import optax
 from jax import lax
 from jaxtyping import Array, Float
 
-# The smallest normal float32: losses below it count as solved in `safe_log`.
-LOSS_FLOOR = float(jnp.finfo(jnp.float32).tiny)
 
-
-def scan_unroll(num_steps: int) -> int:
-    """How many optimizee steps one iteration of the scan holds.
+def steps_per_iteration(num_steps: int) -> int:
+    """How many optimizee steps one iteration of `run_steps`'s scan holds.
 
     Short horizons are unrolled completely: XLA then fuses across steps, which on CPU is about
     1.5x faster per meta-step than a rolled loop of tiny kernels (see `make bench`).
@@ -28,8 +25,8 @@ def run_steps(
     loss_fn: Callable[[Any], Float[Array, ""]],
     params: Any,
     opt_state: Any,
-    num_steps: int,
     *,
+    num_steps: int,
     second_order: bool = True,
     key: Any = None,
     start: Any = 0,
@@ -40,7 +37,7 @@ def run_steps(
     `fold_in(key, start + t)`: `start` is the index of the first step within the task, so
     truncated unrolls continue the minibatch stream where the previous one stopped.
 
-    The loss is recorded before each update, as in the seed: the losses returned are
+    The loss is recorded before each update, as in the reference: the losses returned are
     f(x_0), ..., f(x_{num_steps-1}). With `second_order=False` the optimizee's gradient is a
     constant for the meta-gradient (`stop_gradient`, as the paper does); with True the
     meta-gradient flows through it (as the reference's `tf.gradients` does).
@@ -63,7 +60,7 @@ def run_steps(
         updates, state = tx.update(g, state, x)
         return (optax.apply_updates(x, updates), state), loss
 
-    return lax.scan(body, (params, opt_state), jnp.arange(num_steps), unroll=scan_unroll(num_steps))
+    return lax.scan(body, (params, opt_state), jnp.arange(num_steps), unroll=steps_per_iteration(num_steps))
 
 
 def unroll(
@@ -92,43 +89,5 @@ def unroll(
         >>> l2lgd.unroll(optax.sgd(0.25), lambda x: jnp.sum(x**2), jnp.ones(2), 3)
         Array([2.   , 0.5  , 0.125], dtype=float32)
     """
-    _, losses = run_steps(tx, loss_fn, x0, tx.init(x0), num_steps, second_order=second_order, key=key)
+    _, losses = run_steps(tx, loss_fn, x0, tx.init(x0), num_steps=num_steps, second_order=second_order, key=key)
     return losses
-
-
-def safe_log(x: Float[Array, "..."]) -> Float[Array, "..."]:
-    """log(max(x, LOSS_FLOOR)): finite at x = 0, and with zero gradient once x is below the floor.
-
-    A loss that underflowed to 0 has nothing left to learn from, so it contributes log(floor)
-    and no gradient, instead of the reference's log(0) = -inf and a NaN meta-gradient.
-    """
-    return jnp.log(jnp.maximum(x, LOSS_FLOOR))
-
-
-# The meta-objectives a Config may name: the reference's `sum` of the losses, the `end` loss, and
-# `end_log`, its log; and `sum_log`, the sum over steps of the (safe) log losses, which rewards
-# every decade gained at every step equally.
-OBJECTIVES: dict[str, Callable[[Float[Array, " num_steps"]], Float[Array, ""]]] = {
-    "sum": jnp.sum,
-    "end": lambda losses: losses[-1],
-    "end_log": lambda losses: safe_log(losses[-1]),
-    "sum_log": lambda losses: jnp.sum(safe_log(losses)),
-}
-
-
-def meta_objective(losses: Float[Array, " num_steps"], objective: str) -> Float[Array, ""]:
-    """The meta-objective `objective` (a name of `OBJECTIVES`) of one unroll's losses."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {objective!r}; expected one of {', '.join(map(repr, OBJECTIVES))}.")
-    return OBJECTIVES[objective](losses)
-
-
-def log10_loss(losses: Float[Array, "..."]) -> Float[Array, "..."]:
-    """log10(loss + 1e-38), the reference's measure, computed so that it survives float32 on XLA.
-
-    1e-38 is a float32 denormal, which XLA on CPU flushes to zero, so `log10(loss + 1e-38)` would
-    give -inf for a loss that underflowed to 0. Instead: exactly -38 for a loss of 0, and
-    log10(loss) otherwise (equal to log10(loss + 1e-38) to float32 precision for normal losses).
-    """
-    positive = losses > 0
-    return jnp.where(positive, jnp.log10(jnp.where(positive, losses, 1.0)), -38.0)

@@ -3,88 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
-
-def configure_cpu(core: int | None = None, *, cache: bool = True) -> None:
-    """Single-threaded XLA pinned to one core: the fastest and reproducible set-up for these
-    tiny kernels (threads only add synchronisation), and the compilation cache
-    (`enable_compilation_cache`, unless `cache=False`: `bench` times compilation). Must run
-    before JAX's first computation. Determinism holds for one set of flags: the same flags give
-    bit-identical weights."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {SINGLE_THREAD_FLAGS}".strip()
-    if core is not None and hasattr(os, "sched_setaffinity"):
-        available = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {available[core % len(available)]})
-    if cache:
-        enable_compilation_cache()
-
-
-CACHE_VARIABLE = "L2LGD_COMPILATION_CACHE"
-CACHE_OFF = ("", "0", "off", "false", "no", "none")
-
-
-def compilation_cache_dir() -> Path | None:
-    """Where compiled programs are kept between runs: `$L2LGD_COMPILATION_CACHE`, else
-    `$XDG_CACHE_HOME/l2lgd/jax` (`~/.cache/l2lgd/jax`); None (no cache) when the variable is
-    set to 0, off or empty."""
-    value = os.environ.get(CACHE_VARIABLE)
-    if value is None:
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "l2lgd" / "jax"
-    if value.strip().lower() in CACHE_OFF:
-        return None
-    return Path(value).expanduser()
-
-
-def enable_compilation_cache() -> Path | None:
-    """Turns on JAX's persistent compilation cache in `compilation_cache_dir()` for every
-    program, however quick to compile (a warm `make train` then compiles nothing). A cached
-    program is the one XLA compiled, so results are bit-identical with and without it."""
-    path = compilation_cache_dir()
-    if path is None:
-        return None
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
-
-
-MULTI_HOST_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
-
-
-def initialize_distributed(**kwargs) -> None:
-    """`jax.distributed.initialize(**kwargs)`, with CPU collectives over gloo (so that processes
-    on CPU hosts all-reduce too; GPU and TPU use their own). Before JAX's first computation."""
-    import jax
-
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**kwargs)
-
-
-def maybe_initialize_distributed() -> None:
-    """`initialize_distributed()` when a multi-host launcher set its usual variables (a
-    coordinator address, TPU worker list, or a SLURM job of several tasks; JAX detects the
-    process count and index), or `JAX_COORDINATOR_ADDRESS` with `L2LGD_NUM_PROCESSES` and
-    `L2LGD_PROCESS_ID` for processes started by hand."""
-    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    if slurm or any(v in os.environ for v in MULTI_HOST_VARIABLES):
-        kwargs = {}
-        by_hand = [v for v in ("L2LGD_NUM_PROCESSES", "L2LGD_PROCESS_ID") if v in os.environ]
-        if len(by_hand) == 1:
-            raise ValueError(f"{by_hand[0]} is set but not {({'L2LGD_NUM_PROCESSES', 'L2LGD_PROCESS_ID'} - set(by_hand)).pop()}: "
-                             "processes started by hand need both (the process count, and this process's index).")
-        if by_hand:
-            kwargs = {"num_processes": int(os.environ["L2LGD_NUM_PROCESSES"]), "process_id": int(os.environ["L2LGD_PROCESS_ID"])}
-        initialize_distributed(**kwargs)
-
+from ._process import configure_cpu, free_core, maybe_initialize_distributed
 
 def parse_overrides(items: list[str]) -> dict:
     """`["batch_size=1", "objective='end_log'"]` -> `{"batch_size": 1, "objective": "end_log"}`."""
@@ -108,30 +30,6 @@ def default_out(name: str, seed: int, default_seed: int) -> Path:
     return Path("runs") / name if seed == default_seed else Path("runs") / name / f"seed{seed}"
 
 
-_CORE_CLAIM = []
-
-
-def free_core() -> int | None:
-    """The first core that no other l2lgd process on this machine has claimed (a lock file per
-    core, held for this process's life), so concurrent trainings spread over the cores; None
-    when every core is taken (then the process is not pinned)."""
-    import fcntl
-    import tempfile
-
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    for index, _ in enumerate(sorted(os.sched_getaffinity(0))):
-        handle = open(Path(tempfile.gettempdir()) / f"l2lgd-core-{index}.lock", "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        _CORE_CLAIM.append(handle)
-        return index
-    return None
-
-
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
     try:
@@ -144,8 +42,8 @@ def positive_int(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ._experiments import load_experiment
-    from ._shipped import is_shipped
+    from .runs._experiments import load_experiment
+    from .runs._shipped import is_shipped
 
     experiment = load_experiment(args.experiment)
     config = experiment.config
@@ -167,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     configure_cpu(args.core if args.core is not None else free_core())
     maybe_initialize_distributed()
 
-    from ._train import RunOptions, train
+    from .runs._driver import RunOptions, train
 
     options = RunOptions(
         checkpoint_every=args.checkpoint_every or experiment.checkpoint_every,
@@ -194,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _compare_with_shipped(run_dir: Path, name: str, *, ship: bool) -> None:
     """Says whether the run reproduced the shipped optimizer of the same name; ships it if asked."""
-    from ._shipped import compare_exports, ship as ship_run, shipped_folder
+    from .runs._ship import compare_exports, ship as ship_run
+    from .runs._shipped import shipped_folder
 
     target = shipped_folder(name)
     if ship:
@@ -210,9 +109,9 @@ def _compare_with_shipped(run_dir: Path, name: str, *, ship: bool) -> None:
 
 def _train_seeds(args: argparse.Namespace, config) -> None:
     """Independent seeds in parallel processes, one per core, then the best one exported."""
-    from ._checkpoint import export_best_of
+    from .runs._selection import export_best_of
     from .lab.report import train_all
-    from ._shipped import is_shipped
+    from .runs._shipped import is_shipped
 
     out = Path(args.out) if args.out else Path("runs") / config.name
     if is_shipped(out):
@@ -233,13 +132,13 @@ def _train_seeds(args: argparse.Namespace, config) -> None:
 
 def _run_dir(args: argparse.Namespace) -> Path:
     from .lab.compare import require_trained
-    from ._experiments import load_experiment
+    from .runs._experiments import load_experiment
 
     load_experiment(args.experiment)  # an unknown name fails here, listing the known ones
     if args.out:
         run_dir = Path(args.out)
     else:
-        from ._shipped import shipped_folder
+        from .runs._shipped import shipped_folder
 
         run_dir = shipped_folder(args.experiment) or Path("checkpoints") / args.experiment
     require_trained(run_dir, args.experiment)
@@ -252,8 +151,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
     from .lab.compare import evaluate_run, format_table
-    from ._experiments import load_experiment
-    from ._shipped import is_shipped
+    from .runs._experiments import load_experiment
+    from .runs._shipped import is_shipped
 
     experiment = load_experiment(args.experiment)
     result = evaluate_run(
@@ -317,7 +216,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from ._shipped import list_optimizers
+    from .runs._shipped import list_optimizers
 
     optimizers = list_optimizers()
     if not optimizers:

@@ -2,7 +2,7 @@
 
 The naive implementation is what one writes first: one jitted meta-step per Python call (the
 batch by `vmap`, tasks drawn inside the step, `jax.grad` of the unroll). The training
-program is measured with the fused meta-gradient (`_fused.py`: its default loop, and the scan
+program is measured with the fused meta-gradient (`estimators/_fused.py`: its default loop, and the scan
 over steps) and with `jax.grad`'s. Also: the whole `l2lgd train` process of a short run, cold
 (empty compilation cache) and warm, and one `update` of the shipped `log30` optimizer on a
 1,000,000-coordinate leaf against optax's Adam. All run in the same process (or its children),
@@ -22,8 +22,11 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from .._experiments import load_experiment
-from .._meta import init_state, make_meta_step, make_task_batch, make_train_chunk
+from ..runs._experiments import load_experiment
+from ..estimators._autodiff import Autodiff
+from ..estimators._fused import FusedBackprop
+from ..training._state import init_state, make_task_batch
+from ..training._step import make_meta_step, make_train_chunk
 
 BATCHES = (1, 32, 128, 1024)
 
@@ -38,21 +41,29 @@ def _time(fn, min_seconds: float) -> tuple[float, int]:
             return elapsed, done
 
 
-def _chunk_speed(config, state, static, chunk: int, min_seconds: float, fused: bool, loop: str = "auto") -> tuple[float, float]:
-    """(meta-steps/s, compile seconds) of `make_train_chunk` with the fused or autodiff meta-gradient."""
-    train_chunk = make_train_chunk(config, static, fused=fused, loop=loop)
+class _Stepper:
+    """Calls a compiled step on the state it carries: `advance()` runs `repeats` steps and
+    returns the meta-steps (or updates) they did."""
+
+    def __init__(self, step, state, *, repeats: int = 1, done_per_call: int = 1):
+        self.step, self.state, self.repeats, self.done_per_call = step, state, repeats, done_per_call
+
+    def advance(self) -> int:
+        for _ in range(self.repeats):
+            out, self.state = self.step(self.state)
+        jax.block_until_ready(out)
+        return self.repeats * self.done_per_call
+
+
+def _chunk_speed(config, state, static, chunk: int, min_seconds: float, estimator) -> tuple[float, float]:
+    """(meta-steps/s, compile seconds) of `make_train_chunk` with `estimator`."""
+    train_chunk = make_train_chunk(config, static, estimator=estimator)
     t0 = time.perf_counter()
     compiled = train_chunk.lower(state, chunk).compile()
     compile_s = time.perf_counter() - t0
-    holder = {"state": state}
-
-    def run_chunk():
-        holder["state"], rec = compiled(holder["state"])
-        jax.block_until_ready(rec)
-        return chunk
-
-    run_chunk()  # warm-up
-    elapsed, done = _time(run_chunk, min_seconds)
+    stepper = _Stepper(lambda s: compiled(s)[::-1], state, done_per_call=chunk)
+    stepper.advance()  # warm-up
+    elapsed, done = _time(stepper.advance, min_seconds)
     return done / elapsed, compile_s
 
 
@@ -61,27 +72,19 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
     meta-gradient), of the same with `jax.grad`'s meta-gradient, and of the naive loop."""
     state, static = init_state(config)
     chunk = chunk or max(1, min(1000, 20_000 // config.batch_size))
-    fast, compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=True)
-    scan, scan_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=True, loop="scan")
-    autodiff, autodiff_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, fused=False)
-    holder = {}
+    fast, compile_s = _chunk_speed(config, state, static, chunk, min_seconds, FusedBackprop())
+    scan, scan_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, FusedBackprop(loop="scan"))
+    autodiff, autodiff_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, Autodiff())
 
-    meta_step = make_meta_step(config, static, fused=False)
+    meta_step = make_meta_step(config, static, estimator=Autodiff())
     tasks = make_task_batch(config)
     naive_step = jax.jit(lambda s: meta_step(s, tasks(s.key, s.step)))
     t0 = time.perf_counter()
     naive_compiled = naive_step.lower(state).compile()
     naive_compile_s = time.perf_counter() - t0
-    holder["naive"] = state
-
-    def run_naive():
-        for _ in range(max(1, chunk // 10)):
-            holder["naive"], rec = naive_compiled(holder["naive"])
-        jax.block_until_ready(rec)
-        return max(1, chunk // 10)
-
-    run_naive()
-    elapsed, done = _time(run_naive, min_seconds)
+    stepper = _Stepper(lambda s: naive_compiled(s)[::-1], state, repeats=max(1, chunk // 10))
+    stepper.advance()
+    elapsed, done = _time(stepper.advance, min_seconds)
     naive = done / elapsed
     return {
         "batch_size": config.batch_size,
@@ -106,7 +109,7 @@ def train_memory(experiment: str, steps: int = 2_000) -> dict[str, float]:
     import os
     import tempfile
 
-    from ..cli import CACHE_VARIABLE
+    from .._process import CACHE_VARIABLE
 
     walls = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,8 +132,8 @@ def optax_face(n: int = 1_000_000, min_seconds: float = 2.0, optimizer: str = "l
     import jax.numpy as jnp
     import optax
 
-    from .._checkpoint import load_learned_optimizer
-    from .._optax_face import as_optax
+    from ..runs._exports import load_learned_optimizer
+    from ..optimizers._optax_face import as_optax
 
     opt = load_learned_optimizer(optimizer)[0]
     lstm = opt.lstm
@@ -140,15 +143,9 @@ def optax_face(n: int = 1_000_000, min_seconds: float = 2.0, optimizer: str = "l
     result = {"coordinates": n, "gflop": flops / 1e9}
     for name, tx in (("learned", as_optax(opt)), ("adam", optax.adam(1e-3))):
         update = jax.jit(tx.update)
-        holder = {"state": tx.init(params)}
-
-        def run():
-            updates, holder["state"] = update(params, holder["state"])
-            jax.block_until_ready(updates)
-            return 1
-
-        run()
-        elapsed, done = _time(run, min_seconds)
+        stepper = _Stepper(lambda s, update=update: update(params, s), tx.init(params))
+        stepper.advance()
+        elapsed, done = _time(stepper.advance, min_seconds)
         result[f"{name}_ms"] = 1e3 * elapsed / done
     result["learned_gflop_per_s"] = flops / 1e9 / (result["learned_ms"] / 1e3)
     return result

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import optax
 
-from .._baselines import reference_rmsprop, reference_sgd
-from .._checkpoint import EXPORT, load_learned_optimizer
+from ..optimizers._baselines import reference_rmsprop, reference_sgd
+from ..runs._exports import EXPORT, load_learned_optimizer
 from .._evaluate import (
     TEST_SEED,
     VALIDATION_SEED,
@@ -22,7 +22,7 @@ from .._evaluate import (
     tune_learning_rate,
     unroll_with_metrics,
 )
-from .._optax_face import as_optax
+from ..optimizers._optax_face import as_optax
 
 LEARNING_RATES = tuple(float(x) for x in np.logspace(-3, 1, 33))
 

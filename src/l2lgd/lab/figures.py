@@ -56,7 +56,7 @@ def convergence(
     for name, value in (baselines or {}).items():
         ax.axhline(10**value, color="black", linestyle=next(styles, "--"), linewidth=1, label=f"{name} (mean log10 = {value:.1f})")
     ax.set_xlabel("meta-step")
-    ax.set_ylabel("final loss f(x_19)")
+    ax.set_ylabel("final loss f(x_T-1)")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
@@ -89,10 +89,11 @@ def _save(fig: Any, path: Path) -> Path:
 
 def draw_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """The three figures of a trained run (needs `<run_dir>/eval.json` from `make eval`)."""
-    from .._baselines import reference_rmsprop, reference_sgd
-    from .._checkpoint import RECORD, load_learned_optimizer, load_record
+    from ..optimizers._baselines import reference_rmsprop, reference_sgd
+    from ..runs._exports import load_learned_optimizer
+    from ..runs._record import RECORD, load_record
     from .._evaluate import TEST_SEED, task_keys, run_optimizer
-    from .._optax_face import as_optax
+    from ..optimizers._optax_face import as_optax
     from .compare import load_eval
 
     run_dir = Path(run_dir)

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .._checkpoint import load_learned_optimizer
+from ..runs._exports import load_learned_optimizer
 from .compare import LEARNING_RATES, TUNED, at_grid_edge, evaluate_tx, tuned_baselines
 from .._evaluate import TEST_SEED, VALIDATION_SEED, task_keys
 from .figures import _save
-from .._optax_face import as_optax
+from ..optimizers._optax_face import as_optax
 
 START, END = "<!-- paper:start -->", "<!-- paper:end -->"
 SECTION = re.compile(r"<!-- (\w+):start -->.*?<!-- \1:end -->", re.S)

@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from .._checkpoint import export_best_of, load_learned_optimizer, load_record
+from ..runs._exports import load_learned_optimizer
+from ..runs._record import load_record
+from ..runs._selection import export_best_of
 from .compare import evaluate_run, evaluate_tx, format_table
 from .._evaluate import TEST_SEED, task_keys, run_optimizer
-from .._experiments import load_experiment
+from ..runs._experiments import load_experiment
 from .figures import convergence, draw_run_figures
-from .._optax_face import as_optax
-from .._shipped import ship as ship_run
+from ..optimizers._optax_face import as_optax
+from ..runs._ship import ship as ship_run
 from .paper import write_section
 
 REFERENCE_EXPERIMENTS = ("sum", "end", "end_log", "log15_end", "log15_end_log", "log30")
@@ -137,10 +139,11 @@ def _markdown(rows, tables, seeds, num_tasks, total) -> str:
         "",
         "## Reference vs. measured",
         "",
-        "Training figure: the rolling mean of log10 f(x_19) over the last meta-steps of training",
-        "(the reference's `average_log_result`; window 2,000 for `sum`, 5,000 otherwise), mean and",
-        "standard deviation over seeds. Test figure: mean log10(f(x_19)+1e-38) of each seed's",
-        "exported optimizer (the best validation snapshot) on the test tasks.",
+        "Training figure: the rolling mean of log10 f(x_T-1) (the final loss; f(x_19) for 20 steps)",
+        "over the last meta-steps of training (the reference's `average_log_result`; each",
+        "experiment's `rolling_window`: " + ", ".join(f"{r['window']:,} for `{r['name']}`" for r in rows) + "),",
+        "mean and standard deviation over seeds. Test figure: mean log10(f(x_T-1)+1e-38) of each",
+        "seed's exported optimizer (the best validation snapshot) on the test tasks.",
         "",
         "| experiment | meta-steps | reference | ours (training) | per seed | ours (test) | per seed | wall s per seed |",
         "|---|---|---|---|---|---|---|---|",
@@ -174,8 +177,9 @@ def ablate(
     num_tasks: int = 10_000,
     report: str | Path = "experiments/ABLATIONS.md",
 ) -> Path:
-    """Trains the experiment and each variant in its `ABLATIONS` (a dict of name -> Config
-    changes), evaluates each exported optimizer on the test tasks, writes a table."""
+    """Trains the experiment and each variant in its `Experiment.ablations` (name -> Config
+    changes, each applied after `Experiment.ablation_base`), evaluates each exported optimizer on
+    the test tasks, writes a table."""
     from .._evaluate import summarize
 
     declared = load_experiment(experiment)

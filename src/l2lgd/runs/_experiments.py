@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._config import Config
+from .._config import Config
+from ._shipped import shipped_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +65,6 @@ def experiments_dir() -> Path:
     here = Path.cwd() / "experiments"
     if here.is_dir():
         return here
-    from ._shipped import shipped_dir
-
     return shipped_dir("experiments") or here
 
 

@@ -1,7 +1,7 @@
 """The coordinate-wise two-layer LSTM of the paper and the reference notebook.
 
 Every coordinate of the optimizee is one row of a batch: the weights are shared by all
-coordinates and no information crosses rows. Semantics follow TF1's stack in the seed,
+coordinates and no information crosses rows. Semantics follow TF1's stack in the reference,
 `OutputProjectionWrapper(InputProjectionWrapper(MultiRNNCell([LSTMCell(20)] * 2), 20), 1)`:
 gate order (i, j, f, o), forget bias +1.0, Glorot-uniform kernels, zero biases, zero state.
 """

@@ -9,99 +9,31 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import shutil
-import signal
 import sys
-import threading
 import time
 import warnings
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._checkpoint import (
-    EXPORT,
-    RECORD,
-    SNAPSHOTS,
-    RunCheckpoints,
-    append_record,
-    export_optimizer,
-    truncate_record,
-)
-from ._config import Config, stored_configs
-from ._errors import NonFiniteError, RunLocked, Stopped
-from ._evaluate import VALIDATION_SEED, log10_losses, task_keys, unroll_losses
-from ._meta import TrainState, init_state, make_train_chunk
-from ._optax_face import as_optax
-from ._tasks import TASK_FAMILIES, TaskFamily, check_family, task_family, training_family
-
-
-LOCK = ".lock"
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """Holds `<run_dir>/.lock` (an exclusive `flock`) while a run writes the folder: a second
-    writer fails at once, naming the folder and the holder. The kernel releases the lock when its
-    holder dies, so a stale lock (holder gone) is taken over, with a message."""
-    import fcntl
-    import socket
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise RunLocked(f"{run_dir} is being written by {holder}; wait for it or choose another --out.") from None
-    handle.seek(0)
-    stale = handle.read().strip()
-    if stale:
-        print(f"[l2lgd] {run_dir}: taking over the lock of {stale}, which is gone.", file=sys.stderr)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])})\n")
-    handle.flush()
-    try:
-        yield
-    finally:
-        handle.seek(0)
-        handle.truncate()  # a clean release leaves an empty lock file
-        handle.flush()
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """SIGINT and SIGTERM set a flag that the driver reads at each chunk boundary; a second
-    SIGINT stops at once. Only in the main thread (elsewhere signals cannot be caught)."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum, frame):
-        if received and signum == signal.SIGINT:
-            os._exit(130)
-        received.append(signum)
-        print(f"\n[l2lgd] {signal.Signals(signum).name}: stopping at the end of this chunk (Ctrl-C again to stop now).",
-              file=sys.stderr, flush=True)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+from .._config import Config, stored_configs
+from .._errors import NonFiniteError, Stopped
+from .._evaluate import VALIDATION_SEED, host_log10, task_keys, unroll_losses
+from ..optimizers._optax_face import as_optax
+from ..tasks import TaskFamily, check_family, family_name, task_family, training_family
+from ..training._state import TrainState, init_state
+from ..training._step import make_train_chunk
+from ._control import run_lock, stop_signals
+from ._exports import export_optimizer
+from ._record import RECORD, append_record, truncate_record
+from ._selection import select_best
+from ._snapshots import SNAPSHOTS, RunCheckpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +68,7 @@ class TrainResult:
 def validation_score(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> float:
     """Mean log10(f(x_T-1) + 1e-38) over the validation tasks: the model-selection score."""
     losses = _validation_losses(theta, static, config, keys, family)
-    return float(log10_losses(losses[:, -1]).mean())
+    return float(host_log10(losses[:, -1]).mean())
 
 
 @eqx.filter_jit
@@ -154,12 +86,6 @@ def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions) -> None
                 target.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.to_json() + "\n")
-
-
-def family_name(family: TaskFamily) -> str:
-    """The name a family is stored under in a config: its registered name, else its class name."""
-    names = [name for name, cls in TASK_FAMILIES.items() if cls is type(family)]
-    return names[0] if names else type(family).__name__
 
 
 def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, TaskFamily, TaskFamily]:
@@ -281,7 +207,8 @@ def train(
                 from jax.experimental import multihost_utils
 
                 state = multihost_utils.broadcast_one_to_all(state)
-            state, train_time = _run_chunks(run_dir, config, family, validation, options, checkpoints, state, static, recent)
+            run = Run(run_dir, config, family, validation, options, checkpoints, static)
+            state, train_time = _run_chunks(run, state, recent)
             best_step, best_score = _export_best(run_dir, checkpoints, family) if primary else (-1, math.nan)
         finally:
             if checkpoints is not None:
@@ -297,15 +224,28 @@ def train(
     )
 
 
-def _run_chunks(run_dir, config, family, validation, options, checkpoints, state, static, recent):
-    """Meta-steps in compiled chunks up to `config.meta_steps` on tasks of `family`, with the
-    record and snapshots scored on tasks of `validation`."""
+class Run(NamedTuple):
+    """What every chunk of one run shares: where it writes, what it trains and validates on."""
+
+    run_dir: Path
+    config: Config
+    family: TaskFamily  # meta-training draws from it
+    validation: TaskFamily  # snapshots are scored on it
+    options: RunOptions
+    checkpoints: RunCheckpoints | None  # None in a process that does not write the run
+    static: Any  # the optimizer's static part
+
+
+def _run_chunks(run: Run, state: TrainState, recent: deque) -> tuple[TrainState, float]:
+    """Meta-steps in compiled chunks up to `config.meta_steps` on tasks of `run.family`, with the
+    record and snapshots scored on tasks of `run.validation`."""
+    config, options, checkpoints = run.config, run.options, run.checkpoints
     val_keys = task_keys(VALIDATION_SEED, options.validation_tasks)
 
     def score(theta) -> float:
-        return validation_score(theta, static, config, val_keys, validation)
+        return validation_score(theta, run.static, config, val_keys, run.validation)
 
-    train_chunk = make_train_chunk(config, static, family)
+    train_chunk = make_train_chunk(config, run.static, run.family)
     chunk = min(options.chunk_size, options.checkpoint_every)
     step = int(state.step)
     train_time = 0.0
@@ -320,44 +260,44 @@ def _run_chunks(run_dir, config, family, validation, options, checkpoints, state
             state, rec = train_chunk(state, n)
             finals = np.asarray(rec.final_log10)
             train_time += time.perf_counter() - t0
-            _check_chunk(run_dir, options, checkpoints, before, state, rec, finals)
+            _check_chunk(run, before, state, np.asarray(rec.skipped), finals)
             step = int(state.step)
             recent.extend(finals.tolist())
             if checkpoints is not None:
-                append_record(run_dir, finals)
+                append_record(run.run_dir, finals)
             bar.update(n)
             bar.set_postfix(log10_final=f"{np.nanmean(recent) if recent else float('nan'):.2f}", skipped=int(state.skipped), refresh=False)
             at_snapshot = step % options.checkpoint_every == 0 or step == config.meta_steps
             if received and not at_snapshot:
-                raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
+                raise Stopped(received[0], _stopped_message(run.run_dir, step, checkpoints))
             if checkpoints is not None and at_snapshot:
-                _save_snapshot(checkpoints, state, config, recent, options, score)
+                _save_snapshot(run, state, recent, score)
                 if received and step < config.meta_steps:
-                    raise Stopped(received[0], _stopped_message(run_dir, step, checkpoints))
+                    raise Stopped(received[0], _stopped_message(run.run_dir, step, checkpoints))
     return state, train_time
 
 
-def _check_chunk(run_dir, options, checkpoints, before, state, rec, finals) -> None:
+def _check_chunk(run: Run, before: TrainState, state: TrainState, skipped: np.ndarray, finals: np.ndarray) -> None:
     """Raises `NonFiniteError` (after recording the steps up to it) when the chunk run from
     `before` reached the limit of consecutive skipped meta-steps, or left non-finite weights."""
     step, n = int(before.step), len(finals)
-    limit = _skip_limit_reached(before, np.asarray(rec.skipped), options.max_consecutive_skips)
+    limit = _skip_limit_reached(before, skipped, run.options.max_consecutive_skips)
     if limit is not None:  # stop where the limit was reached, as if the chunk had ended there
-        if checkpoints is not None:
-            append_record(run_dir, finals[: limit - step])
+        if run.checkpoints is not None:
+            append_record(run.run_dir, finals[: limit - step])
         raise NonFiniteError(
-            f"{options.max_consecutive_skips} consecutive meta-steps up to meta-step {limit:,} had a "
+            f"{run.options.max_consecutive_skips} consecutive meta-steps up to meta-step {limit:,} had a "
             f"non-finite meta-loss or meta-gradient (skipped, never applied); stopping: "
-            f"{_last_snapshot(run_dir, checkpoints)}."
+            f"{_last_snapshot(run.run_dir, run.checkpoints)}."
         )
     if not _all_finite((state.theta, state.opt_state)):
         raise NonFiniteError(
             f"the weights or Adam state became non-finite during meta-steps {step + 1:,}-{step + n:,}; "
-            f"nothing of them is saved; stopping: {_last_snapshot(run_dir, checkpoints)}."
+            f"nothing of them is saved; stopping: {_last_snapshot(run.run_dir, run.checkpoints)}."
         )
 
 
-def _save_snapshot(checkpoints, state, config, recent, options, score) -> None:
+def _save_snapshot(run: Run, state: TrainState, recent: deque, score) -> None:
     """Saves `state` with its metrics: the rolling training figure and `score(theta)`, the
     validation figure."""
     # Several processes: the replicated state as host arrays, scored and saved by this one alone.
@@ -367,9 +307,9 @@ def _save_snapshot(checkpoints, state, config, recent, options, score) -> None:
         "skipped": int(state.skipped),
         "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
         "validation_log10_final": score(saved.theta),
-        "validation_tasks": options.validation_tasks,
+        "validation_tasks": run.options.validation_tasks,
     }
-    checkpoints.save(saved, config, metrics)
+    run.checkpoints.save(saved, run.config, metrics)
 
 
 def _skip_limit_reached(before: TrainState, skipped: np.ndarray, limit: int) -> int | None:
@@ -418,24 +358,3 @@ def _export_best(run_dir: Path, checkpoints: RunCheckpoints, family: TaskFamily)
     metrics = dict(checkpoints.metrics(best_step), selected_from=checkpoints.steps())
     export_optimizer(run_dir, best_state.theta, config, metrics)
     return best_step, best_score
-
-
-def select_best(checkpoints: RunCheckpoints, skip=()) -> tuple[int, float]:
-    """The snapshot with the lowest validation score (ties: the later one); snapshots in `skip`
-    and those whose metrics cannot be read (with a warning) are left out."""
-    best = None
-    for step in checkpoints.steps():
-        if step in skip:
-            continue
-        try:
-            score = checkpoints.metrics(step).get("validation_log10_final", math.inf)
-        except ValueError as e:
-            warnings.warn(f"{e} Model selection skips snapshot {step}.", stacklevel=2)
-            continue
-        if not math.isfinite(score):
-            continue
-        if best is None or score <= best[1]:
-            best = (step, score)
-    if best is None:
-        raise ValueError(f"No intact snapshot in {checkpoints.directory} has a finite validation score.")
-    return best

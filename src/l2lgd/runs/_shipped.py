@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # the l2lgd package
 
 
 def shipped_dir(kind: str) -> Path | None:
@@ -86,46 +86,3 @@ def is_shipped(path: str | Path) -> bool:
         return False
     path, root = Path(path).resolve(), root.resolve()
     return path == root or root in path.parents
-
-
-def compare_exports(new: Path, old: Path) -> str | None:
-    """None when the two exported optimizers have bit-identical weights and the same config;
-    else how they differ, in words."""
-    import numpy as np
-    import jax
-
-    from ._checkpoint import load_learned_optimizer
-
-    if not (old / "optimizer").is_dir():
-        return "there is no shipped optimizer yet"
-    new_opt, new_config, new_metrics = load_learned_optimizer(new)
-    old_opt, old_config, old_metrics = load_learned_optimizer(old)
-    changed = new_config.changed_fields(old_config, ignore=())
-    if changed:
-        return f"its config differs in {', '.join(changed)}"
-    a, b = jax.tree.leaves(new_opt), jax.tree.leaves(old_opt)
-    if all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b)):
-        return None
-    diff = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
-    return (f"its weights differ (largest difference {diff:.3g}; exported meta-step {new_metrics['step']:,} vs "
-            f"{old_metrics['step']:,}; validation {new_metrics['validation_log10_final']:.3f} vs "
-            f"{old_metrics['validation_log10_final']:.3f})")
-
-
-def ship(run_dir: Path, name: str) -> str:
-    """Replaces the shipped optimizer `name` (and its config.json) with the run's export, unless
-    they are bit-identical, in which case nothing is written. Returns what happened."""
-    import shutil
-
-    from ._checkpoint import EXPORT, copy_export
-
-    target = shipped_folder(name)
-    if target is None:
-        raise FileNotFoundError("This l2lgd has no checkpoints/ folder to ship into (ship from a checkout).")
-    difference = compare_exports(run_dir, target)
-    if difference is None:
-        return f"{run_dir} reproduces the shipped optimizer {target} bit for bit; left it untouched."
-    target.mkdir(parents=True, exist_ok=True)
-    copy_export(run_dir, target)
-    shutil.copy(run_dir / "config.json", target / "config.json")
-    return f"shipped {run_dir / EXPORT} to {target / EXPORT} ({difference})."

@@ -1,6 +1,6 @@
 """A batch of unrolls with a hand-written backward pass for the LSTM: the fast meta-gradient.
 
-`jax.grad` of the generic unroll (`_unroll.run_steps` through `as_optax`) differentiates op by
+`jax.grad` of the generic unroll (`_unroll.run_steps` through `as_optax`, the `Autodiff` estimator) differentiates op by
 op: on CPU a meta-step is then many small kernels, each task's meta-gradient apart under
 per-task clipping, and a large program to compile. Here the same function is computed with
 
@@ -20,7 +20,7 @@ Two loops run the same steps (`forward_step`, `backward_step`):
 - a `lax.scan` over the steps for longer unrolls (or `loop="scan"`): compiled once, not once per
   written-out step (`paper_digits`: 9 s to compile instead of 37 s, but 1.7x slower per
   meta-step, `make bench EXP=paper_digits`).
-Under `jax.vmap` (per-task clipping, `_meta.make_meta_gradient`) the weight gradients become
+Under `jax.vmap` (per-task clipping, `_base.Backpropagation`) the weight gradients become
 one batched product per weight: each task's meta-gradient, with no extra pass.
 
 It is the same function as the generic path: `tests/test_fused.py` checks equal losses and
@@ -39,15 +39,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._config import Config
-from ._lstm import LSTMState, gate_activations
-from ._optax_face import LearnedOptimizerState
-from ._optimizer import LearnedOptimizer
+from .._objectives import meta_objective
+from ..optimizers._learned import LearnedOptimizer
+from ..optimizers._lstm import LSTMState, gate_activations
+from ..optimizers._optax_face import LearnedOptimizerState
+from ._base import Backpropagation, MetaLossAux
 
 MAX_WRITTEN_STEPS = 32
+LOOPS = ("auto", "written", "scan")
 
 
-class Unroll(NamedTuple):
+class StepSettings(NamedTuple):
     """What every step of a batch of unrolls shares that is not an array (closed over)."""
 
     treedef: Any  # the params' structure
@@ -105,7 +107,7 @@ class StepCotangents(NamedTuple):
     dout: Any  # of the LSTM's output [rows, O]
 
 
-def _task_step(u: Unroll, x_leaves, pre_states, loss_fn, key, t):
+def _task_step(u: StepSettings, x_leaves, pre_states, loss_fn, key, t):
     """One task: the loss, its gradient (leaves) and the LSTM's input features [N, F]."""
     x = jax.tree.unflatten(u.treedef, x_leaves)
     if key is None:
@@ -119,7 +121,7 @@ def _task_step(u: Unroll, x_leaves, pre_states, loss_fn, key, t):
     return loss, g_leaves, jnp.concatenate(feats, axis=0)
 
 
-def _apply_step(u: Unroll, out, g_leaves, x_leaves, pre_states):
+def _apply_step(u: StepSettings, out, g_leaves, x_leaves, pre_states):
     """One task: the updates from the LSTM's output [N, O], and the step x += update."""
     sizes = np.cumsum([xi.size for xi in x_leaves])[:-1]
     new_x, new_states = [], []
@@ -130,13 +132,13 @@ def _apply_step(u: Unroll, out, g_leaves, x_leaves, pre_states):
     return new_x, new_states
 
 
-def _batched_task_step(u: Unroll, tasks: Tasks):
+def _batched_task_step(u: StepSettings, tasks: Tasks):
     """`_task_step` over the batch: `(x, states, t) -> (losses [B], g, feats [B, N, F])`."""
     step = jax.vmap(functools.partial(_task_step, u), in_axes=(0, 0, 0, None if tasks.key is None else 0, None))
     return lambda x, states, t: step(x, states, tasks.loss_fn, tasks.key, tasks.start + t)
 
 
-def forward_step(lstm, u: Unroll, tasks: Tasks, carry: Carry, t) -> tuple[Carry, Any, SavedStep]:
+def forward_step(lstm, u: StepSettings, tasks: Tasks, carry: Carry, t) -> tuple[Carry, Any, SavedStep]:
     """Step t of every unroll of the batch: `(carry, losses [B], saved)`."""
     x, states, c, h = carry.x, carry.states, list(carry.c), list(carry.h)
     batch, rows = x[0].shape[0], c[0].shape[0]
@@ -158,7 +160,7 @@ def forward_step(lstm, u: Unroll, tasks: Tasks, carry: Carry, t) -> tuple[Carry,
     return Carry(new_x, new_states, c, h), loss, saved
 
 
-def backward_step(lstm, u: Unroll, tasks: Tasks, saved: SavedStep, cot: Cotangents, dlosses, t) -> tuple[Cotangents, StepCotangents]:
+def backward_step(lstm, u: StepSettings, tasks: Tasks, saved: SavedStep, cot: Cotangents, dlosses, t) -> tuple[Cotangents, StepCotangents]:
     """The cotangents before step t from those after it (`cot`) and of the losses (`dlosses` [B, T])."""
     dx, dstates, dc, dh = cot.dx, cot.dstates, list(cot.dc), list(cot.dh)
     batch, rows = saved.x[0].shape[0], saved.feats.shape[0]
@@ -255,7 +257,7 @@ class WrittenOut:
     """The forward and backward loops written out step by step (short unrolls, small tasks)."""
 
     @staticmethod
-    def forward(theta, u: Unroll, tasks: Tasks, carry: Carry, num_steps: int):
+    def forward(theta, u: StepSettings, tasks: Tasks, carry: Carry, num_steps: int):
         """`(final carry, losses [B, T], saved steps)`."""
         lstm = theta.lstm
         one = _runtime_one(lstm)
@@ -268,7 +270,7 @@ class WrittenOut:
         return carry._replace(c=jnp.stack(carry.c), h=jnp.stack(carry.h)), jnp.stack(losses, axis=1), saved
 
     @staticmethod
-    def backward(theta, u: Unroll, tasks: Tasks, carry: Carry, saved, dlosses):
+    def backward(theta, u: StepSettings, tasks: Tasks, carry: Carry, saved, dlosses):
         """The meta-gradient (a `LearnedOptimizer` of gradients) from the losses' cotangents."""
         lstm = theta.lstm
         one = _runtime_one(lstm)
@@ -296,7 +298,7 @@ class Scanned:
     """The forward and backward loops as `lax.scan`s over the steps (one compiled step each)."""
 
     @staticmethod
-    def forward(theta, u: Unroll, tasks: Tasks, carry: Carry, num_steps: int):
+    def forward(theta, u: StepSettings, tasks: Tasks, carry: Carry, num_steps: int):
         """`(final carry, losses [B, T], saved steps stacked [T, ...])`."""
 
         def body(carry, t):
@@ -308,7 +310,7 @@ class Scanned:
         return carry._replace(c=jnp.stack(carry.c), h=jnp.stack(carry.h)), losses.T, saved
 
     @staticmethod
-    def backward(theta, u: Unroll, tasks: Tasks, carry: Carry, saved, dlosses):
+    def backward(theta, u: StepSettings, tasks: Tasks, carry: Carry, saved, dlosses):
         """The meta-gradient (a `LearnedOptimizer` of gradients) from the losses' cotangents."""
 
         def body(cot, inputs):
@@ -324,7 +326,7 @@ class Scanned:
         return weight_gradients(theta, inputs, cotangents, flat, lambda dy: (ones @ dy)[0])
 
 
-def make_fused_unroll(config: Config, static: LearnedOptimizer, *, loop: str = "auto"):
+def make_fused_unroll(config, static: LearnedOptimizer, *, loop: str = "auto"):
     """`unroll(theta, tasks, opt_states, start) -> (losses [B, T], (params, opt_states))`.
 
     `tasks` is a batch `(loss_fn, params0[, minibatch_key])` (leading axis B), `opt_states`
@@ -334,11 +336,11 @@ def make_fused_unroll(config: Config, static: LearnedOptimizer, *, loop: str = "
     uses it). Differentiable in `theta` only. `loop`: "written" or "scan" forces one of the two
     loops; "auto" writes out unrolls of up to `MAX_WRITTEN_STEPS` steps (`written_out`).
     """
-    if loop not in ("auto", "written", "scan"):
+    if loop not in LOOPS:
         raise ValueError(f"loop must be 'auto', 'written' or 'scan', got {loop!r}.")
     num_steps = config.num_steps
 
-    def differentiable(u: Unroll, loops):
+    def differentiable(u: StepSettings, loops):
         @jax.custom_vjp
         def run(theta, tasks, carry):
             final, losses, _ = loops.forward(theta, u, tasks, carry, num_steps)
@@ -372,7 +374,7 @@ def make_fused_unroll(config: Config, static: LearnedOptimizer, *, loop: str = "
             per_leaf = treedef.flatten_up_to(opt_states.per_leaf)
         c, h = (_to_rows([getattr(s[0], name) for s in per_leaf]) for name in ("c", "h"))
         carry = Carry(x_leaves, [s[1] for s in per_leaf], c, h)
-        u = Unroll(treedef, static.preprocessing, config.second_order, static.lstm.forget_bias)
+        u = StepSettings(treedef, static.preprocessing, config.second_order, static.lstm.forget_bias)
         tasks = Tasks(loss_fn, key, jnp.asarray(start, jnp.int32))
         use_written = written_out(num_steps) if loop == "auto" else loop == "written"
         losses, final = differentiable(u, WrittenOut if use_written else Scanned)(theta, tasks, carry)
@@ -402,3 +404,38 @@ def _from_rows(x, batch, sizes):
     layers, _, hidden = x.shape
     x = jnp.swapaxes(x.reshape(layers, batch, -1, hidden), 0, 1)
     return jnp.split(x, np.cumsum(sizes)[:-1], axis=2)
+
+
+class FusedBackprop(Backpropagation):
+    """Backpropagation with the hand-written LSTM backward pass over the whole batch (this
+    module): the default estimator, equal to `Autodiff` to float32 rounding.
+
+    `loop`: "auto" writes out unrolls of up to `MAX_WRITTEN_STEPS` steps and scans longer ones;
+    "written" or "scan" forces one (the result is the same function).
+    """
+
+    loop: str = eqx.field(static=True, default="auto")
+
+    def __check_init__(self):
+        if self.loop not in LOOPS:
+            raise ValueError(f"FusedBackprop.loop must be 'auto', 'written' or 'scan', got {self.loop!r}.")
+
+    def batch_loss(self, config, static):
+        unroll = make_fused_unroll(config, static, loop=self.loop)
+
+        def fused_loss(theta, tasks, opt_states, start):
+            losses, carries = unroll(theta, tasks, opt_states, start)
+            objectives = jax.vmap(lambda l: meta_objective(l, config.objective))(losses)
+            return jnp.mean(objectives), (losses[:, -1], carries)
+
+        return fused_loss
+
+    def task_loss(self, config, static):
+        batch_loss = self.batch_loss(config, static)
+
+        def loss(theta, task, opt_state=None, start=0):  # one task: a batch of one
+            one = lambda tree: jax.tree.map(lambda x: x[None], tree)
+            objective, (finals, carries) = batch_loss(theta, one(task), one(opt_state), start)
+            return objective, MetaLossAux(finals[0], jax.tree.map(lambda x: x[0], carries))
+
+        return loss

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._config import Config
+from .._config import OptimizerConfig
 from ._lstm import CoordinateLSTM, LSTMState
 from ._preprocessing import Preprocessing, make_preprocessing
 
@@ -37,17 +37,19 @@ class LearnedOptimizer(eqx.Module):
         return update, (lstm_state, pre_state)
 
 
-def make_optimizer(config: Config, *, key: PRNGKeyArray) -> LearnedOptimizer:
+def make_optimizer(config, *, key: PRNGKeyArray) -> LearnedOptimizer:
     """A freshly initialised learned optimizer.
 
     Args:
-        config: its preprocessing (`preprocessing`, `log_range`, `output_scale`) and LSTM
+        config: an `OptimizerConfig`, or a `Config` (its `optimizer` section): the
+            preprocessing (`preprocessing`, `log_range`, `output_scale`) and the LSTM
             (`hidden_size`, `num_layers`).
         key: draws the LSTM's initial weights.
 
     Returns:
         A `LearnedOptimizer` (an Equinox module; `as_optax` makes it an optax transformation).
     """
+    config = config if isinstance(config, OptimizerConfig) else config.optimizer
     preprocessing = make_preprocessing(
         config.preprocessing, log_range=config.log_range, output_scale=config.output_scale
     )

@@ -1,7 +1,7 @@
 """The learned optimizer as an optax `GradientTransformation`.
 
 Every coordinate of every floating leaf of the params is one row of the coordinate-wise LSTM.
-As in the seed, `optax.apply_updates(params, updates)` is the step x += update.
+As in the reference, `optax.apply_updates(params, updates)` is the step x += update.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import optax
 from jax import lax
 
 from ._lstm import LSTMState
-from ._optimizer import LearnedOptimizer, cast_optimizer
+from ._learned import LearnedOptimizer, cast_optimizer
 
 
 class LearnedOptimizerState(NamedTuple):

@@ -1,0 +1,182 @@
+"""The pure meta-training step: estimate the meta-gradient of a batch of tasks, update theta.
+
+`make_train_chunk(config, static)` returns one jitted function that runs many meta-steps in a
+single compiled call (`lax.scan` over meta-steps, `vmap` over the batch of tasks).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float
+
+from .._config import Config
+from .._objectives import log10_loss
+from .._process import cpu_compiler_options
+from ..estimators._base import MetaGradientEstimator
+from ..optimizers._learned import LearnedOptimizer
+from ..optimizers._optax_face import as_optax
+from ..tasks import TaskFamily
+from ._state import Inner, TrainState, make_task_batch, meta_optimizer
+
+
+class StepRecord(NamedTuple):
+    """What one meta-step leaves behind."""
+
+    final_log10: Float[Array, ""]  # mean over the batch of log10(f(x_{T-1}) + 1e-38)
+    meta_loss: Float[Array, ""]
+    skipped: Array  # bool: this step's update was dropped
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def default_estimator() -> MetaGradientEstimator:
+    """The estimator used when none is given: `FusedBackprop()`."""
+    from ..estimators._fused import FusedBackprop
+
+    return FusedBackprop()
+
+
+def make_meta_gradient(config: Config, static: LearnedOptimizer, *, estimator: MetaGradientEstimator | None = None):
+    """`meta_gradient(theta, tasks, opt_states=None, start=0) -> MetaGradient`.
+
+    The meta-gradient is the mean over the batch; with `per_task_clip` each task's
+    meta-gradient is first clipped to global norm `clip_norm` (then the usual clip applies to
+    the mean as well).
+
+    Args:
+        config: the unroll (`num_steps`, `objective`, `second_order`, `per_task_clip`, ...).
+        static: the optimizer's static part (`init_state(config).static`).
+        estimator: how it is estimated, a `MetaGradientEstimator` (default `FusedBackprop()`,
+            the hand-written backward pass; `Autodiff()` is `jax.grad` of the generic unroll,
+            the reference it is tested against: equal to float32 rounding).
+
+    Returns:
+        `meta_gradient(theta, tasks, opt_states=None, start=0)`, a pure function of a batch of
+        tasks `(loss_fn, params0[, minibatch_key])` with a leading batch axis
+        (`make_task_batch`); it returns `MetaGradient(objective, final_losses, grads, carries)`.
+
+    Example:
+        >>> config = l2lgd.Config(hidden_size=4, batch_size=2)
+        >>> state, static = l2lgd.init_state(config)
+        >>> tasks = l2lgd.make_task_batch(config)(jax.random.key_data(state.key), 0)
+        >>> result = l2lgd.make_meta_gradient(config, static)(state.theta, tasks)
+        >>> result.final_losses.shape, jax.tree.structure(result.grads) == jax.tree.structure(state.theta)
+        ((2,), True)
+    """
+    estimator = default_estimator() if estimator is None else estimator
+    if not isinstance(estimator, MetaGradientEstimator):
+        raise TypeError(f"estimator must be an l2lgd MetaGradientEstimator, got {type(estimator).__name__}.")
+    return estimator.make(config, static)
+
+
+def make_meta_step(config: Config, static: LearnedOptimizer, *, estimator: MetaGradientEstimator | None = None):
+    """`meta_step(state, tasks) -> (state, StepRecord)`: one meta-step on a batch of tasks.
+
+    An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
+    unchanged) and counted. `estimator`: see `make_meta_gradient`. (The driver checks the weights
+    and Adam state after each chunk; checking them here too would change XLA's fusion of the
+    update, and so the trained weights at float32 rounding.)
+    """
+    batch_grads = make_meta_gradient(config, static, estimator=estimator)
+    tx = meta_optimizer(config)
+
+    def current_tasks(state: TrainState, tasks):
+        """Fresh tasks, or (truncated training, not at a task's start) the carried ones."""
+        if config.truncations == 1:
+            return tasks, None, 0, state.inner
+        loss_fn, x0, keys = tasks
+        learned = as_optax(eqx.combine(state.theta, static))
+        fresh = Inner(loss_fn, x0, jax.vmap(learned.init)(x0), keys)
+        index = state.step % config.truncations
+        inner = jax.tree.map(lambda f, c: jnp.where(index == 0, f, c), fresh, state.inner)
+        return (inner.loss_fn, inner.params, inner.key), inner.opt_state, index * config.num_steps, inner
+
+    def meta_step(state: TrainState, tasks) -> tuple[TrainState, StepRecord]:
+        tasks, opt_states, start, inner = current_tasks(state, tasks)
+        objective, finals, grads, carries = batch_grads(state.theta, tasks, opt_states, start)
+        if config.truncations > 1:
+            params, opt_states = lax.stop_gradient(carries)
+            inner = inner._replace(params=params, opt_state=opt_states)
+        finite = jnp.isfinite(objective) & _all_finite(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        skip = (~finite).astype(jnp.int32)
+        new_state = TrainState(
+            theta=keep(theta, state.theta),
+            opt_state=keep(opt_state, state.opt_state),
+            step=state.step + 1,
+            skipped=state.skipped + skip,
+            consecutive_skips=(state.consecutive_skips + 1) * skip,
+            key=state.key,
+            inner=inner,
+        )
+        return new_state, StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
+
+    return meta_step
+
+
+def batch_mesh(config: Config, devices=None) -> Mesh | None:
+    """A 1-D mesh over the devices (of all hosts) that divide the batch, or None for one device."""
+    devices = list(devices if devices is not None else jax.devices())
+    count = max(d for d in range(1, len(devices) + 1) if config.batch_size % d == 0)
+    return None if count == 1 else Mesh(np.array(devices[:count]), ("batch",))
+
+
+def make_train_chunk(
+    config: Config,
+    static: LearnedOptimizer,
+    family: TaskFamily | None = None,
+    *,
+    mesh: Mesh | None | str = "auto",
+    estimator: MetaGradientEstimator | None = None,
+):
+    """`train_chunk(state, meta_steps) -> (state, StepRecord of [meta_steps] arrays)`, jitted.
+
+    The chunk's tasks are drawn up front in one batched call, then a `lax.scan` runs the
+    meta-steps. `meta_steps` is static: each distinct value compiles once. The batch of tasks
+    is sharded over `mesh` (default: all devices that divide the batch size); the
+    meta-parameters are replicated.
+
+    Args:
+        config, static: as for `make_meta_gradient`; `config.meta_lr` and `clip_norm` set the
+            meta-optimizer (`meta_optimizer`).
+        family: the `TaskFamily` to draw from (default: the config's).
+        mesh: "auto", a `jax.sharding.Mesh` with a "batch" axis, or None (one device).
+        estimator: as for `make_meta_gradient`.
+
+    Returns:
+        The jitted `train_chunk`: `StepRecord` holds each meta-step's objective, log10 final
+        loss and whether it was skipped (non-finite).
+
+    Example:
+        >>> config = l2lgd.Config(hidden_size=4)
+        >>> state, static = l2lgd.init_state(config)
+        >>> state, record = l2lgd.make_train_chunk(config, static)(state, 5)
+        >>> int(state.step), record.final_log10.shape
+        (5, (5,))
+    """
+    mesh = batch_mesh(config) if mesh == "auto" else mesh
+    meta_step = make_meta_step(config, static, estimator=estimator)
+    tasks = make_task_batch(config, family)
+
+    def train_chunk(state: TrainState, meta_steps: int):
+        steps = state.step + jnp.arange(meta_steps, dtype=state.step.dtype)
+        batches = jax.vmap(tasks, in_axes=(None, 0))(state.key, steps)
+        if mesh is not None:
+            # Each device meta-differentiates its share of the batch; XLA adds the all-reduce.
+            spec = NamedSharding(mesh, PartitionSpec(None, "batch"))
+            batches = jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), batches)
+        return lax.scan(meta_step, state, batches)
+
+    return jax.jit(train_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
