@@ -9,10 +9,11 @@ SEED ?=
 SEEDS ?=
 STEPS ?=
 OUT ?=
+OPT ?= adam:1e-3
 
 TRAIN_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(OUT),--out "$(OUT)")
 
-.PHONY: install train test eval figures bench reproduce paper clean
+.PHONY: install train test eval figures bench reproduce paper suite clean
 
 install: $(STAMP)
 
@@ -36,6 +37,9 @@ reproduce: $(STAMP)
 
 paper: $(STAMP)
 	$(PY) -m l2lgd paper $(ARGS)
+
+suite: $(STAMP)
+	$(PY) -m l2lgd suite $(OPT) $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m l2lgd bench $(EXP) $(ARGS)

@@ -95,7 +95,12 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .training._step import make_meta_gradient as make_meta_gradient, make_meta_step as make_meta_step, make_train_chunk as make_train_chunk
 
 
+SUBPACKAGES = ("suite",)  # `l2lgd.suite.run(...)` without importing it first
+
+
 def __getattr__(name: str):
+    if name in SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'l2lgd' has no attribute {name!r}")

@@ -135,6 +135,13 @@ SECTIONS: dict[str, type] = {"optimizer": OptimizerConfig, "tasks": TaskConfig, 
 # Each field of a section -> the section it is in (field names are unique across sections).
 SECTION_OF = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 TOP_FIELDS = ("name", "seed")
+# The order of the stored form (that of the flat Config before sections, so files stay the same).
+STORED_ORDER = (
+    "name", "task", "dim", "num_steps", "horizon", "mlp_hidden_units", "mlp_activation", "minibatch", "dataset",
+    "train_task", "preprocessing", "log_range", "output_scale", "hidden_size", "num_layers", "objective",
+    "second_order", "meta_steps", "batch_size", "meta_lr", "clip_norm", "per_task_clip", "seed",
+)
+assert sorted(STORED_ORDER) == sorted((*TOP_FIELDS, *SECTION_OF))
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -236,10 +243,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by its flat name (the stored form)."""
-        out = {"name": self.name}
-        for section in SECTIONS:
-            out.update(dataclasses.asdict(getattr(self, section)))
-        return {**out, "seed": self.seed}
+        return {field: getattr(self, field) for field in STORED_ORDER}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":

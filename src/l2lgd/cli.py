@@ -215,6 +215,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_bench(args.experiment, out=Path(args.json), steps=args.steps)
 
 
+def cmd_suite(args: argparse.Namespace) -> None:
+    configure_cpu(args.core if args.core is not None else free_core())
+    from . import suite
+
+    result = suite.run(args.optimizer, args.tasks, quick=args.quick, cache=None if args.no_cache else "default",
+                       progress=not args.no_progress)
+    out = Path(args.out) if args.out else Path("runs") / "suite" / (suite._report._slug(result.optimizer) + ("-quick" if args.quick else ""))
+    suite.write(result, out)
+    print(suite.markdown(result))
+    print(f"written to {out} (suite.json, suite.md, figures/)")
+    if args.report:
+        print(f"section {result.optimizer!r} written into {suite.write_section(args.report, result)}")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from .runs._shipped import list_optimizers
 
@@ -289,6 +303,17 @@ def _lab_parsers(sub) -> None:
     paper.add_argument("--checkpoints", default="checkpoints", help="the folder of trained runs (default: checkpoints)")
     paper.add_argument("--report", default="experiments/REPORT.md", help="the report to write the section into")
     paper.set_defaults(func=cmd_paper)
+
+    suite = sub.add_parser("suite", help="put an optimizer through the benchmark suite against per-task tuned baselines")
+    suite.add_argument("optimizer", help="a shipped optimizer's name, a run folder, or an optax spec NAME:LR (e.g. adam:1e-3)")
+    suite.add_argument("--tasks", default="heldout", help="heldout (default), train, all, or comma-separated task names")
+    suite.add_argument("--quick", action="store_true", help="a smoke run in seconds: three cheap tasks, few instances, 50 steps")
+    suite.add_argument("--out", help="where suite.json, suite.md and figures/ go (default: runs/suite/OPT)")
+    suite.add_argument("--report", help="also write the table as this optimizer's section of a report (e.g. experiments/SUITE.md)")
+    suite.add_argument("--no-cache", action="store_true", help="recompute the baselines (default: cached in ~/.cache/l2lgd/suite)")
+    suite.add_argument("--core", type=int)
+    suite.add_argument("--no-progress", action="store_true")
+    suite.set_defaults(func=cmd_suite)
 
     bench = sub.add_parser("bench", help="meta-training throughput, compile time and memory")
     bench.add_argument("experiment", nargs="?", default="log30")

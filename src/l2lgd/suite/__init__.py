@@ -1,0 +1,20 @@
+"""The benchmark suite: any optimizer, learned or optax, on a few dozen small real training
+problems it never saw, against baselines tuned per task (`python -m l2lgd suite OPT`).
+
+- `SUITE`: the tasks by name (`SuiteTask`: kind, split, family); `register_suite_task` adds one;
+- `run(optimizer, tasks="heldout")` -> `SuiteResult`; `Settings`, `QUICK`;
+- `BASELINES`: SGD, momentum, Nesterov, RMSProp, Adam, AdamW with cosine decay;
+- `write`, `write_section`, `markdown`: what a run writes.
+"""
+
+from ._baselines import BASELINES as BASELINES, cache_dir as cache_dir
+from ._report import markdown as markdown, write as write, write_section as write_section
+from ._run import (
+    QUICK as QUICK,
+    Settings as Settings,
+    SuiteResult as SuiteResult,
+    TaskResult as TaskResult,
+    resolve_optimizer as resolve_optimizer,
+    run as run,
+)
+from ._tasks import SUITE as SUITE, SuiteTask as SuiteTask, register_suite_task as register_suite_task, select as select

@@ -1,0 +1,183 @@
+"""What a suite run writes: `suite.json`, a markdown table, a figure per task and a summary figure,
+and (with a report file) its section of `experiments/SUITE.md`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ._run import SuiteResult, TaskResult
+
+
+def _fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.3g}"
+
+
+def _pm(stats) -> str:
+    ci = stats["ci95"]
+    return f"{_fmt(stats['mean'])} ± {_fmt(ci) if math.isfinite(ci) else '—'}"
+
+
+def _speedup(s) -> str:
+    return "> 1" if s is None else f"{s:.2f}"
+
+
+def _accuracy(r: TaskResult) -> str:
+    if "test_accuracy" not in r.optimizer:
+        return "—"
+    best = r.baselines[r.best_baseline]["test"]["test_accuracy"]["mean"]
+    return f"{r.optimizer['test_accuracy']['mean']:.3f} / {best:.3f}"
+
+
+def markdown(result: SuiteResult, title: str | None = None) -> str:
+    """The table of a suite run (one row per task) and its summary."""
+    s = result.summary
+    lines = [
+        f"### `{result.optimizer}`" if title is None else title,
+        "",
+        f"{s['tasks']} tasks, {result.settings['test_instances']} test instances each (baselines tuned on "
+        f"{result.settings['validation_instances']}); {result.seconds:.0f} s ({result.baseline_seconds:.0f} s of it the baselines, "
+        "0 when cached). Mean final training loss (full batch, after the last step) ± 95% CI; ratio < 1: the optimizer is lower.",
+        "",
+        "| task | kind | steps | optimizer | best tuned baseline (lr) | its loss | ratio | vs tuned Adam | vs suite Adam | "
+        "speed-up over Adam | test acc (opt / best) | non-finite |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.tasks:
+        best = r.baselines[r.best_baseline]
+        edge = " (grid edge)" if best.get("grid_edge") else ""
+        lines.append(
+            f"| `{r.name}` | {r.kind} | {r.horizon:,} | {_pm(r.optimizer['train_loss'])} | {r.best_baseline} "
+            f"({best['lr']:.3g}){edge} | {_pm(best['test']['train_loss'])} | {_fmt(r.ratio_to_best)} | {_fmt(r.ratio_to_adam)} | "
+            f"{_fmt(r.ratio_to_suite_adam)} | {_speedup(r.speedup_over_adam)} | {_accuracy(r)} | {r.optimizer['nonfinite_runs']} |"
+        )
+    beats = s["fraction_beating_with_separated_ci"]
+    below = s["fraction_with_lower_mean"]
+    lines += [
+        "",
+        f"Median ratio to the best tuned baseline **{_fmt(s['median_ratio_to_best'])}** (geometric mean "
+        f"{_fmt(s['geomean_ratio_to_best'])}); below the best on {below['best']:.0%} of tasks; median ratio to tuned Adam "
+        f"{_fmt(s['median_ratio_to_adam'])}; median speed-up over tuned Adam {_fmt(s['median_speedup_over_adam'])}; "
+        f"against Adam at one suite-wide learning rate ({_fmt(s['suite_adam_lr'])}): below on "
+        f"{s['fraction_below_suite_adam']:.0%} of tasks, median ratio {_fmt(s['median_ratio_to_suite_adam'])}; "
+        f"non-finite runs: {s['nonfinite_runs']}.",
+        "",
+        "| baseline | " + " | ".join(beats) + " |",
+        "|---|" + "---|" * len(beats),
+        "| beaten with separated CIs | " + " | ".join(f"{v:.0%}" for v in beats.values()) + " |",
+        "| lower mean | " + " | ".join(f"{below[b]:.0%}" for b in beats) + " |",
+        "",
+        "| kind | tasks | median ratio to best | below best |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {k} | {v['tasks']} | {_fmt(v['median_ratio'])} | {v['below_best']:.0%} |" for k, v in s["per_kind"].items()]
+    return "\n".join(lines)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "optimizer"
+
+
+def task_figure(path: Path, r: TaskResult, label: str) -> Path:
+    """Loss per step (log scale): the optimizer's mean with its 10-90% band against the best baseline's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    best = r.baselines[r.best_baseline]
+    for name, curve in ((label, r.optimizer["curve"]), (f"{r.best_baseline} (lr {best['lr']:.3g}, tuned)", best["test"]["curve"])):
+        steps = np.arange(len(curve["mean"]))
+        (line,) = ax.semilogy(steps, np.asarray(curve["mean"], dtype=float), label=name)
+        ax.fill_between(steps, np.asarray(curve["p10"], dtype=float), np.asarray(curve["p90"], dtype=float),
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (minibatch)")
+    ax.set_title(f"{r.name} ({r.kind}, {r.split})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def summary_figure(path: Path, result: SuiteResult) -> Path:
+    """The ratio to the best tuned baseline per task (log scale; left of 1: the optimizer wins)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratios = [min(max(r.ratio_to_best, 1e-6), 1e6) for r in result.tasks]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(ratios) + 1.2))
+    y = np.arange(len(ratios))
+    ax.barh(y, np.log10(ratios), color=["tab:green" if x < 1 else "tab:red" for x in ratios])
+    ax.set_yticks(y, [r.name for r in result.tasks], fontsize=7)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel("log10(final loss / best tuned baseline's)")
+    ax.set_title(f"{result.optimizer}: the suite")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def write(result: SuiteResult, out: str | Path, *, figures: bool = True) -> Path:
+    """Writes `out/suite.json`, `out/suite.md` and the figures (`out/figures/`)."""
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "suite.json").write_text(json.dumps(result.to_dict(), indent=1, default=float) + "\n")
+    (out / "suite.md").write_text(markdown(result) + "\n")
+    if figures:
+        for r in result.tasks:
+            task_figure(out / "figures" / f"{r.name}.png", r, result.optimizer)
+        summary_figure(out / "figures" / "summary.png", result)
+    return out
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+HEADER = """# The suite: every shipped optimizer on problems it never saw
+
+Written by `make suite OPT=... ARGS="--report experiments/SUITE.md"` (`python -m l2lgd suite OPT --report
+experiments/SUITE.md`), one section per optimizer; the held-out families were never used to
+meta-train, select or tune any optimizer here. Figures of a run are in its `--out` folder
+(default `runs/suite/OPT/`).
+"""
+
+
+def write_section(report: str | Path, result: SuiteResult) -> Path:
+    """Puts `result`'s table into `report` as the section of its optimizer (replacing an older one);
+    sections are kept in the order they were first written. Safe for concurrent writers."""
+    report = Path(report)
+    name = _slug(result.optimizer)
+    start, end = f"<!-- suite:{name}:start -->", f"<!-- suite:{name}:end -->"
+    section = f"{start}\n{markdown(result)}\n{end}"
+    with _locked(report):
+        text = report.read_text() if report.is_file() else HEADER
+        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+        text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+        report.write_text(text)
+    return report

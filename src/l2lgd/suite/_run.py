@@ -1,0 +1,394 @@
+"""Running an optimizer through the suite: per task, the optimizer on test instances against each
+baseline tuned on validation instances; over the suite, how often and by how much it wins."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._evaluate import _run_task, task_keys
+from . import _baselines as baselines
+from ._tasks import INSTANCE_SEEDS, SuiteTask, select
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How many instances a task is judged on, and (quick runs) a cap on its horizon."""
+
+    validation_instances: int = 16
+    test_instances: int = 50
+    horizon_cap: int | None = None
+
+    def __post_init__(self):
+        for field in ("validation_instances", "test_instances"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(f"Settings.{field} must be an integer of at least 2, got {value!r}.")
+
+    def horizon(self, task: SuiteTask) -> int:
+        return task.horizon if self.horizon_cap is None else min(task.horizon, self.horizon_cap)
+
+
+QUICK = Settings(validation_instances=4, test_instances=8, horizon_cap=50)
+QUICK_TASKS = ("linreg_cond1e4", "quadratic_cond1e4", "logreg_cond10_d50")
+
+
+def _instances(task: SuiteTask, kind: str, n: int) -> jax.Array:
+    return task_keys(INSTANCE_SEEDS[kind], n)
+
+
+# XLA's backend optimizations cost a baseline's program about 7x in compile time (16 s instead of
+# 2.5 s for an MLP on 300 steps) and save it about 2.5x in run time; a baseline's program runs
+# about a dozen times, once per learning rate, so it compiles without them, except where the
+# unoptimized program is far slower (convolutions: minutes instead of seconds).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+OPTIMIZED_KINDS = ("conv",)
+
+
+def _runner(family, horizon: int, make_tx, *, fast_compile: bool = False):
+    """`run(lr, keys) -> (losses [N, T], metrics)`, jitted once: `make_tx(lr)` on each instance."""
+
+    def run(lr, keys):
+        def one(key):
+            loss_fn, params, losses = _run_task(make_tx(lr), family, key, horizon)
+            return losses, family.metrics(loss_fn, params)
+
+        return jax.vmap(one)(keys)
+
+    return jax.jit(run, compiler_options=FAST_COMPILE if fast_compile else None)
+
+
+_BASELINE_RUNNERS: dict = {}
+
+
+def _baseline_runner(task: SuiteTask, name: str, horizon: int):
+    """The compiled program of baseline `name` on `task` (one per process: the learning rate is
+    its argument)."""
+    key = (task.name, repr(task.family), name, horizon)
+    if key not in _BASELINE_RUNNERS:
+        make = baselines.BASELINES[name]
+        fast = task.kind not in OPTIMIZED_KINDS
+        _BASELINE_RUNNERS[key] = (make, _runner(task.family, horizon, lambda rate: make(rate, horizon), fast_compile=fast))
+    made, runner = _BASELINE_RUNNERS[key]
+    if made is not baselines.BASELINES[name]:  # redefined since: compile the new one
+        del _BASELINE_RUNNERS[key]
+        return _baseline_runner(task, name, horizon)
+    return runner
+
+
+def _in_chunks(run, lr, keys, size: int):
+    """`run(lr, keys)` on `size` keys at a time (one compiled shape), the last chunk padded with
+    copies of its first key and trimmed."""
+    parts = []
+    for start in range(0, len(keys), size):
+        chunk = keys[start:start + size]
+        n = len(chunk)
+        if n < size:
+            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[:1], size - n)])
+        parts.append(jax.tree.map(lambda x, n=n: x[:n], run(lr, chunk)))
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+def _stats(values) -> dict[str, Any]:
+    """Mean and 95% CI half-width over the finite values, and how many were not finite."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    half = 1.96 * finite.std(ddof=1) / np.sqrt(finite.size) if finite.size > 1 else math.nan
+    return {"mean": float(finite.mean()) if finite.size else math.inf, "ci95": float(half),
+            "nonfinite": int(values.size - finite.size)}
+
+
+def summarize_run(losses, metrics) -> dict[str, Any]:
+    """The figures of one optimizer's test instances: final training loss (full batch, at the
+    params after the last step), test loss and accuracy where the family has them, and the
+    per-step mean and 10-90% band of the recorded losses."""
+    losses = np.asarray(losses, dtype=np.float64)
+    out = {name: _stats(values) for name, values in metrics.items()}
+    with np.errstate(invalid="ignore"):
+        out["curve"] = {
+            "mean": np.nanmean(np.where(np.isfinite(losses), losses, np.nan), axis=0).tolist(),
+            "p10": np.nanpercentile(np.where(np.isfinite(losses), losses, np.nan), 10, axis=0).tolist(),
+            "p90": np.nanpercentile(np.where(np.isfinite(losses), losses, np.nan), 90, axis=0).tolist(),
+        }
+    out["nonfinite_runs"] = int(np.sum(~np.all(np.isfinite(losses), axis=1) | ~np.isfinite(np.asarray(metrics["train_loss"]))))
+    return out
+
+
+def _validation_score(metrics) -> float:
+    finals = np.asarray(metrics["train_loss"], dtype=np.float64)
+    return float(finals.mean()) if np.all(np.isfinite(finals)) else math.inf
+
+
+def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path | None, lr: float | None = None) -> dict[str, Any]:
+    """Baseline `name` on `task`: its learning rate tuned on validation instances (or `lr`, fixed),
+    then its figures on the test instances. Cached (see `_baselines`)."""
+    horizon = settings.horizon(task)
+    definition = baselines.definition(task, name, {**dataclasses.asdict(settings), "fixed_lr": lr, "grid": list(baselines.GRID)})
+    if cache is not None:
+        cached = baselines.load_cached(cache, definition)
+        if cached is not None:
+            return cached
+    start = time.perf_counter()
+    run = _baseline_runner(task, name, horizon)
+    scores: dict[float, float] = {}
+    edge = False
+    if lr is None:
+        val_keys = _instances(task, "validation", settings.validation_instances)
+        exponents = list(baselines.GRID)
+        while True:
+            for e in exponents:
+                rate = float(10.0**e)
+                if rate not in scores:
+                    scores[rate] = _validation_score(run(jnp.float32(rate), val_keys)[1])
+            finite = {r: s for r, s in scores.items() if math.isfinite(s)}
+            best = min(finite, key=finite.get) if finite else min(scores)
+            low, high = math.log10(min(scores)), math.log10(max(scores))
+            at_low, at_high = math.isclose(math.log10(best), low), math.isclose(math.log10(best), high)
+            if at_low and low > baselines.GRID_LIMITS[0] + 1e-9:
+                exponents = [low - 1.0, low - 0.5]
+            elif at_high and high < baselines.GRID_LIMITS[1] - 1e-9:
+                exponents = [high + 0.5, high + 1.0]
+            else:
+                edge = at_low or at_high
+                break
+        lr = best
+    losses, metrics = _in_chunks(run, jnp.float32(lr), _instances(task, "test", settings.test_instances),
+                                 settings.validation_instances)
+    result = {"lr": lr, "grid_edge": edge, "validation": {f"{r:.3g}": s for r, s in sorted(scores.items())},
+              "test": summarize_run(losses, metrics), "seconds": time.perf_counter() - start}
+    if cache is not None:
+        baselines.store(cache, definition, result)
+    return result
+
+
+def speedup(curve, reference_curve) -> float | None:
+    """VeLO's speed-up over a reference: the steps the reference needs to reach the optimizer's
+    final mean loss, over the horizon (> 1: the optimizer is faster). Both curves are smoothed
+    over a twentieth of the horizon. None when the reference never reaches it (faster than the
+    whole horizon: reported as "> 1")."""
+    curve, reference = np.asarray(curve, np.float64), np.asarray(reference_curve, np.float64)
+    window = max(1, curve.size // 20)
+    target = np.nanmean(curve[-window:])
+    if not np.isfinite(target):
+        return 0.0
+    smooth = np.convolve(np.nan_to_num(reference, nan=np.inf), np.ones(window) / window, mode="valid")
+    hits = np.nonzero(smooth <= target)[0]
+    if hits.size == 0:
+        return None
+    return float((hits[0] + window) / curve.size)
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """One task's figures: the optimizer's and each tuned baseline's (`summarize_run`), the best
+    baseline and the ratios of mean final training loss."""
+
+    name: str
+    kind: str
+    split: str
+    horizon: int
+    optimizer: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    best_baseline: str
+    ratio_to_best: float
+    ratio_to_adam: float
+    speedup_over_adam: float | None
+    suite_adam: dict[str, Any] | None = None  # Adam at the suite-wide learning rate
+    ratio_to_suite_adam: float | None = None
+
+    def final(self, who: str | None = None) -> dict[str, Any]:
+        source = self.optimizer if who is None else self.baselines[who]["test"]
+        return source["train_loss"]
+
+
+@dataclasses.dataclass
+class SuiteResult:
+    """What `run` returns: the optimizer's name, the settings, each task's figures, the summary."""
+
+    optimizer: str
+    settings: dict[str, Any]
+    tasks: list[TaskResult]
+    summary: dict[str, Any]
+    seconds: float
+    baseline_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _ratio(a: float, b: float) -> float:
+    if not math.isfinite(a):
+        return math.inf
+    if b <= 0:
+        return 1.0 if a <= 0 else math.inf
+    return a / b
+
+
+def _separated_below(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether mean a is below mean b with their 95% CIs apart."""
+    ca, cb = (x["ci95"] if math.isfinite(x["ci95"]) else 0.0 for x in (a, b))
+    return a["mean"] + ca < b["mean"] - cb
+
+
+def suite_wide_rate(results: list[TaskResult]) -> float | None:
+    """The one Adam learning rate of the base grid that is best over all the tasks on validation:
+    lowest mean over tasks of log10(its validation loss / the task's best validation loss)."""
+    rates = None
+    per_task = []
+    for r in results:
+        scores = {float(k): v for k, v in r.baselines["adam"]["validation"].items()}
+        per_task.append(scores)
+        rates = set(scores) if rates is None else rates & set(scores)
+    if not rates:
+        return None
+
+    def regret(rate):
+        values = [math.log10(s[rate] / min(s.values())) if math.isfinite(s[rate]) and min(s.values()) > 0 else math.inf
+                  for s in per_task]
+        return float(np.mean(values))
+
+    return min(sorted(rates), key=regret)
+
+
+def summarize_suite(results: list[TaskResult]) -> dict[str, Any]:
+    """Over the suite: per baseline the fraction of tasks the optimizer beats with separated CIs
+    and with a lower mean; the median and geometric-mean ratio to the best baseline; the same per
+    kind; and against Adam at one suite-wide learning rate."""
+    ratios = np.array([r.ratio_to_best for r in results], dtype=np.float64)
+    names = list(results[0].baselines) if results else []
+    beats = {b: float(np.mean([_separated_below(r.final(), r.final(b)) for r in results])) for b in names}
+    below = {b: float(np.mean([r.final()["mean"] < r.final(b)["mean"] for r in results])) for b in names}
+    below["best"] = float(np.mean(ratios < 1.0))
+    kinds = {}
+    for kind in sorted({r.kind for r in results}):
+        mine = np.array([r.ratio_to_best for r in results if r.kind == kind])
+        kinds[kind] = {"tasks": int(mine.size), "median_ratio": float(np.median(mine)),
+                       "below_best": float(np.mean(mine < 1.0))}
+    suite_ratios = [r.ratio_to_suite_adam for r in results if r.ratio_to_suite_adam is not None]
+    speedups = [r.speedup_over_adam for r in results]
+    with np.errstate(divide="ignore"):
+        geo = float(np.exp(np.mean(np.log(ratios)))) if ratios.size and np.all(ratios > 0) else math.nan
+    return {
+        "tasks": len(results),
+        "median_ratio_to_best": float(np.median(ratios)) if ratios.size else math.nan,
+        "geomean_ratio_to_best": geo,
+        "median_ratio_to_adam": float(np.median([r.ratio_to_adam for r in results])) if results else math.nan,
+        "fraction_beating_with_separated_ci": beats,
+        "fraction_with_lower_mean": below,
+        "median_speedup_over_adam": float(np.median([math.inf if s is None else s for s in speedups])) if speedups else math.nan,
+        "per_kind": kinds,
+        "suite_adam_lr": results[0].suite_adam["lr"] if results and results[0].suite_adam else None,
+        "fraction_below_suite_adam": float(np.mean(np.array(suite_ratios) < 1.0)) if suite_ratios else math.nan,
+        "median_ratio_to_suite_adam": float(np.median(suite_ratios)) if suite_ratios else math.nan,
+        "nonfinite_runs": int(sum(r.optimizer["nonfinite_runs"] for r in results)),
+    }
+
+
+def resolve_optimizer(spec) -> tuple[str, optax.GradientTransformation]:
+    """`(name, transformation)` of an optax transformation, a shipped optimizer's name, a run
+    folder, or an optax spec `NAME:LEARNING_RATE` (e.g. `adam:1e-3`, any optax optimizer whose
+    first argument is the learning rate). Anything else is a one-line error."""
+    if isinstance(spec, optax.GradientTransformation):
+        return "optax transformation", spec
+    if not isinstance(spec, (str, Path)) or not str(spec):
+        raise ValueError(f"Expected an optax transformation, a shipped optimizer's name, a run folder or NAME:LR, got {spec!r}.")
+    text = str(spec)
+    name, sep, rate = text.partition(":")
+    if sep and not Path(text).exists():
+        factory = getattr(optax, name, None)
+        try:
+            value = float(rate)
+        except ValueError:
+            value = math.nan
+        if not callable(factory) or not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{text!r} is not an optax spec NAME:LEARNING_RATE with an optax optimizer and a positive rate "
+                             "(e.g. adam:1e-3).")
+        try:
+            tx = factory(value)
+        except TypeError as e:
+            raise ValueError(f"optax.{name}({value}) failed: {e}") from None
+        if not isinstance(tx, optax.GradientTransformation):
+            raise ValueError(f"optax.{name} is not an optimizer (it returned {type(tx).__name__}).")
+        return text, tx
+    from ..runs._exports import load_optimizer
+
+    try:
+        return text, load_optimizer(text)
+    except FileNotFoundError as e:
+        raise ValueError(f"{text!r} is neither a shipped optimizer, a run folder nor an optax spec NAME:LR (e.g. adam:1e-3). {e}") from None
+
+
+def run(
+    optimizer,
+    tasks: str | list[str] = "heldout",
+    *,
+    settings: Settings | None = None,
+    quick: bool = False,
+    cache: str | Path | None = "default",
+    progress: bool = True,
+) -> SuiteResult:
+    """Puts `optimizer` through the suite's `tasks` against per-task tuned baselines.
+
+    Args:
+        optimizer: an optax transformation, a shipped optimizer's name ("digits"), a run folder,
+            or an optax spec "NAME:LR" ("adam:1e-3").
+        tasks: "heldout" (default), "train", "all", or task names (`l2lgd.suite.SUITE`).
+        settings: instances per task (default `Settings()`: 16 validation, 50 test).
+        quick: a smoke run in seconds: at most three cheap tasks of the selection, 4 validation
+            and 8 test instances, horizons capped at 50 steps.
+        cache: the baselines' cache folder ("default": `_baselines.cache_dir()`; None: no cache).
+        progress: a progress bar over tasks.
+
+    Returns:
+        A `SuiteResult`: per task a `TaskResult`, and the suite's `summary`.
+
+    Example:
+        >>> result = l2lgd.suite.run("adam:1e-2", ["linreg_cond1e4"], quick=True, cache=None, progress=False)
+        >>> result.tasks[0].best_baseline in l2lgd.suite.BASELINES, result.summary["tasks"]
+        (True, 1)
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    name, tx = resolve_optimizer(optimizer)
+    selected = select(tasks)
+    if quick:
+        settings = settings or QUICK
+        cheap = [t for t in selected if t.name in QUICK_TASKS]
+        selected = (cheap or selected)[:3]
+    settings = settings or Settings()
+    cache_path = baselines.cache_dir() if cache == "default" else (None if cache is None else Path(cache))
+    results, baseline_seconds = [], 0.0
+    for task in tqdm(selected, desc=f"suite {name}", unit="task", disable=not progress):
+        t0 = time.perf_counter()
+        tuned = {b: tune_baseline(task, b, settings, cache=cache_path) for b in baselines.BASELINES}
+        baseline_seconds += time.perf_counter() - t0
+        horizon = settings.horizon(task)
+        losses, metrics = _runner(task.family, horizon, lambda _: tx)(0.0, _instances(task, "test", settings.test_instances))
+        mine = summarize_run(losses, metrics)
+        best = min(tuned, key=lambda b: tuned[b]["test"]["train_loss"]["mean"])
+        results.append(TaskResult(
+            name=task.name, kind=task.kind, split=task.split, horizon=horizon, optimizer=mine, baselines=tuned,
+            best_baseline=best,
+            ratio_to_best=_ratio(mine["train_loss"]["mean"], tuned[best]["test"]["train_loss"]["mean"]),
+            ratio_to_adam=_ratio(mine["train_loss"]["mean"], tuned["adam"]["test"]["train_loss"]["mean"]),
+            speedup_over_adam=speedup(mine["curve"]["mean"], tuned["adam"]["test"]["curve"]["mean"]),
+        ))
+    rate = suite_wide_rate(results)
+    if rate is not None:
+        t0 = time.perf_counter()
+        for task, result in zip(selected, results):
+            shared = tune_baseline(task, "adam", settings, cache=cache_path, lr=rate)
+            result.suite_adam = {"lr": rate, "train_loss": shared["test"]["train_loss"]}
+            result.ratio_to_suite_adam = _ratio(result.optimizer["train_loss"]["mean"], shared["test"]["train_loss"]["mean"])
+        baseline_seconds += time.perf_counter() - t0
+    return SuiteResult(name, dataclasses.asdict(settings), results, summarize_suite(results),
+                       time.perf_counter() - start, baseline_seconds)

@@ -1,0 +1,133 @@
+"""The suite's tasks: named task families with a kind and a split.
+
+`train` families are what meta-training may draw from; `heldout` families are never used to
+meta-train, select or tune an optimizer: they differ in architecture or data, not only in seeds.
+Within a family the instances of meta-training, validation (baseline tuning) and test come from
+disjoint seeds (`INSTANCE_SEEDS`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from ..tasks import TaskFamily, check_family, draw_task
+from ..tasks._classifiers import Autoencoder, ConvDigits, MLPClassifier
+from ..tasks._functions import ConditionedQuadratics, RosenbrockFunctions
+from ..tasks._regression import LinearRegression, LogisticRegression
+from ..tasks._sequence import RNNAdding
+
+SPLITS = ("train", "heldout")
+# Seeds of each family's instance sets (meta-training draws from `train`; `l2lgd.train`'s own
+# keys come from the run's seed, split from these).
+INSTANCE_SEEDS = {"train": 11_000_003, "validation": 12_000_003, "test": 13_000_003}
+
+
+class SuiteTask(NamedTuple):
+    """One task family of the suite: its name, kind, split and family (which declares its
+    `horizon` and reports `train_loss` and, where it has a test split, `test_loss` and
+    `test_accuracy` through `metrics`)."""
+
+    name: str
+    kind: str
+    split: str
+    family: TaskFamily
+
+    @property
+    def horizon(self) -> int:
+        return int(self.family.horizon)
+
+
+SUITE: dict[str, SuiteTask] = {}
+
+
+def register_suite_task(name: str, kind: str, split: str, family: TaskFamily) -> SuiteTask:
+    """Adds a family to the suite under `name`, after checking that it samples valid tasks whose
+    loss, gradients and `train_loss` metric are finite at initialization (a family that is not
+    is refused, naming it). Returns the `SuiteTask`."""
+    if split not in SPLITS:
+        raise ValueError(f"A suite task's split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}.")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"A suite task's name must be an identifier, got {name!r}.")
+    if name in SUITE:
+        raise ValueError(f"The suite already has a task named {name!r} ({SUITE[name].family!r}).")
+    check_family(family)
+    if not isinstance(getattr(family, "horizon", None), int) or family.horizon <= 0:
+        raise ValueError(f"Suite task {name!r}: its family must declare a positive integer `horizon`, got "
+                         f"{getattr(family, 'horizon', None)!r}.")
+    _check_finite_at_init(name, family)
+    task = SuiteTask(name, kind, split, family)
+    SUITE[name] = task
+    return task
+
+
+def _check_finite_at_init(name: str, family: TaskFamily) -> None:
+    @eqx.filter_jit
+    def probe(key):
+        loss_fn, params, minibatch = draw_task(family, key)
+        mkey = jax.random.wrap_key_data(minibatch) if family.stochastic else None
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(p, mkey) if mkey is not None else loss_fn(p))(params)
+        return loss, grads, family.metrics(loss_fn, params)
+
+    loss, grads, metrics = probe(jax.random.key(INSTANCE_SEEDS["validation"]))
+    values = {"loss": loss, **{f"gradient {jax.tree_util.keystr(p)}": g for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]},
+              **{f"metric {k}": v for k, v in metrics.items()}}
+    bad = [k for k, v in values.items() if not np.all(np.isfinite(np.asarray(v)))]
+    if "train_loss" not in metrics:
+        raise ValueError(f"Suite task {name!r}: {type(family).__name__}.metrics must report 'train_loss'.")
+    if bad:
+        raise ValueError(f"Suite task {name!r} ({family!r}) is not finite at initialization: {', '.join(bad)}.")
+
+
+def select(tasks: str | list[str] | tuple[str, ...] = "heldout") -> list[SuiteTask]:
+    """The suite's tasks named by `tasks`: "heldout", "train", "all", or names (a list, or one
+    string of comma-separated names). An unknown name is an error that lists the known ones."""
+    if isinstance(tasks, str):
+        if tasks in SPLITS:
+            return [t for t in SUITE.values() if t.split == tasks]
+        if tasks == "all":
+            return list(SUITE.values())
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in SUITE]
+    if unknown or not tasks:
+        raise ValueError(f"Unknown suite task(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose heldout, train, all, or names of: {', '.join(SUITE)}.")
+    return [SUITE[t] for t in tasks]
+
+
+def _builtin() -> None:
+    for name, kind, split, family in (
+        # What meta-training may draw from.
+        ("mlp_tanh_mixture8", "mlp", "train", MLPClassifier("mixture8", (32,), "tanh", 64, 300)),
+        ("mlp_sigmoid_digits", "mlp", "train", MLPClassifier("digits", (32,), "sigmoid", 128, 200)),
+        ("mlp_relu_spirals", "mlp", "train", MLPClassifier("spirals", (32, 32), "relu", 64, 500)),
+        ("mlp_relu_teacher", "mlp", "train", MLPClassifier("teacher", (16,), "relu", 32, 300)),
+        ("mlp_gelu_wine", "mlp", "train", MLPClassifier("wine", (16,), "gelu", 16, 200)),
+        ("conv_digits_c4", "conv", "train", ConvDigits(4, "relu", 32, 200)),
+        ("autoencoder_sigmoid", "autoencoder", "train", Autoencoder((16,), "sigmoid", 64, 300)),
+        ("linreg_cond10", "linear", "train", LinearRegression(20, 10.0, 32, 200)),
+        ("logreg_cond1e3", "logistic", "train", LogisticRegression(20, 1e3, 64, 300)),
+        ("quadratic_cond100", "quadratic", "train", ConditionedQuadratics(20, 100.0, 200)),
+        ("rosenbrock_2d", "function", "train", RosenbrockFunctions(2, 1000)),
+        ("rnn_adding_10", "rnn", "train", RNNAdding(10, 16, 32, 300)),
+        # Held out: other architectures, activations, depths, widths or data.
+        ("mlp_relu_digits_2x16", "mlp", "heldout", MLPClassifier("digits", (16, 16), "relu", 64, 500)),
+        ("mlp_gelu_breast_cancer", "mlp", "heldout", MLPClassifier("breast_cancer", (32,), "gelu", 32, 300)),
+        ("mlp_tanh_parity", "mlp", "heldout", MLPClassifier("parity", (32,), "tanh", 64, 1000)),
+        ("mlp_sigmoid_iris_3x8", "mlp", "heldout", MLPClassifier("iris", (8, 8, 8), "sigmoid", 16, 500)),
+        ("mlp_relu_mixture16_128", "mlp", "heldout", MLPClassifier("mixture16", (128,), "relu", 256, 200)),
+        ("conv_digits_c8_tanh", "conv", "heldout", ConvDigits(8, "tanh", 64, 300)),
+        ("autoencoder_relu", "autoencoder", "heldout", Autoencoder((16,), "relu", 128, 200)),
+        ("linreg_cond1e4", "linear", "heldout", LinearRegression(30, 1e4, 64, 500)),
+        ("logreg_cond10_d50", "logistic", "heldout", LogisticRegression(50, 10.0, 128, 200)),
+        ("quadratic_cond1e4", "quadratic", "heldout", ConditionedQuadratics(30, 1e4, 500)),
+        ("rosenbrock_10d", "function", "heldout", RosenbrockFunctions(10, 2000)),
+        ("rnn_adding_20", "rnn", "heldout", RNNAdding(20, 24, 64, 500)),
+    ):
+        SUITE[name] = SuiteTask(name, kind, split, family)  # checked by the tests, not at every import
+
+
+_builtin()

@@ -1,0 +1,161 @@
+"""The benchmark suite: its families, its baseline cache and its runner (tiny shapes)."""
+
+import functools
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import l2lgd
+from l2lgd import suite
+from l2lgd.suite import _baselines
+from l2lgd.suite._run import FAST_COMPILE
+from l2lgd.tasks import draw_task
+from l2lgd.tasks._functions import RosenbrockFunctions
+from l2lgd.tasks._regression import LinearRegression
+
+
+def test_the_suite_has_enough_families_kinds_and_held_out_ones():
+    tasks = list(suite.SUITE.values())
+    assert len(tasks) >= 20
+    assert sum(t.split == "heldout" for t in tasks) >= 8
+    assert len({t.kind for t in tasks}) >= 5
+    horizons = [t.horizon for t in tasks]
+    assert min(horizons) >= 100 and max(horizons) <= 2000 and max(horizons) >= 1000
+    minibatches = [t.family.minibatch for t in tasks if hasattr(t.family, "minibatch")]
+    assert min(minibatches) <= 16 and max(minibatches) >= 256
+
+
+def _probe(family):
+    """Everything the family test looks at, in one compiled call."""
+
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def probe(key, other):
+        loss_fn, params, minibatch = draw_task(family, key)
+        mkey = jax.random.wrap_key_data(minibatch) if family.stochastic else None
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(p, mkey) if mkey is not None else loss_fn(p))(params)
+        return params, draw_task(family, key)[1], draw_task(family, other)[1], loss, grads, family.metrics(loss_fn, params)
+
+    return probe(jax.random.key(3), jax.random.key(4))
+
+
+@pytest.mark.parametrize("name", sorted(suite.SUITE))
+def test_each_family_samples_finite_deterministic_tasks(name):
+    family = suite.SUITE[name].family
+    l2lgd.tasks.check_family(family)
+    params, params_again, other_params, loss, grads, metrics = _probe(family)
+    leaves = jax.tree.leaves(params)
+    assert all(bool(jnp.array_equal(a, b)) for a, b in zip(leaves, jax.tree.leaves(params_again)))  # same key, same task
+    assert not all(bool(jnp.array_equal(a, b)) for a, b in zip(leaves, jax.tree.leaves(other_params)))  # another, another
+    assert all(leaf.dtype == jnp.float32 for leaf in leaves)
+    assert loss.shape == () and loss.dtype == jnp.float32 and jnp.isfinite(loss)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    assert "train_loss" in metrics and all(bool(jnp.isfinite(v)) for v in metrics.values())
+
+
+class NaNBowls(l2lgd.TaskFamily):
+    horizon: int = eqx.field(static=True, default=10)
+
+    def sample(self, key):
+        return l2lgd.Quadratic(jnp.full(2, jnp.nan)), jnp.ones(2)
+
+    def metrics(self, loss_fn, params):
+        return {"train_loss": loss_fn(params)}
+
+
+def test_registering_refuses_bad_families_naming_them(monkeypatch):
+    monkeypatch.setattr(suite._tasks, "SUITE", dict(suite.SUITE))
+    with pytest.raises(ValueError, match="Suite task 'nan_bowls' .* is not finite at initialization: loss"):
+        suite.register_suite_task("nan_bowls", "quadratic", "train", NaNBowls())
+    with pytest.raises(ValueError, match="already has a task named 'linreg_cond1e4'"):
+        suite.register_suite_task("linreg_cond1e4", "linear", "heldout", LinearRegression())
+    with pytest.raises(ValueError, match="split must be one of 'train', 'heldout'"):
+        suite.register_suite_task("x", "linear", "test", LinearRegression())
+    with pytest.raises(ValueError, match=r"Unknown suite task\(s\) 'nope'; choose heldout, train, all, or names of: .*linreg_cond1e4"):
+        suite.select("nope,linreg_cond1e4")
+
+
+def test_bad_optimizer_specs_are_one_line_errors():
+    for spec, message in (("adam:fast", "not an optax spec"), ("nosuch:1e-3", "not an optax spec"),
+                          ("not_shipped_anywhere", "neither a shipped optimizer, a run folder nor an optax spec")):
+        with pytest.raises(ValueError, match=message) as info:
+            suite.resolve_optimizer(spec)
+        assert "\n" not in str(info.value)
+    assert suite.resolve_optimizer("sgd:0.1")[0] == "sgd:0.1"
+
+
+TINY = suite.Settings(validation_instances=2, test_instances=4, horizon_cap=10)
+
+
+@pytest.fixture
+def tiny_suite(monkeypatch):
+    monkeypatch.setattr(suite._tasks, "SUITE", dict(suite.SUITE))
+    suite.register_suite_task("tiny_linreg", "linear", "heldout", LinearRegression(3, 10.0, 4, 10, samples=16))
+    suite.register_suite_task("tiny_rosenbrock", "function", "heldout", RosenbrockFunctions(2, 10))
+    return ["tiny_linreg", "tiny_rosenbrock"]
+
+
+def test_the_cache_is_keyed_by_family_and_baseline_and_survives_no_damage(tiny_suite, tmp_path, monkeypatch):
+    task = suite._tasks.SUITE["tiny_linreg"]
+    settings = {"n": 1}
+    first = _baselines.definition(task, "adam", settings)
+    _baselines.store(tmp_path, first, {"lr": 0.1})
+    assert _baselines.load_cached(tmp_path, first) == {"lr": 0.1}
+    # Another field of the family, or another definition of the baseline: not the cached result.
+    changed = task._replace(family=LinearRegression(3, 100.0, 4, 10, samples=16))
+    assert _baselines.load_cached(tmp_path, _baselines.definition(changed, "adam", settings)) is None
+    monkeypatch.setitem(_baselines.BASELINES, "adam", lambda lr, horizon: optax.adam(lr, b1=0.5))
+    assert _baselines.load_cached(tmp_path, _baselines.definition(task, "adam", settings)) is None
+    # A damaged file is not trusted.
+    (path,) = tmp_path.glob("tiny_linreg-adam-*.json")
+    path.write_text('{"definition": ')
+    assert _baselines.load_cached(tmp_path, first) is None
+
+
+def test_the_runner_end_to_end_on_two_tiny_tasks(tiny_suite, tmp_path, monkeypatch):
+    # Two of the six baselines (each compiles a program per task; they all run the same code path).
+    monkeypatch.setattr(_baselines, "BASELINES", {k: _baselines.BASELINES[k] for k in ("sgd", "adam")})
+    cache = tmp_path / "cache"
+    result = suite.run("adam:1e-2", tiny_suite, settings=TINY, cache=cache, progress=False)
+    assert [t.name for t in result.tasks] == tiny_suite
+    for t in result.tasks:
+        assert set(t.baselines) == {"sgd", "adam"}
+        best = t.baselines[t.best_baseline]
+        assert best["test"]["train_loss"]["mean"] == min(b["test"]["train_loss"]["mean"] for b in t.baselines.values())
+        assert t.ratio_to_best == pytest.approx(t.optimizer["train_loss"]["mean"] / best["test"]["train_loss"]["mean"])
+        assert len(t.optimizer["curve"]["mean"]) == 10 and t.optimizer["nonfinite_runs"] == 0
+        assert 1e-7 <= t.baselines["sgd"]["lr"] <= 1e2 and t.ratio_to_suite_adam is not None
+    s = result.summary
+    assert s["tasks"] == 2 and s["suite_adam_lr"] > 0 and set(s["per_kind"]) == {"linear", "function"}
+    assert 0.0 <= s["fraction_with_lower_mean"]["best"] <= 1.0
+    files = sorted(p.name.split("-")[1] for p in cache.glob("tiny_linreg-*.json"))
+    assert files.count("adam") == 2 and len(files) == 3  # the tuned baselines, and Adam at the suite-wide rate
+    again = suite.run("adam:1e-2", tiny_suite, settings=TINY, cache=cache, progress=False)
+    assert again.baseline_seconds < result.baseline_seconds
+    assert again.tasks[0].baselines == json.loads(json.dumps(result.tasks[0].baselines))
+    out = suite.write(again, tmp_path / "out")
+    data = json.loads((out / "suite.json").read_text())
+    assert data["optimizer"] == "adam:1e-2" and len(data["tasks"]) == 2
+    assert (out / "figures" / "tiny_linreg.png").is_file() and (out / "figures" / "summary.png").is_file()
+    report = suite.write_section(tmp_path / "SUITE.md", again)
+    suite.write_section(report, again)  # replaced, not appended twice
+    assert report.read_text().count("<!-- suite:adam_1e-2:start -->") == 1 and "| `tiny_rosenbrock` |" in report.read_text()
+    # A learned optimizer goes through the same runner.
+    learned = l2lgd.as_optax(l2lgd.make_optimizer(l2lgd.Config(hidden_size=4), key=jax.random.key(0)))
+    mine = suite.run(learned, ["tiny_rosenbrock"], settings=TINY, cache=cache, progress=False)
+    assert np.isfinite(mine.tasks[0].ratio_to_best)
+
+
+def test_the_command_line_refuses_bad_input_in_one_line():
+    import subprocess
+    import sys
+
+    for argv, message in ((["adam:1e-3", "--tasks", "nope"], "Unknown suite task(s) 'nope'; choose heldout"),
+                          (["adam:soon"], "is not an optax spec NAME:LEARNING_RATE")):
+        done = subprocess.run([sys.executable, "-m", "l2lgd", "suite", *argv], capture_output=True, text=True)
+        assert done.returncode == 1 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
