@@ -14,9 +14,8 @@ import l2lgd
 from l2lgd import suite
 from l2lgd.suite import _baselines
 from l2lgd.suite._run import FAST_COMPILE
+from l2lgd import LinearRegression, RosenbrockFunctions
 from l2lgd.tasks import draw_task
-from l2lgd.tasks._functions import RosenbrockFunctions
-from l2lgd.tasks._regression import LinearRegression
 
 
 def test_the_suite_has_enough_families_kinds_and_held_out_ones():
@@ -142,9 +141,11 @@ def test_the_runner_end_to_end_on_two_tiny_tasks(tiny_suite, tmp_path, monkeypat
     data = json.loads((out / "suite.json").read_text())
     assert data["optimizer"] == "adam:1e-2" and len(data["tasks"]) == 2
     assert (out / "figures" / "tiny_linreg.png").is_file() and (out / "figures" / "summary.png").is_file()
+    assert suite.load(out).tasks[1].ratio_to_best == again.tasks[1].ratio_to_best
     report = suite.write_section(tmp_path / "SUITE.md", again)
     suite.write_section(report, again)  # replaced, not appended twice
     assert report.read_text().count("<!-- suite:adam_1e-2:start -->") == 1 and "| `tiny_rosenbrock` |" in report.read_text()
+    assert report.read_text().count("| `adam:1e-2` | 2 |") == 1  # its row of the summary table, once
     # A learned optimizer goes through the same runner.
     learned = l2lgd.as_optax(l2lgd.make_optimizer(l2lgd.Config(hidden_size=4), key=jax.random.key(0)))
     mine = suite.run(learned, ["tiny_rosenbrock"], settings=TINY, cache=cache, progress=False)

@@ -10,7 +10,10 @@ drawn from a *task family*; "seed" is always a PRNG seed.
 - meta-train one: `Config` (in sections `OptimizerConfig`, `TaskConfig`,
   `MetaTrainingConfig`), `train`, `RunOptions`, `TrainResult`, `Experiment`;
 - define what it trains on: `TaskFamily`, `register_task_family`, and the built-in families
-  `Quadratics`, `PaperQuadratics`, `Digits`, `DigitsVariants`;
+  `Quadratics`, `PaperQuadratics`, `Digits`, `DigitsVariants`, and the suite's kinds
+  `MLPClassifier`, `ConvDigits`, `Autoencoder`, `LinearRegression`, `LogisticRegression`,
+  `ConditionedQuadratics`, `RosenbrockFunctions`, `RNNAdding`;
+- judge an optimizer on problems it never saw: `l2lgd.suite` (`l2lgd.suite.run`);
 - evaluate: `run_optimizer`, `unroll`, `summarize`, `tune_learning_rate`, `task_keys`
   (with `TEST_SEED`, `VALIDATION_SEED`), and the reference's baselines `reference_sgd`,
   `reference_rmsprop`;
@@ -60,8 +63,12 @@ _EXPORTS = {
     "runs._record": ("load_record",),
     "runs._shipped": ("ShippedOptimizer", "list_optimizers"),
     "tasks._base": ("TaskFamily", "register_task_family"),
+    "tasks._classifiers": ("Autoencoder", "ConvDigits", "MLPClassifier"),
+    "tasks._functions": ("ConditionedQuadratics", "RosenbrockFunctions"),
     "tasks._mlp": ("Digits", "DigitsVariants"),
     "tasks._quadratic": ("PaperQuadratics", "Quadratic", "Quadratics", "sample_quadratic"),
+    "tasks._regression": ("LinearRegression", "LogisticRegression"),
+    "tasks._sequence": ("RNNAdding",),
     "training._state": ("Initial", "TrainState", "init_state", "make_task_batch", "meta_optimizer"),
     "training._step": ("make_meta_gradient", "make_meta_step", "make_train_chunk"),
 }
@@ -89,8 +96,12 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .runs._record import load_record as load_record
     from .runs._shipped import ShippedOptimizer as ShippedOptimizer, list_optimizers as list_optimizers
     from .tasks._base import TaskFamily as TaskFamily, register_task_family as register_task_family
+    from .tasks._classifiers import Autoencoder as Autoencoder, ConvDigits as ConvDigits, MLPClassifier as MLPClassifier
+    from .tasks._functions import ConditionedQuadratics as ConditionedQuadratics, RosenbrockFunctions as RosenbrockFunctions
     from .tasks._mlp import Digits as Digits, DigitsVariants as DigitsVariants
     from .tasks._quadratic import PaperQuadratics as PaperQuadratics, Quadratic as Quadratic, Quadratics as Quadratics, sample_quadratic as sample_quadratic
+    from .tasks._regression import LinearRegression as LinearRegression, LogisticRegression as LogisticRegression
+    from .tasks._sequence import RNNAdding as RNNAdding
     from .training._state import Initial as Initial, TrainState as TrainState, init_state as init_state, make_task_batch as make_task_batch, meta_optimizer as meta_optimizer
     from .training._step import make_meta_gradient as make_meta_gradient, make_meta_step as make_meta_step, make_train_chunk as make_train_chunk
 

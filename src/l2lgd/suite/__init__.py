@@ -8,7 +8,7 @@ problems it never saw, against baselines tuned per task (`python -m l2lgd suite 
 """
 
 from ._baselines import BASELINES as BASELINES, cache_dir as cache_dir
-from ._report import markdown as markdown, write as write, write_section as write_section
+from ._report import load as load, markdown as markdown, write as write, write_section as write_section
 from ._run import (
     QUICK as QUICK,
     Settings as Settings,

@@ -164,20 +164,61 @@ HEADER = """# The suite: every shipped optimizer on problems it never saw
 Written by `make suite OPT=... ARGS="--report experiments/SUITE.md"` (`python -m l2lgd suite OPT --report
 experiments/SUITE.md`), one section per optimizer; the held-out families were never used to
 meta-train, select or tune any optimizer here. Figures of a run are in its `--out` folder
-(default `runs/suite/OPT/`).
+(default `runs/suite/OPT/`). Ratios are of mean final training loss; below 1, the optimizer is
+lower.
+
+<!-- suite_summary:start -->
+<!-- suite_summary:end -->
 """
 
 
+SUMMARY_COLUMNS = (
+    "| optimizer | tasks | median ratio to best tuned | geo-mean ratio | below best | below tuned Adam | "
+    "beats tuned Adam (separated CIs) | below suite-wide Adam | median speed-up over Adam | non-finite runs |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def summary_row(result: SuiteResult) -> str:
+    """One line of the summary table: where `result`'s optimizer stands over its tasks."""
+    s = result.summary
+    below = s["fraction_with_lower_mean"]
+    return (f"| `{result.optimizer}` | {s['tasks']} | {_fmt(s['median_ratio_to_best'])} | {_fmt(s['geomean_ratio_to_best'])} | "
+            f"{below['best']:.0%} | {below['adam']:.0%} | {s['fraction_beating_with_separated_ci']['adam']:.0%} | "
+            f"{s['fraction_below_suite_adam']:.0%} | {_fmt(s['median_speedup_over_adam'])} | {s['nonfinite_runs']} |")
+
+
+def _replace_block(text: str, start: str, end: str, block: str) -> str:
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    whole = f"{start}\n{block}\n{end}"
+    return pattern.sub(lambda _: whole, text) if pattern.search(text) else text.rstrip() + "\n\n" + whole + "\n"
+
+
 def write_section(report: str | Path, result: SuiteResult) -> Path:
-    """Puts `result`'s table into `report` as the section of its optimizer (replacing an older one);
-    sections are kept in the order they were first written. Safe for concurrent writers."""
+    """Puts `result`'s table into `report` as the section of its optimizer (replacing an older one;
+    sections are kept in the order they were first written) and its row into the report's summary
+    table (`<!-- suite_summary:start -->`). Safe for concurrent writers."""
     report = Path(report)
     name = _slug(result.optimizer)
-    start, end = f"<!-- suite:{name}:start -->", f"<!-- suite:{name}:end -->"
-    section = f"{start}\n{markdown(result)}\n{end}"
     with _locked(report):
         text = report.read_text() if report.is_file() else HEADER
-        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-        text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+        summary = re.search(r"<!-- suite_summary:start -->\n(.*?)\n<!-- suite_summary:end -->", text, re.S)
+        rows = [line for line in (summary.group(1).splitlines() if summary else []) if line.startswith("| `")]
+        rows = [line for line in rows if not line.startswith(f"| `{result.optimizer}` |")] + [summary_row(result)]
+        text = _replace_block(text, "<!-- suite_summary:start -->", "<!-- suite_summary:end -->",
+                              SUMMARY_COLUMNS + "\n" + "\n".join(rows))
+        text = _replace_block(text, f"<!-- suite:{name}:start -->", f"<!-- suite:{name}:end -->", markdown(result))
         report.write_text(text)
     return report
+
+
+def load(path: str | Path) -> SuiteResult:
+    """The `SuiteResult` a run wrote (`out/suite.json`, or its folder)."""
+    path = Path(path)
+    path = path / "suite.json" if path.is_dir() else path
+    try:
+        data = json.loads(path.read_text())
+        data["tasks"] = [TaskResult(**t) for t in data["tasks"]]
+        return SuiteResult(**data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as e:
+        raise ValueError(f"{path} is not a suite result ({e.__class__.__name__}: {e}).") from None
