@@ -17,6 +17,10 @@ from .tasks import TASK_FAMILIES
 from .tasks._data import DATASETS
 
 ACTIVATIONS = ("sigmoid", "relu")
+# The estimators a config may name (`l2lgd.estimators.estimator_for` builds them).
+BACKPROPAGATION = ("fused", "fused_scan", "autodiff")
+EVOLUTION = ("es", "pes")
+ESTIMATORS = (*BACKPROPAGATION, *EVOLUTION)
 
 NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
@@ -123,12 +127,49 @@ class MetaTrainingConfig:
     meta_lr: float = 3e-4
     clip_norm: float = 1.0
     per_task_clip: bool = False
+    # How the meta-gradient is estimated (`l2lgd.estimators`): backpropagation through the unroll
+    # ("fused": the hand-written backward pass; "autodiff": jax.grad), or evolution strategies over
+    # persistent particles ("pes": unbiased over the truncations; "es": antithetic, truncated).
+    estimator: str = "fused"
+    perturbations: int = 8  # es/pes: antithetic pairs per task and meta-step
+    sigma: float = 0.01  # es/pes: the standard deviation of the perturbations of theta
+    # es/pes: each task's horizon is drawn log-uniformly from [min_horizon, max_horizon] optimizee
+    # steps (rounded up to whole truncations); 0 and 0: the family's own `horizon`.
+    min_horizon: int = 0
+    max_horizon: int = 0
+    # es/pes: each step's loss in the meta-objective is taken on a minibatch other than the one
+    # its gradient saw (Metz et al. 2019), so the optimizer is rewarded for generalizing.
+    heldout_minibatch: bool = False
 
     def __post_init__(self):
         _check_choice("objective", self.objective, tuple(OBJECTIVES))
-        _positive_ints(self, "num_steps", "meta_steps", "batch_size")
-        _positive_numbers(self, "meta_lr", "clip_norm")
-        _booleans(self, "second_order", "per_task_clip")
+        _check_choice("estimator", self.estimator, ESTIMATORS)
+        _positive_ints(self, "num_steps", "meta_steps", "batch_size", "perturbations")
+        _positive_numbers(self, "meta_lr", "clip_norm", "sigma")
+        _booleans(self, "second_order", "per_task_clip", "heldout_minibatch")
+        for field in ("min_horizon", "max_horizon"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Config.{field} must be 0 or a positive integer, got {value!r}.")
+        if (self.min_horizon == 0) != (self.max_horizon == 0) or self.max_horizon < self.min_horizon:
+            raise ValueError(
+                f"Config.min_horizon={self.min_horizon} and max_horizon={self.max_horizon} must both be 0 (the "
+                "family's horizon) or satisfy 0 < min_horizon <= max_horizon."
+            )
+        if self.min_horizon and self.min_horizon < self.num_steps:
+            raise ValueError(
+                f"Config.min_horizon={self.min_horizon} is shorter than one truncation (num_steps={self.num_steps}): "
+                "a task must last at least one truncated unroll."
+            )
+        evolution = self.estimator in EVOLUTION
+        for field, default in (("min_horizon", 0), ("heldout_minibatch", False)):
+            if not evolution and getattr(self, field) != default:
+                raise ValueError(
+                    f"Config.{field}={getattr(self, field)!r} needs an evolution estimator (estimator='es' or 'pes'), "
+                    f"not estimator={self.estimator!r}."
+                )
+        if evolution and self.per_task_clip:
+            raise ValueError(f"Config.per_task_clip is for backpropagation; estimator={self.estimator!r} clips the mean.")
 
 
 SECTIONS: dict[str, type] = {"optimizer": OptimizerConfig, "tasks": TaskConfig, "training": MetaTrainingConfig}
@@ -140,6 +181,7 @@ STORED_ORDER = (
     "name", "task", "dim", "num_steps", "horizon", "mlp_hidden_units", "mlp_activation", "minibatch", "dataset",
     "train_task", "preprocessing", "log_range", "output_scale", "hidden_size", "num_layers", "objective",
     "second_order", "meta_steps", "batch_size", "meta_lr", "clip_norm", "per_task_clip", "seed",
+    *(NEW_FIELDS := ("estimator", "perturbations", "sigma", "min_horizon", "max_horizon", "heldout_minibatch")),
 )
 assert sorted(STORED_ORDER) == sorted((*TOP_FIELDS, *SECTION_OF))
 
@@ -242,8 +284,11 @@ class Config:
         return Config(**{**current, **{k: v for k, v in changes.items() if k not in flat}}, **flat)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field by its flat name (the stored form)."""
-        return {field: getattr(self, field) for field in STORED_ORDER}
+        """Every field by its flat name (the stored form). Fields added after 0.3 are left out
+        at their defaults, so a config that does not use them is stored as before."""
+        defaults = MetaTrainingConfig()
+        return {field: getattr(self, field) for field in STORED_ORDER
+                if field not in NEW_FIELDS or getattr(self, field) != getattr(defaults, field)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":

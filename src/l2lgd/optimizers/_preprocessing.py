@@ -12,6 +12,7 @@ a scale-free range in both directions.
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any, Callable, ClassVar, NamedTuple
 
 import equinox as eqx
@@ -145,6 +146,9 @@ class PaperPreprocessing(Preprocessing):
         return self.output_scale * out[:, 0], state
 
 
+V_CLIP = 1e18  # |g| above it counts as 1e18 in the second moment (its square stays finite)
+
+
 class MomentState(NamedTuple):
     m: Float[Array, "n k"]  # momenta at the decays `betas`
     v: Float[Array, " n"]  # second moment at decay `beta2`
@@ -192,7 +196,9 @@ class Moments(Preprocessing):
         betas = jnp.asarray(self.betas, g.dtype)
         t = state.t + 1
         m = betas * jax.lax.stop_gradient(state.m) + (1 - betas) * g[:, None]
-        v = self.beta2 * jax.lax.stop_gradient(state.v) + (1 - self.beta2) * jnp.square(g)
+        # g**2 of a gradient over ~1e19 overflows float32; clipped first, v stays finite and the
+        # features keep the gradient's sign (exact, so nothing changes below the clip).
+        v = self.beta2 * jax.lax.stop_gradient(state.v) + (1 - self.beta2) * jnp.square(jnp.clip(g, -V_CLIP, V_CLIP))
         m_hat = m / (1 - betas**t)
         denom = jnp.sqrt(v / (1 - self.beta2**t)) + self.eps
         scaled = jnp.concatenate([m_hat, g[:, None]], axis=-1) / denom[:, None]
@@ -222,6 +228,11 @@ PREPROCESSINGS: dict[str, Callable[..., Preprocessing]] = {
     "paper": lambda log_range, output_scale: PaperPreprocessing(float(log_range), float(output_scale)),
     "moments": lambda log_range, output_scale: Moments(),
     "moments_no_clock": lambda log_range, output_scale: Moments(taus=()),  # an ablation: no step-count features
+    # `general`: longer memories and clocks for horizons of 100-10,000 steps, a step size around
+    # Adam's usual 3e-3 that it may move by up to e^4 either way.
+    "general": lambda log_range, output_scale: Moments(
+        lr_offset=math.log(3e-3), betas=(0.5, 0.9, 0.99, 0.999), taus=(10.0, 100.0, 1000.0, 10000.0), a_max=4.0
+    ),
 }
 
 

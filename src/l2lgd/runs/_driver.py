@@ -22,11 +22,13 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._config import Config, stored_configs
+from .._config import EVOLUTION, Config, stored_configs
+from .._objectives import SOLVED
 from .._errors import NonFiniteError, Stopped
 from .._evaluate import VALIDATION_SEED, host_log10, task_keys, unroll_losses
 from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily, check_family, family_name, task_family, training_family
+from ..tasks import TaskFamily, family_name, task_family, training_family
+from ..tasks._mixture import FamilyMixture, check_members
 from ..training._state import TrainState, init_state
 from ..training._step import make_train_chunk
 from ._control import run_lock, stop_signals
@@ -66,14 +68,21 @@ class TrainResult:
 
 
 def validation_score(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> float:
-    """Mean log10(f(x_T-1) + 1e-38) over the validation tasks: the model-selection score."""
-    losses = _validation_losses(theta, static, config, keys, family)
+    """Mean log10(f(x_T-1) + 1e-38) over the validation tasks: the model-selection score. For a
+    `FamilyMixture`, the mean over its members, each at its own horizon and floored at
+    log10(SOLVED) (so that no member that can be solved to 1e-20 outweighs the others)."""
+    if isinstance(family, FamilyMixture):
+        floor = math.log10(SOLVED)
+        return float(np.mean([max(validation_score(theta, static, config, keys, m), floor) for m in family.members]))
+    # Evolution estimators train at each family's own horizon, and are scored there.
+    num_steps = getattr(family, "horizon", None) if config.estimator in EVOLUTION else None
+    losses = _validation_losses(theta, static, config, keys, family, num_steps)
     return float(host_log10(losses[:, -1]).mean())
 
 
 @eqx.filter_jit
-def _validation_losses(theta, static, config, keys, family):
-    return unroll_losses(as_optax(eqx.combine(theta, static)), config, keys, family=family)
+def _validation_losses(theta, static, config, keys, family, num_steps):
+    return unroll_losses(as_optax(eqx.combine(theta, static)), config, keys, family=family, num_steps=num_steps)
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions) -> None:
@@ -98,9 +107,9 @@ def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, 
         with stored_configs():
             config = config.replace(task=family_name(family), train_task="")
         validation = family
-    check_family(family)
+    check_members(family)
     if validation is not family:
-        check_family(validation)
+        check_members(validation)
     return config, family, validation
 
 

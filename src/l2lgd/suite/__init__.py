@@ -2,6 +2,7 @@
 problems it never saw, against baselines tuned per task (`python -m l2lgd suite OPT`).
 
 - `SUITE`: the tasks by name (`SuiteTask`: kind, split, family); `register_suite_task` adds one;
+  `training_mixture()`: the `train` split as one `FamilyMixture` (what `general` trains on);
 - `run(optimizer, tasks="heldout")` -> `SuiteResult`; `Settings`, `QUICK`;
 - `BASELINES`: SGD, momentum, Nesterov, RMSProp, Adam, AdamW with cosine decay;
 - `write`, `write_section`, `markdown`: what a run writes.
@@ -17,4 +18,10 @@ from ._run import (
     resolve_optimizer as resolve_optimizer,
     run as run,
 )
-from ._tasks import SUITE as SUITE, SuiteTask as SuiteTask, register_suite_task as register_suite_task, select as select
+from ._tasks import (
+    SUITE as SUITE,
+    SuiteTask as SuiteTask,
+    register_suite_task as register_suite_task,
+    select as select,
+    training_mixture as training_mixture,
+)

@@ -17,6 +17,7 @@ import numpy as np
 from ..tasks import TaskFamily, check_family, draw_task
 from ..tasks._classifiers import Autoencoder, ConvDigits, MLPClassifier
 from ..tasks._functions import ConditionedQuadratics, RosenbrockFunctions
+from ..tasks._mixture import FamilyMixture
 from ..tasks._regression import LinearRegression, LogisticRegression
 from ..tasks._sequence import RNNAdding
 
@@ -131,3 +132,12 @@ def _builtin() -> None:
 
 
 _builtin()
+
+
+def training_mixture(split: str = "train") -> FamilyMixture:
+    """The suite's families of `split` as one `FamilyMixture` (what `general` meta-trains on:
+    the `train` split; the held-out split is for judging only)."""
+    tasks = [t for t in SUITE.values() if t.split == split]
+    if not tasks:
+        raise ValueError(f"The suite has no tasks in split {split!r}; splits: {', '.join(SPLITS)}.")
+    return FamilyMixture(tuple(t.family for t in tasks), tuple(t.name for t in tasks))

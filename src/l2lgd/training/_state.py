@@ -10,10 +10,12 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from .._config import Config
+from .._config import EVOLUTION, Config
+from ..estimators._named import estimator_for
 from ..optimizers._learned import LearnedOptimizer, make_optimizer
 from ..optimizers._optax_face import as_optax
 from ..tasks import TaskFamily, draw_task, training_family
+from ._evolve import init_particles
 
 
 class Inner(NamedTuple):
@@ -34,7 +36,7 @@ class TrainState(NamedTuple):
     skipped: Int[Array, ""]  # meta-steps whose non-finite update was dropped, in total
     consecutive_skips: Int[Array, ""]
     key: Any  # the run's key data (uint32); step keys are fold_in(key, step)
-    inner: Any = ()  # truncated training only: the `Inner` optimizees in flight
+    inner: Any = ()  # truncated training: the `Inner` optimizees in flight; es/pes: each member's `Particles`
 
 
 def meta_optimizer(config: Config) -> optax.GradientTransformation:
@@ -73,7 +75,10 @@ def init_state(config: Config, family: TaskFamily | None = None) -> Initial:
     theta, static = eqx.partition(opt, eqx.is_array)
     zero = jnp.zeros((), jnp.int32)
     inner = ()
-    if config.truncations > 1:
+    if config.estimator in EVOLUTION:
+        family = family if family is not None else training_family(config)
+        inner = init_particles(config, static, theta, family, estimator_for(config), jax.random.fold_in(run_key, 2**31 - 1))
+    elif config.truncations > 1:
         loss_fn, x0, keys = make_task_batch(config, family)(jax.random.key_data(run_key), zero)
         tx = as_optax(opt)
         inner = Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)

@@ -17,13 +17,16 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
-from .._config import Config
+from .._config import EVOLUTION, Config
 from .._objectives import log10_loss
 from .._process import cpu_compiler_options
 from ..estimators._base import MetaGradientEstimator
+from ..estimators._evolution import Evolution
+from ..estimators._named import estimator_for
 from ..optimizers._learned import LearnedOptimizer
 from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily
+from ..tasks import TaskFamily, training_family
+from ._evolve import make_evolution_gradient
 from ._state import Inner, TrainState, make_task_batch, meta_optimizer
 
 
@@ -39,11 +42,9 @@ def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def default_estimator() -> MetaGradientEstimator:
-    """The estimator used when none is given: `FusedBackprop()`."""
-    from ..estimators._fused import FusedBackprop
-
-    return FusedBackprop()
+def default_estimator(config: Config) -> MetaGradientEstimator:
+    """The estimator used when none is given: the one `config.estimator` names."""
+    return estimator_for(config)
 
 
 def make_meta_gradient(config: Config, static: LearnedOptimizer, *, estimator: MetaGradientEstimator | None = None):
@@ -73,22 +74,35 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, estimator: M
         >>> result.final_losses.shape, jax.tree.structure(result.grads) == jax.tree.structure(state.theta)
         ((2,), True)
     """
-    estimator = default_estimator() if estimator is None else estimator
+    estimator = default_estimator(config) if estimator is None else estimator
     if not isinstance(estimator, MetaGradientEstimator):
         raise TypeError(f"estimator must be an l2lgd MetaGradientEstimator, got {type(estimator).__name__}.")
     return estimator.make(config, static)
 
 
-def make_meta_step(config: Config, static: LearnedOptimizer, *, estimator: MetaGradientEstimator | None = None):
+def make_meta_step(
+    config: Config,
+    static: LearnedOptimizer,
+    *,
+    estimator: MetaGradientEstimator | None = None,
+    family: TaskFamily | None = None,
+):
     """`meta_step(state, tasks) -> (state, StepRecord)`: one meta-step on a batch of tasks.
+
+    With an evolution estimator (`Config.estimator` "es" or "pes") it is `meta_step(state,
+    step)`: the particles in `state.inner` draw their own tasks of `family` (default: the
+    config's; a `FamilyMixture` gives every member its batch).
 
     An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
     unchanged) and counted. `estimator`: see `make_meta_gradient`. (The driver checks the weights
     and Adam state after each chunk; checking them here too would change XLA's fusion of the
     update, and so the trained weights at float32 rounding.)
     """
+    estimator = default_estimator(config) if estimator is None else estimator
+    if isinstance(estimator, Evolution):
+        return _evolution_step(config, static, family, estimator)
     batch_grads = make_meta_gradient(config, static, estimator=estimator)
-    tx = meta_optimizer(config)
+    apply = _make_apply(config)
 
     def current_tasks(state: TrainState, tasks):
         """Fresh tasks, or (truncated training, not at a task's start) the carried ones."""
@@ -107,6 +121,18 @@ def make_meta_step(config: Config, static: LearnedOptimizer, *, estimator: MetaG
         if config.truncations > 1:
             params, opt_states = lax.stop_gradient(carries)
             inner = inner._replace(params=params, opt_state=opt_states)
+        return apply(state, grads, objective, jnp.mean(log10_loss(finals)), inner)
+
+    return meta_step
+
+
+def _make_apply(config: Config):
+    """`apply(state, grads, objective, final_log10, inner) -> (state, StepRecord)`: the
+    meta-optimizer's update, dropped (theta and Adam state unchanged) and counted when the
+    objective or the meta-gradient is not finite."""
+    tx = meta_optimizer(config)
+
+    def apply(state: TrainState, grads, objective, final_log10, inner):
         finite = jnp.isfinite(objective) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.theta)
         theta = optax.apply_updates(state.theta, updates)
@@ -121,7 +147,27 @@ def make_meta_step(config: Config, static: LearnedOptimizer, *, estimator: MetaG
             key=state.key,
             inner=inner,
         )
-        return new_state, StepRecord(jnp.mean(log10_loss(finals)), objective, ~finite)
+        return new_state, StepRecord(final_log10, objective, ~finite)
+
+    return apply
+
+
+def _evolution_step(config: Config, static, family: TaskFamily | None, estimator: Evolution):
+    """The meta-step of an evolution estimator: `meta_step(state, step)`, the particles in
+    `state.inner` (one `Particles` per member of the family)."""
+    if config.estimator not in EVOLUTION:
+        raise ValueError(
+            f"{type(estimator).__name__} keeps particles in the training state, which init_state builds for "
+            f"Config.estimator='es' or 'pes', not {config.estimator!r}: set the config's estimator instead."
+        )
+    family = family if family is not None else training_family(config)
+    gradient = make_evolution_gradient(config, static, family, estimator)
+    apply = _make_apply(config)
+
+    def meta_step(state: TrainState, step):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
+        grads, objective, final_log10, _, particles = gradient(state.theta, state.inner, key)
+        return apply(state, grads, objective, final_log10, lax.stop_gradient(particles))
 
     return meta_step
 
@@ -166,8 +212,15 @@ def make_train_chunk(
         >>> int(state.step), record.final_log10.shape
         (5, (5,))
     """
+    estimator = default_estimator(config) if estimator is None else estimator
+    meta_step = make_meta_step(config, static, estimator=estimator, family=family)
+    if isinstance(estimator, Evolution):
+
+        def evolution_chunk(state: TrainState, meta_steps: int):
+            return lax.scan(meta_step, state, state.step + jnp.arange(meta_steps, dtype=state.step.dtype))
+
+        return jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
     mesh = batch_mesh(config) if mesh == "auto" else mesh
-    meta_step = make_meta_step(config, static, estimator=estimator)
     tasks = make_task_batch(config, family)
 
     def train_chunk(state: TrainState, meta_steps: int):

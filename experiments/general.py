@@ -1,0 +1,59 @@
+"""`general`: one learned optimizer for problems it never saw, meta-trained on the suite's `train`
+families only (12 families of 8 kinds: MLPs with tanh, sigmoid, ReLU and GELU units on four data
+sets, a convnet, an autoencoder, linear and logistic regression, conditioned quadratics,
+Rosenbrock, an RNN) and judged on the 12 `heldout` families (`make suite OPT=general`).
+
+    make train EXP=general                 # the full budget (see the model card for the time)
+    make suite OPT=general                 # the held-out suite: ratios to tuned baselines
+    python -m l2lgd ablate general         # what mattered, at a fraction of the budget
+
+- The optimizer: the coordinate-wise LSTM of the project, one layer of 4 units (its update on a
+  1M-coordinate pytree must stay cheap), on the `general` preprocessing: Adam's statistics at
+  four timescales (momenta at decays 0.5, 0.9, 0.99 and 0.999 and the gradient, each divided by
+  sqrt(v_hat)) and clocks tanh(t / tau) for tau = 10 ... 10,000; it outputs a direction
+  correction and a log step size around 3e-3 (within e^4 either way).
+- The estimator: PES (persistent evolution strategies) over truncations of 20 steps of tasks
+  whose horizons are drawn log-uniformly from 100 to 2,000 steps, 4 antithetic pairs per task, one
+  task of every family per meta-step (12 tasks).
+- The meta-objective: the log loss summed over every step (losses below 1e-8 count as 1e-8, so that
+  no family that can be memorized outweighs the rest), each step's loss taken on a minibatch
+  other than the one its gradient saw (`heldout_minibatch`), so that it does not learn to overfit.
+- Model selection: every snapshot scored on 4 validation tasks of each `train` family at its
+  own horizon (the mean log10 final loss); no held-out family is seen.
+"""
+
+from l2lgd import Config, Experiment
+from l2lgd.suite import training_mixture
+
+EXPERIMENT = Experiment(
+    config=Config(
+        name="general",
+        preprocessing="general",
+        hidden_size=4,
+        num_layers=1,
+        estimator="pes",
+        perturbations=4,
+        sigma=0.01,
+        num_steps=20,
+        min_horizon=100,
+        max_horizon=2_000,
+        objective="sum_log_floored",
+        heldout_minibatch=True,
+        second_order=False,
+        batch_size=1,
+        meta_lr=3e-3,
+        meta_steps=20_000,
+    ),
+    family=training_mixture("train"),
+    checkpoint_every=2_000,
+    validation_tasks=4,
+    eval_tasks=16,
+    rolling_window=500,
+    ablations={
+        "truncated ES instead of PES": {"estimator": "es"},
+        "horizons of 200 steps only": {"min_horizon": 200, "max_horizon": 200},
+        "no step-count features": {"preprocessing": "moments_no_clock"},
+        "objective on the training minibatch": {"heldout_minibatch": False},
+    },
+    ablation_base={"meta_steps": 1_000},
+)

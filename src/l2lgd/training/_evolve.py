@@ -1,0 +1,56 @@
+"""Meta-training by evolution strategies (`Config.estimator` "es" or "pes") over a task family or a
+mixture of families: every meta-step advances each member's particles by one truncation, draws
+afresh the tasks that reached their horizon, and updates theta with the mean of the members'
+estimates (after the meta-optimizer's clip). One compiled program holds every member."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .._config import Config
+from ..estimators._evolution import Evolution
+from ..tasks import TaskFamily
+from ..tasks._mixture import members_of
+
+
+def member_horizon(config: Config, member: TaskFamily) -> int:
+    """A member's task length: its declared `horizon`, else the config's `steps_per_task`, as a
+    whole number of truncations (an error, naming it, when shorter than one)."""
+    horizon = int(getattr(member, "horizon", 0) or config.steps_per_task)
+    if not config.min_horizon and horizon < config.num_steps:
+        raise ValueError(
+            f"{type(member).__name__} has a horizon of {horizon} steps, shorter than one truncation "
+            f"(num_steps={config.num_steps}); lower num_steps or set min_horizon/max_horizon."
+        )
+    return -(-horizon // config.num_steps) * config.num_steps
+
+
+def init_particles(config: Config, static, theta, family: TaskFamily, estimator: Evolution, key):
+    """One `Particles` per member (a tuple), every task due for a fresh draw at the first step."""
+    return tuple(
+        estimator.init_particles(config, static, theta, member, jax.random.fold_in(key, m), config.batch_size,
+                                 member_horizon(config, member))
+        for m, (_, member) in enumerate(members_of(family))
+    )
+
+
+def make_evolution_gradient(config: Config, static, family: TaskFamily, estimator: Evolution):
+    """`gradient(theta, particles, key) -> (grads, objective, final_log10, usable, particles)`:
+    the mean over the members of each member's estimate on its batch."""
+    members = members_of(family)
+    horizons = [member_horizon(config, member) for _, member in members]
+
+    def gradient(theta, particles, key):
+        results = []
+        for m, ((_, member), horizon, own) in enumerate(zip(members, horizons, particles)):
+            draw_key, noise_key = jax.random.split(jax.random.fold_in(key, m))
+            own = estimator.refresh(config, static, theta, member, draw_key, own, horizon)
+            results.append(estimator.particle_step(config, static, theta, own, noise_key, member.stochastic))
+        mean = lambda xs: sum(xs) / len(xs)
+        grads = jax.tree.map(lambda *g: mean(g), *[r.grads for r in results])
+        return (grads, mean([r.objective for r in results]), mean([r.final_log10 for r in results]),
+                jnp.min(jnp.stack([r.usable for r in results])), tuple(r.particles for r in results))
+
+    return gradient
+
