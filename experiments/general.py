@@ -42,7 +42,7 @@ EXPERIMENT = Experiment(
         second_order=False,
         batch_size=1,
         meta_lr=3e-3,
-        meta_steps=20_000,
+        meta_steps=40_000,
     ),
     family=training_mixture("train"),
     checkpoint_every=2_000,
@@ -55,5 +55,5 @@ EXPERIMENT = Experiment(
         "no step-count features": {"preprocessing": "moments_no_clock"},
         "objective on the training minibatch": {"heldout_minibatch": False},
     },
-    ablation_base={"meta_steps": 1_000},
+    ablation_base={"meta_steps": 8_000},
 )

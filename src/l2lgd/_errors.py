@@ -16,3 +16,8 @@ class Stopped(Exception):
 
 class RunLocked(RuntimeError):
     """Another process is writing the run folder."""
+
+
+class Mismatch(ValueError):
+    """What is stored (a snapshot's config, shapes or family) is intact but is not what was asked
+    for: refused, never set aside as damaged."""

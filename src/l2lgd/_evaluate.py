@@ -50,7 +50,7 @@ def _run_task(tx, family: TaskFamily, key, num_steps: int):
     """`(loss_fn, params after the last step, losses)` of `tx` on the task drawn with `key`."""
     loss_fn, x0, minibatch_key = draw_task(family, key)
     (params, _), losses = run_steps(
-        tx, loss_fn, x0, tx.init(x0), num_steps=num_steps, key=minibatch_key if family.stochastic else None
+        tx, loss_fn, x0, tx.init(x0), num_steps=num_steps, key=minibatch_key
     )
     return loss_fn, params, losses
 

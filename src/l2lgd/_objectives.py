@@ -50,6 +50,8 @@ def log10_loss(losses: Float[Array, "..."]) -> Float[Array, "..."]:
     1e-38 is a float32 denormal, which XLA on CPU flushes to zero, so `log10(loss + 1e-38)` would
     give -inf for a loss that underflowed to 0. Instead: exactly -38 for a loss of 0, and
     log10(loss) otherwise (equal to log10(loss + 1e-38) to float32 precision for normal losses).
+    A NaN or negative loss has no log: it stays NaN (never the perfect score -38).
     """
     positive = losses > 0
-    return jnp.where(positive, jnp.log10(jnp.where(positive, losses, 1.0)), -38.0)
+    value = jnp.where(positive, jnp.log10(jnp.where(positive, losses, 1.0)), -38.0)
+    return jnp.where(losses >= 0, value, jnp.nan)

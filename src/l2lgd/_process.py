@@ -103,7 +103,9 @@ def free_core() -> int | None:
     if not hasattr(os, "sched_getaffinity"):
         return None
     for index, _ in enumerate(sorted(os.sched_getaffinity(0))):
-        handle = open(Path(tempfile.gettempdir()) / f"l2lgd-core-{index}.lock", "a")
+        handle = _open_lock(Path(tempfile.gettempdir()), index)
+        if handle is None:
+            continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -111,6 +113,23 @@ def free_core() -> int | None:
             continue
         _CORE_CLAIM.append(handle)
         return index
+    return None
+
+
+def _open_lock(folder: Path, index: int):
+    """Core `index`'s lock file, shared by every user (created readable and writable by all); one
+    that another user created without write access is skipped in favour of this user's own
+    (`l2lgd-core-N-<uid>.lock`). None when neither can be opened."""
+    for name in (f"l2lgd-core-{index}.lock", f"l2lgd-core-{index}-{os.getuid()}.lock"):
+        try:
+            fd = os.open(folder / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            os.fchmod(fd, 0o666)  # the umask narrowed it; only the owner can widen it
+        except OSError:
+            pass
+        return os.fdopen(fd, "a")
     return None
 
 

@@ -381,7 +381,8 @@ def make_fused_unroll(config, static: LearnedOptimizer, *, loop: str = "auto"):
         sizes = [xi[0].size for xi in x_leaves]
         cs, hs = _from_rows(final.c, batch, sizes), _from_rows(final.h, batch, sizes)
         states = [(LSTMState(ci, hi), si) for ci, hi, si in zip(cs, hs, final.states)]
-        new = (jax.tree.unflatten(treedef, final.x), LearnedOptimizerState(jax.tree.unflatten(treedef, states)))
+        shapes = tuple(tuple(xi.shape[1:]) for xi in x_leaves)
+        new = (jax.tree.unflatten(treedef, final.x), LearnedOptimizerState(jax.tree.unflatten(treedef, states), shapes))
         return losses, lax.stop_gradient(new)
 
     return unroll

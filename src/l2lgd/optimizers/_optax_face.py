@@ -6,8 +6,9 @@ As in the reference, `optax.apply_updates(params, updates)` is the step x += upd
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -17,10 +18,17 @@ from ._lstm import LSTMState
 from ._learned import LearnedOptimizer, cast_optimizer
 
 
-class LearnedOptimizerState(NamedTuple):
-    """One optimizer state (the LSTM's) per leaf of the params."""
+class LearnedOptimizerState(eqx.Module):
+    """One optimizer state (the LSTM's) per leaf of the params, and the leaves' shapes (static:
+    `update` checks the gradients against them)."""
 
     per_leaf: Any
+    shapes: tuple[tuple[int, ...], ...] | None = eqx.field(static=True, default=None)
+
+
+def leaf_shapes(tree: Any) -> tuple[tuple[int, ...], ...]:
+    """The shape of every leaf of `tree`, in flattening order."""
+    return tuple(tuple(jnp.shape(x)) for x in jax.tree.leaves(tree))
 
 
 def _check_floating(tree: Any, what: str) -> None:
@@ -45,12 +53,14 @@ def _states_for(grads: Any, treedef, state: LearnedOptimizerState) -> list:
             f"update() got gradients with structure {treedef}, but init() was given params with structure "
             f"{expected}: pass gradients of the params the optimizer was initialized with."
         ) from None
-    for (path, g), (lstm_state, _) in zip(jax.tree_util.tree_flatten_with_path(grads)[0], states):
+    shapes = state.shapes or (None,) * len(states)
+    for (path, g), (lstm_state, _), shape in zip(jax.tree_util.tree_flatten_with_path(grads)[0], states, shapes):
         expected = lstm_state.c.shape[-2]
-        if jnp.size(g) != expected:
+        if jnp.size(g) != expected or (shape is not None and tuple(jnp.shape(g)) != shape):
+            saw = f"shape {shape}" if shape is not None else f"{expected} coordinates"
             raise ValueError(
                 f"update() got the gradient leaf {jax.tree_util.keystr(path) or '<root>'} of shape "
-                f"{jnp.shape(g)} ({jnp.size(g)} coordinates), but init() saw {expected} coordinates there."
+                f"{jnp.shape(g)}, but init() saw {saw} there."
             )
     return states
 
@@ -124,7 +134,8 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
     def init(params):
         _check_floating(params, "params")
         return LearnedOptimizerState(
-            jax.tree.map(lambda p: opt.init_state(jnp.size(p), _compute_dtype(jnp.result_type(p))), params)
+            jax.tree.map(lambda p: opt.init_state(jnp.size(p), _compute_dtype(jnp.result_type(p))), params),
+            leaf_shapes(params),
         )
 
     def update(grads, state, params=None):
@@ -139,6 +150,6 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
             u, s = _step_in_blocks(cast_optimizer(opt, dtype), g.reshape(-1).astype(dtype), s)
             updates.append(u.reshape(g.shape).astype(g.dtype))
             new_states.append(s)
-        return treedef.unflatten(updates), LearnedOptimizerState(treedef.unflatten(new_states))
+        return treedef.unflatten(updates), LearnedOptimizerState(treedef.unflatten(new_states), state.shapes)
 
     return optax.GradientTransformation(init, update)

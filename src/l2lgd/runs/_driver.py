@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import shutil
 import sys
@@ -20,15 +21,17 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import numpy as np
+import optax
 from tqdm.auto import tqdm
 
 from .._config import EVOLUTION, Config, stored_configs
 from .._objectives import SOLVED
-from .._errors import NonFiniteError, Stopped
+from .._unroll import run_steps
+from .._errors import Mismatch, NonFiniteError, Stopped
 from .._evaluate import VALIDATION_SEED, host_log10, task_keys, unroll_losses
 from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily, family_name, task_family, training_family
-from ..tasks._mixture import FamilyMixture, check_members
+from ..tasks import TaskFamily, draw_task, family_name, task_family, training_family
+from ..tasks._mixture import FamilyMixture, check_members, members_of
 from ..training._state import TrainState, init_state
 from ..training._step import make_train_chunk
 from ._control import run_lock, stop_signals
@@ -71,13 +74,57 @@ def validation_score(theta: Any, static: Any, config: Config, keys: jax.Array, f
     """Mean log10(f(x_T-1) + 1e-38) over the validation tasks: the model-selection score. For a
     `FamilyMixture`, the mean over its members, each at its own horizon and floored at
     log10(SOLVED) (so that no member that can be solved to 1e-20 outweighs the others)."""
+    return validation_summary(theta, static, config, keys, family)[0]
+
+
+def validation_summary(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> tuple[float, int]:
+    """`(score, non_finite)`: `validation_score`, the mean over the tasks whose final loss is finite,
+    and how many were not (NaN when none is finite)."""
     if isinstance(family, FamilyMixture):
         floor = math.log10(SOLVED)
-        return float(np.mean([max(validation_score(theta, static, config, keys, m), floor) for m in family.members]))
+        parts = [validation_summary(theta, static, config, keys, m) for m in family.members]
+        return float(np.mean([max(score, floor) for score, _ in parts])), sum(bad for _, bad in parts)
     # Evolution estimators train at each family's own horizon, and are scored there.
     num_steps = getattr(family, "horizon", None) if config.estimator in EVOLUTION else None
     losses = _validation_losses(theta, static, config, keys, family, num_steps)
-    return float(host_log10(losses[:, -1]).mean())
+    with np.errstate(invalid="ignore"):
+        logs = host_log10(losses[:, -1])
+    finite = np.isfinite(logs)
+    return (float(logs[finite].mean()) if finite.any() else math.nan), int((~finite).sum())
+
+
+def check_losses(family: TaskFamily, tasks: int = 4, steps: int = 100) -> None:
+    """Refuses, naming the member and the value, a family whose loss goes negative: l2lgd's
+    records, log objectives and model selection take log10 of the loss. Probed by Adam(1e-2) for
+    `steps` steps on `tasks` tasks of each member, before anything is written. NaN losses are
+    allowed: their meta-steps are skipped and counted, their validation tasks counted and left out."""
+    identity = family_identity(family)
+    if identity in _PROBED:
+        return
+    for name, member in members_of(family):
+        losses = np.asarray(_probe_losses(member, jax.random.split(jax.random.key(VALIDATION_SEED), tasks), steps))
+        if np.any(losses < 0):
+            raise ValueError(
+                f"Task family {name!r} has negative losses (down to {np.nanmin(losses):.4g} under Adam(1e-2) in "
+                f"{steps} steps); l2lgd records log10 of the loss and selects models by it, so a loss must be >= 0: "
+                "add a constant to it."
+            )
+    _PROBED.add(identity)
+
+
+_PROBED: set[str] = set()  # families whose losses were probed in this process
+
+
+@eqx.filter_jit
+def _probe_losses(family, keys, steps):
+    tx = optax.adam(1e-2)
+
+    def one(key):
+        loss_fn, x0, minibatch = draw_task(family, key)
+        _, losses = run_steps(tx, loss_fn, x0, tx.init(x0), num_steps=steps, key=minibatch)
+        return losses
+
+    return jax.vmap(one)(keys)
 
 
 @eqx.filter_jit
@@ -85,9 +132,9 @@ def _validation_losses(theta, static, config, keys, family, num_steps):
     return unroll_losses(as_optax(eqx.combine(theta, static)), config, keys, family=family, num_steps=num_steps)
 
 
-def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions) -> None:
+def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions, family: TaskFamily) -> None:
     if options.fresh:  # the export stays until a new one replaces it (atomically)
-        for name in (SNAPSHOTS, RECORD, "config.json"):
+        for name in (SNAPSHOTS, RECORD, "config.json", FAMILY):
             target = run_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -95,6 +142,7 @@ def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions) -> None
                 target.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.to_json() + "\n")
+    (run_dir / FAMILY).write_text(family_identity(family) + "\n")
 
 
 def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, TaskFamily, TaskFamily]:
@@ -108,15 +156,51 @@ def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, 
             config = config.replace(task=family_name(family), train_task="")
         validation = family
     check_members(family)
+    check_losses(family)
     if validation is not family:
         check_members(validation)
+        check_losses(validation)
     return config, family, validation
 
 
-def _check_resumable(run_dir: Path, config: Config, options: RunOptions) -> RunCheckpoints | None:
-    """The run's snapshots when resuming, after checking that they hold the same config."""
+FAMILY = "family.txt"
+
+
+def family_identity(family: TaskFamily) -> str:
+    """What a run stores of its family: the class (with its module) and every field, static ones
+    included, arrays by dtype, shape and a digest of their values."""
+    return f"{type(family).__module__}.{type(family).__qualname__}: {_describe(family)}"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, eqx.Module):
+        fields = ", ".join(f"{f.name}={_describe(getattr(value, f.name))}" for f in dataclasses.fields(value))
+        return f"{type(value).__name__}({fields})"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_describe(v) for v in value)
+        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) + "}"
+    if isinstance(value, (jax.Array, np.ndarray)):
+        array = np.ascontiguousarray(np.asarray(value))
+        return f"{array.dtype}{list(array.shape)}#{hashlib.sha256(array.tobytes()).hexdigest()[:12]}"
+    return repr(value)
+
+
+def _check_resumable(run_dir: Path, config: Config, options: RunOptions, family: TaskFamily) -> RunCheckpoints | None:
+    """The run's snapshots when resuming, after checking that they hold the same config and were
+    trained on the same family (nothing is moved or written when they do not)."""
     if options.fresh or not (run_dir / SNAPSHOTS).is_dir():
         return None
+    stored_family = run_dir / FAMILY
+    if stored_family.is_file():
+        before = stored_family.read_text(errors="replace").strip()
+        if before != family_identity(family).strip():
+            raise Mismatch(
+                f"{run_dir} holds a run trained on another task family ({before}), not {family_identity(family)}. "
+                "Resume with the family it was trained on, pass --fresh (fresh=True) to start afresh, or choose "
+                "another output folder."
+            )
     checkpoints = RunCheckpoints(run_dir)
     latest = checkpoints.latest_step()
     if latest is not None:
@@ -136,6 +220,14 @@ def _check_resumable(run_dir: Path, config: Config, options: RunOptions) -> RunC
         if message:
             checkpoints.close()
             raise ValueError(message)
+        try:
+            checkpoints.check(latest, family)
+        except Mismatch as e:
+            checkpoints.close()
+            raise Mismatch(f"{e} Resume with the config and family the run was trained with, pass --fresh "
+                           "(fresh=True) to start afresh, or choose another output folder.") from None
+        except ValueError:
+            pass  # damaged: `_initial_state` sets it aside and falls back past it
     return checkpoints
 
 
@@ -150,6 +242,9 @@ def _initial_state(run_dir: Path, config: Config, family: TaskFamily, checkpoint
     for step in reversed(checkpoints.steps()):  # the newest intact snapshot
         try:
             state, _ = checkpoints.restore(step, family)
+        except Mismatch as e:  # intact, but not this run's: refused, nothing moved
+            raise Mismatch(f"{e} Resume with the config and family the run was trained with, pass --fresh "
+                           "(fresh=True) to start afresh, or choose another output folder.") from None
         except ValueError as e:
             warnings.warn(f"{e} Setting snapshot {step} aside (to {run_dir / 'damaged'}) and trying an older one.", stacklevel=2)
             checkpoints.set_aside(step)
@@ -200,6 +295,9 @@ def train(
     start = time.perf_counter()
     options = options or RunOptions()
     run_dir = Path(out_dir)
+    if jax.config.jax_enable_x64:
+        raise ValueError("l2lgd meta-trains in float32, but jax_enable_x64 is on (JAX_ENABLE_X64): train without it "
+                         "(trained optimizers load and run under x64).")
     config, family, validation = _resolve_family(config, family)
     # Under several JAX processes (`jax.distributed`), every process runs the meta-steps (each on
     # its share of the batch) and process 0 alone writes the run folder.
@@ -207,8 +305,8 @@ def train(
     with run_lock(run_dir) if primary else contextlib.nullcontext():
         checkpoints = None
         if primary:
-            checkpoints = _check_resumable(run_dir, config, options)
-            _prepare_run_dir(run_dir, config, options)
+            checkpoints = _check_resumable(run_dir, config, options, family)
+            _prepare_run_dir(run_dir, config, options, family)
             checkpoints = checkpoints or RunCheckpoints(run_dir)
         try:
             state, static, recent = _initial_state(run_dir, config, family, checkpoints)
@@ -251,8 +349,8 @@ def _run_chunks(run: Run, state: TrainState, recent: deque) -> tuple[TrainState,
     config, options, checkpoints = run.config, run.options, run.checkpoints
     val_keys = task_keys(VALIDATION_SEED, options.validation_tasks)
 
-    def score(theta) -> float:
-        return validation_score(theta, run.static, config, val_keys, run.validation)
+    def score(theta) -> tuple[float, int]:
+        return validation_summary(theta, run.static, config, val_keys, run.validation)
 
     train_chunk = make_train_chunk(config, run.static, run.family)
     chunk = min(options.chunk_size, options.checkpoint_every)
@@ -311,13 +409,16 @@ def _save_snapshot(run: Run, state: TrainState, recent: deque, score) -> None:
     validation figure."""
     # Several processes: the replicated state as host arrays, scored and saved by this one alone.
     saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 else state
+    value, non_finite = score(saved.theta)
     metrics = {
         "step": int(state.step),
         "skipped": int(state.skipped),
         "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
-        "validation_log10_final": score(saved.theta),
+        "validation_log10_final": value,
         "validation_tasks": run.options.validation_tasks,
     }
+    if non_finite:
+        metrics["validation_non_finite"] = non_finite
     run.checkpoints.save(saved, run.config, metrics)
 
 

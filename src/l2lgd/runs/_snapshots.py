@@ -28,12 +28,16 @@ def _state_tree(state: TrainState) -> dict[str, Any]:
     return tree
 
 
+def _abstract_state(step_dir: Path, config: Config, family=None) -> dict[str, Any]:
+    abstract = _state_tree(jax.eval_shape(lambda: init_state(config, family)[0]))
+    check_shapes(step_dir, "state", abstract, config)
+    return abstract
+
+
 def restore_state(step_dir: Path, config: Config, family=None) -> TrainState:
     """The TrainState stored in `step_dir`, checked against and rebuilt from `config` (and, for
     truncated training, the `family` of the tasks in flight: default, the config's)."""
-    abstract = _state_tree(jax.eval_shape(lambda: init_state(config, family)[0]))
-    check_shapes(step_dir, "state", abstract, config)
-    return TrainState(**restore_item(step_dir, "state", abstract))
+    return TrainState(**restore_item(step_dir, "state", _abstract_state(step_dir, config, family)))
 
 
 class RunCheckpoints:
@@ -75,6 +79,11 @@ class RunCheckpoints:
         """The training state at `step`, rebuilt from the config stored beside it."""
         config = self.config(step)
         return restore_state(self.directory / str(step), config, family), config
+
+    def check(self, step: int, family=None) -> None:
+        """Raises `Mismatch` when the snapshot at `step` does not hold the arrays that its config
+        and `family` build (without reading them)."""
+        _abstract_state(self.directory / str(step), self.config(step), family)
 
     def set_aside(self, step: int) -> Path:
         """Moves the (damaged) snapshot `step` to `<run_dir>/damaged/<step>`, out of the run."""

@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from .._config import Config, stored_configs
+from .._errors import Mismatch
 
 FORMAT_VERSION = 1
 CHECKSUMS = "checksums"
@@ -85,11 +86,7 @@ def read_json_item(step_dir: Path, item: str) -> Any:
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """Leaf name -> shape, with names normalised ('.a.b[0]' and "['a']['b'][0]" are both 'a.b.0')."""
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {
-        ".".join(re.findall(r"\w+", jax.tree_util.keystr(path))): tuple(getattr(x, "shape", ()))
-        for path, x in leaves
-    }
+    return {name: tuple(getattr(x, "shape", ())) for name, x in _leaves(tree).items()}
 
 
 def check_shapes(step_dir: Path, item: str, abstract: Any, config: Config) -> None:
@@ -101,7 +98,7 @@ def check_shapes(step_dir: Path, item: str, abstract: Any, config: Config) -> No
     stored_tree = getattr(stored, "tree", stored)
     want, got = _shapes(abstract), _shapes(stored_tree)
     if want != got:
-        raise ValueError(
+        raise Mismatch(
             f"The config in {step_dir / 'config'} does not match the weights in {step_dir / item}: "
             f"config {config.to_dict()} builds arrays {dict(want)}, the checkpoint stores {dict(got)}."
         )
@@ -132,7 +129,35 @@ def verify(step_dir: Path, item: str, tree: Any) -> None:
             )
 
 
+def _stored_dtypes(step_dir: Path, item: str, abstract: Any) -> Any:
+    """`abstract` with each leaf's dtype the stored one (under `jax_enable_x64` the abstract
+    target of float32 weights says float64; they are restored as what was written)."""
+    try:
+        stored = ocp.StandardCheckpointHandler().metadata((step_dir / item).absolute())
+    except Exception:  # noqa: BLE001 - the restore below names the damaged file
+        return abstract
+    dtypes = {k: getattr(v, "dtype", None) for k, v in _leaves(getattr(stored, "tree", stored)).items()}
+
+    def with_stored(path, leaf):
+        dtype = dtypes.get(_name(path))
+        if dtype is None or not is_array_like(leaf):
+            return leaf
+        return jax.ShapeDtypeStruct(leaf.shape, dtype, sharding=getattr(leaf, "sharding", None))
+
+    return jax.tree_util.tree_map_with_path(with_stored, abstract)
+
+
+def _name(path) -> str:
+    return ".".join(re.findall(r"\w+", jax.tree_util.keystr(path)))
+
+
+def _leaves(tree: Any) -> dict[str, Any]:
+    return {_name(path): x for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def restore_item(step_dir: Path, item: str, abstract: Any):
+    if jax.config.jax_enable_x64:
+        abstract = _stored_dtypes(step_dir, item, abstract)
     try:
         with ocp.StandardCheckpointer(multiprocessing_options=processes()) as checkpointer:
             tree = checkpointer.restore((step_dir / item).absolute(), abstract)

@@ -69,8 +69,7 @@ def _check_finite_at_init(name: str, family: TaskFamily) -> None:
     @eqx.filter_jit
     def probe(key):
         loss_fn, params, minibatch = draw_task(family, key)
-        mkey = jax.random.wrap_key_data(minibatch) if family.stochastic else None
-        loss, grads = jax.value_and_grad(lambda p: loss_fn(p, mkey) if mkey is not None else loss_fn(p))(params)
+        loss, grads = jax.value_and_grad(loss_fn)(params, jax.random.wrap_key_data(minibatch))
         return loss, grads, family.metrics(loss_fn, params)
 
     loss, grads, metrics = probe(jax.random.key(INSTANCE_SEEDS["validation"]))

@@ -7,6 +7,7 @@ Importing this package registers the built-in kinds (`TASK_FAMILIES`).
 """
 
 from ._base import (
+    BUILTIN_FAMILIES as BUILTIN_FAMILIES,
     TASK_FAMILIES as TASK_FAMILIES,
     TaskFamily as TaskFamily,
     check_family as check_family,
@@ -22,3 +23,5 @@ from ._classifiers import Autoencoder as Autoencoder, ConvDigits as ConvDigits, 
 from ._functions import ConditionedQuadratics as ConditionedQuadratics, RosenbrockFunctions as RosenbrockFunctions
 from ._regression import LinearRegression as LinearRegression, LogisticRegression as LogisticRegression
 from ._sequence import RNNAdding as RNNAdding
+
+BUILTIN_FAMILIES.update(TASK_FAMILIES)

@@ -1,8 +1,9 @@
 """Task families: the interface that meta-training and evaluation draw their tasks from.
 
 A `TaskFamily` samples a task `(loss_fn, params0)` with a key; the unroll `vmap`s over tasks.
-`loss_fn(params, key)` is an `eqx.Module` (so a batch of tasks is a pytree); `key` draws a
-minibatch for a stochastic family and is ignored by a deterministic one. `params0` is any
+`loss_fn(params, key)` is an `eqx.Module` (so a batch of tasks is a pytree); it is always called
+with a key (in meta-training, validation and evaluation alike), which draws a minibatch for a
+stochastic family and is ignored by a deterministic one. `params0` is any
 pytree of floating arrays. Subclass `TaskFamily` for your own tasks, and register it with
 `register_task_family` to name it in a `Config`. The built-in kinds are one file each beside
 this one.
@@ -11,6 +12,7 @@ this one.
 from __future__ import annotations
 
 import abc
+import warnings
 from typing import Any, Callable, ClassVar
 
 import equinox as eqx
@@ -65,14 +67,27 @@ class TaskFamily(eqx.Module):
 TASK_FAMILIES: dict[str, type[TaskFamily]] = {}
 
 
+# The names l2lgd registers itself (`tasks/__init__` fills it): a user family may not take one.
+BUILTIN_FAMILIES: set[str] = set()
+
+
 def register_task_family(name: str):
-    """Class decorator: makes a `TaskFamily` subclass available as `Config(task=name)`."""
+    """Class decorator: makes a `TaskFamily` subclass available as `Config(task=name)`.
+
+    A built-in name (e.g. "quadratic") is refused; registering another class under a name a user
+    family already has replaces it, with a warning."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"A task family's name must be an identifier, got {name!r}.")
 
     def register(cls):
         if not (isinstance(cls, type) and issubclass(cls, TaskFamily)):
             raise TypeError(f"register_task_family({name!r}) expects a TaskFamily subclass, got {cls!r}.")
+        current = TASK_FAMILIES.get(name)
+        if current is not None and current is not cls:
+            if name in BUILTIN_FAMILIES:
+                raise ValueError(f"{name!r} is l2lgd's built-in task family {current.__name__}; register "
+                                 f"{cls.__name__} under another name.")
+            warnings.warn(f"register_task_family({name!r}): {cls.__qualname__} replaces {current.__qualname__}.", stacklevel=2)
         TASK_FAMILIES[name] = cls
         return cls
 
