@@ -42,7 +42,7 @@ EXPERIMENT = Experiment(
         second_order=False,
         batch_size=1,
         meta_lr=3e-3,
-        meta_steps=40_000,
+        meta_steps=30_000,
     ),
     family=training_mixture("train"),
     checkpoint_every=2_000,
@@ -52,8 +52,8 @@ EXPERIMENT = Experiment(
     ablations={
         "truncated ES instead of PES": {"estimator": "es"},
         "horizons of 200 steps only": {"min_horizon": 200, "max_horizon": 200},
-        "no step-count features": {"preprocessing": "moments_no_clock"},
+        "no step-count features": {"preprocessing": "general_no_clock"},
         "objective on the training minibatch": {"heldout_minibatch": False},
     },
-    ablation_base={"meta_steps": 8_000},
+    ablation_base={"meta_steps": 3_000},
 )

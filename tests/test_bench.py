@@ -21,3 +21,32 @@ def test_bench_reports_fused_autodiff_and_naive(tiny):
     assert "fused vs jax.grad" in table and "| 2 |" in table and "0.5 s warm" in table
     assert result["optax_face"]["learned_ms"] > 0 and result["optax_face"]["adam_ms"] > 0
     assert "optax face, one jitted update on 100,000 coordinates" in table
+
+
+def test_estimator_rows_count_optimizee_steps_and_flops(tiny):
+    """Each estimator's row: optimizee steps per meta-step as its unroll takes them, XLA's FLOP
+    count, a fraction of the measured peak; and the table prints them."""
+    import l2lgd
+    from l2lgd.lab.bench_estimators import estimator_row, format_estimators
+
+    family = l2lgd.tasks.task_family(tiny)
+    pes = estimator_row(tiny.replace(estimator="pes", perturbations=3, batch_size=2), family, chunk=2, min_seconds=0.01, peak=100.0)
+    assert pes["optimizee_steps_per_meta_step"] == 2 * 2 * 3 * tiny.num_steps
+    assert pes["optimizee_steps_per_s"] == pes["meta_steps_per_s"] * pes["optimizee_steps_per_meta_step"]
+    assert pes["gflop_per_meta_step"] > 0 and pes["fraction_of_peak"] > 0
+    fused = estimator_row(tiny.replace(batch_size=2), family, chunk=2, min_seconds=0.01)
+    assert fused["optimizee_steps_per_meta_step"] == 2 * tiny.num_steps
+    table = format_estimators({"experiment": "tiny", "dot_peak_gflop_per_s": 100.0,
+                               "rows": [pes, fused, {"estimator": "fused", "skipped": "a mixture"}]})
+    assert "| pes |" in table and "| fused |" in table and "a mixture" in table
+
+
+def test_face_table_reports_every_optimizer_size_and_layout():
+    from l2lgd.lab.bench_face import face_table, format_face
+
+    result = face_table(("log30",), sizes=(4_000,), leaves=(1, 100), min_seconds=0.01)
+    row = result["rows"][0]
+    for key in ("log30_1_ms", "log30_100_ms", "adam_1_ms", "adam_100_ms", "mlp_fwd_bwd_ms"):
+        assert row[key] > 0, key
+    assert row["log30_state_bytes_per_coordinate"] == 2 * 2 * 20 * 4  # c and h, 2 layers of 20, float32
+    assert "| 4,000 |" in format_face(result)

@@ -191,3 +191,123 @@ def test_a_builtin_family_name_cannot_be_taken_and_replacing_warns():
     l2lgd.register_task_family("defects_mine")(Mine)
     with pytest.warns(UserWarning, match="replaces"):
         l2lgd.register_task_family("defects_mine")(Bowls)
+
+
+def test_half_precision_empty_and_huge_are_refused_before_writing(tmp_path):
+    class Half(l2lgd.TaskFamily):
+        def sample(self, key):
+            return BowlLoss(jnp.ones(2, jnp.bfloat16), 0.0), jnp.ones(2, jnp.bfloat16)
+
+    class Empty(l2lgd.TaskFamily):
+        def sample(self, key):
+            return BowlLoss(jnp.ones(0), 0.0), jnp.ones(0)
+
+    with pytest.raises(TypeError, match="bfloat16"):
+        l2lgd.train(CT, tmp_path / "half", OPTIONS, family=Half())
+    with pytest.raises(ValueError, match="no coordinates"):
+        l2lgd.train(CT, tmp_path / "empty", OPTIONS, family=Empty())
+    with pytest.raises(ValueError, match="GiB"):
+        l2lgd.train(CT.replace(hidden_size=100_000), tmp_path / "huge", OPTIONS, family=Bowls())
+    assert not any((tmp_path / name).exists() for name in ("half", "empty", "huge"))
+
+
+def test_a_folder_that_is_not_a_run_is_refused_untouched(tmp_path):
+    (tmp_path / "config.json").write_text("my own notes\n")
+    (tmp_path / "final_log10.f32").write_bytes(b"1234")
+    before = _digest(tmp_path)
+    with pytest.raises(ValueError, match="not an l2lgd run"):
+        l2lgd.train(CT, tmp_path, OPTIONS, family=Bowls())
+    assert _digest(tmp_path) == before
+
+
+def test_the_api_refuses_to_train_into_a_shipped_folder():
+    from l2lgd.runs._shipped import shipped_folder
+
+    with pytest.raises(ValueError, match="shipped optimizer's folder"):
+        l2lgd.train(l2lgd.Config(name="sum", hidden_size=2, meta_steps=2), shipped_folder("sum"), OPTIONS)
+
+
+def test_ship_refuses_an_installed_copy(monkeypatch, tmp_path):
+    from l2lgd.runs import _ship
+
+    monkeypatch.setattr(_ship, "checkout_dir", lambda kind: None)
+    with pytest.raises(FileNotFoundError, match="installed copy"):
+        _ship.ship(tmp_path, "sum")
+
+
+def test_a_damaged_model_card_hides_nothing(tmp_path, monkeypatch):
+    from l2lgd.runs import _shipped
+
+    root = tmp_path / "checkpoints"
+    for name in ("good", "bad"):
+        (root / name / "optimizer").mkdir(parents=True)
+    (root / "good" / "MODEL_CARD.md").write_text("# good\nA fine optimizer.\n")
+    (root / "bad" / "MODEL_CARD.md").write_bytes(b"# bad\n\xff\xfe not utf-8\n")
+    monkeypatch.setattr(_shipped, "shipped_dir", lambda kind: root)
+    summaries = {o.name: o.summary for o in _shipped.list_optimizers()}
+    assert summaries["good"] == "A fine optimizer." and "not utf-8" in summaries["bad"]
+
+
+def test_a_local_file_does_not_hide_a_shipped_optimizer(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "floor").write_text("not a checkpoint")
+    with pytest.warns(UserWarning, match="shipped optimizer 'floor'"):
+        tx = l2lgd.load_optimizer("floor")
+    assert callable(tx.update)
+    with pytest.raises(FileNotFoundError, match="empty path"):
+        l2lgd.load_optimizer("")
+
+
+def test_a_local_experiments_folder_falls_back_to_the_shipped_ones(tmp_path, monkeypatch, capsys):
+    from l2lgd.runs._experiments import load_experiment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("L2LGD_EXPERIMENTS", raising=False)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "notes.py").write_text("from l2lgd import Config\nCONFIG = Config(name='notes')\n")
+    assert load_experiment("log30").config.name == "log30"
+    assert "using the shipped experiment" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="shipped experiments in"):
+        load_experiment("nonesuch")
+
+
+def test_experiment_file_errors_name_the_file_and_line(tmp_path):
+    from l2lgd.runs._experiments import load_experiment
+
+    path = tmp_path / "bad.py"
+    path.write_text("from l2lgd import Config\n\nCONFIG = Config(hidden_size=-1)\n")
+    with pytest.raises(ValueError, match=r"bad.py, line 3: Config.hidden_size"):
+        load_experiment(str(path))
+    path.write_text("from l2lgd import Config, Experiment, Quadratics\nEXPERIMENT = Experiment(config=Config(), family=Quadratics)\n")
+    with pytest.raises(TypeError, match="write Quadratics"):
+        load_experiment(str(path))
+
+
+def test_shipped_optimizers_have_no_snapshots_to_load():
+    with pytest.raises(ValueError, match="only its exported optimizer"):
+        l2lgd.load_optimizer("log30", step=90_000)
+
+
+def test_sigterm_to_the_seeds_parent_stops_every_child(tmp_path):
+    """`--seeds 2`: SIGTERM to the parent stops both training children (no orphans)."""
+    import signal
+    import time
+
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    (folder / "slow.py").write_text("from l2lgd import Config, Experiment\nEXPERIMENT = Experiment(config=Config(name='slow', "
+                                    "num_steps=4, hidden_size=2, meta_steps=10_000_000), validation_tasks=2, checkpoint_every=10_000_000)\n")
+    env = dict(os.environ, L2LGD_EXPERIMENTS=str(folder), PYTHONUNBUFFERED="1")
+    parent = subprocess.Popen([sys.executable, "-m", "l2lgd", "train", "slow", "--seeds", "2", "--out", str(tmp_path / "r"),
+                               "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((tmp_path / "r").glob("seed*/config.json"))) < 2:
+        time.sleep(0.5)
+    time.sleep(2)
+    children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    parent.send_signal(signal.SIGTERM)
+    out, _ = parent.communicate(timeout=180)
+    assert parent.returncode == 128 + signal.SIGTERM, out
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), pid

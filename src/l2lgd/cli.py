@@ -128,6 +128,8 @@ def _train_seeds(args: argparse.Namespace, config) -> None:
         sys.exit(f"error: {e}")
     best = export_best_of([out / f"seed{s}" for s in seeds], out)
     print(f"best of seeds {list(seeds)}: {best} -> {out / 'optimizer'}")
+    if args.ship:
+        _compare_with_shipped(best, config.name, ship=True)
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -145,6 +147,14 @@ def _run_dir(args: argparse.Namespace) -> Path:
     return run_dir
 
 
+def _check_single_family(experiment, command: str) -> None:
+    from .tasks._mixture import FamilyMixture
+
+    if isinstance(experiment.family, FamilyMixture):
+        sys.exit(f"error: {experiment.config.name} trains on a mixture of families ({', '.join(experiment.family.names)}); "
+                 f"`{command}` scores one family: judge it with `make suite OPT={experiment.config.name}`.")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     run_dir = _run_dir(args)
     configure_cpu(args.core if args.core is not None else free_core())
@@ -155,11 +165,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .runs._shipped import is_shipped
 
     experiment = load_experiment(args.experiment)
+    _check_single_family(experiment, "eval")
     result = evaluate_run(
         run_dir,
         num_tasks=args.tasks or experiment.eval_tasks,
         validation_tasks=args.validation_tasks or experiment.validation_tasks,
         write=False,
+        family=experiment.family,
     )
     print(format_table(result))
     text = json.dumps(result, indent=1) + "\n"
@@ -179,8 +191,11 @@ def cmd_figures(args: argparse.Namespace) -> None:
     run_dir = _run_dir(args)
     configure_cpu(args.core)
     from .lab.figures import draw_run_figures
+    from .runs._experiments import load_experiment
 
-    for path in draw_run_figures(run_dir):
+    experiment = load_experiment(args.experiment)
+    _check_single_family(experiment, "figures")
+    for path in draw_run_figures(run_dir, family=experiment.family):
         print(path)
 
 
@@ -197,7 +212,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     configure_cpu()
     from .lab.report import ablate
 
-    print(ablate(args.experiment, root=args.root, num_tasks=args.tasks, report=args.report))
+    cores = [int(c) for c in args.cores.split(",")] if args.cores else None
+    print(ablate(args.experiment, root=args.root, num_tasks=args.tasks, report=args.report, cores=cores))
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
@@ -295,6 +311,7 @@ def _lab_parsers(sub) -> None:
     abl.add_argument("--root", default="runs/ablations")
     _tasks_argument(abl, 10_000)
     abl.add_argument("--report", default="experiments/ABLATIONS.md", help="the report to write the table into")
+    abl.add_argument("--cores", help="comma-separated cores to train the variants on, one at a time each (default: every core)")
     abl.set_defaults(func=cmd_ablate)
 
     paper = sub.add_parser("paper", help="the paper's tasks and generalization table -> experiments/REPORT.md")
@@ -347,5 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("l2lgd: interrupted", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, TypeError, OSError, OverflowError, NonFiniteError, RunLocked) as e:
+    except (ValueError, TypeError, OSError, OverflowError, MemoryError, NonFiniteError, RunLocked) as e:
         sys.exit(f"error: {e}")
+    except Exception as e:  # noqa: BLE001 - XLA's out-of-memory, as one line
+        if "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e):
+            sys.exit(f"error: out of memory: {str(e).splitlines()[0][:300]}")
+        raise

@@ -22,7 +22,11 @@ from typing import Any
 import equinox as eqx
 import jax
 
+from .._config import EVOLUTION
 from ..runs._experiments import load_experiment
+from ..runs._shipped import list_optimizers
+from .bench_estimators import estimator_table, format_estimators
+from .bench_face import face_in_child, format_face
 from ..estimators._autodiff import Autodiff
 from ..estimators._fused import FusedBackprop
 from ..training._state import init_state, make_task_batch
@@ -157,20 +161,29 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
     the short `l2lgd train` runs (default 2,000 on quadratics, 20 otherwise)."""
     from tqdm.auto import tqdm
 
-    config = load_experiment(experiment).config
-    cheap = config.task in ("quadratic", "paper_quadratic")
+    declared = load_experiment(experiment)
+    config = declared.config
+    evolution = config.estimator in EVOLUTION
+    cheap = config.task in ("quadratic", "paper_quadratic") and declared.family is None
     batches = batches or (BATCHES if cheap else (config.batch_size,))
     rows = []
-    for batch in tqdm(batches, desc="bench", unit="batch size"):
-        rows.append(bench_config(config.replace(batch_size=batch), min_seconds=3.0 if batch == 1 else 5.0,
-                                 chunk=None if cheap else 2 * config.truncations))
+    if not evolution:  # backpropagation's programs against the naive loop
+        for batch in tqdm(batches, desc="bench", unit="batch size"):
+            rows.append(bench_config(config.replace(batch_size=batch), min_seconds=3.0 if batch == 1 else 5.0,
+                                     chunk=None if cheap else 2 * config.truncations))
+    estimators = estimator_table(experiment)
+    own = next(r for r in estimators["rows"] if r["estimator"] == config.estimator)
+    rate = own["meta_steps_per_s"] if evolution else rows[0]["meta_steps_per_s"]
+    shipped = [o.name for o in list_optimizers()]
     result = {
         "experiment": experiment,
         "machine": {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "cpus": _cpus()},
         "rows": rows,
+        "estimators": estimators,
         "memory": train_memory(experiment, steps or (2_000 if cheap else 20)),
         "optax_face": optax_face(),
-        "time_for_meta_steps_s": {str(config.meta_steps): config.meta_steps / rows[0]["meta_steps_per_s"]},
+        "face_at_scale": face_in_child([n for n in ("log30", "digits", "general") if n in shipped]),
+        "time_for_meta_steps_s": {str(config.meta_steps): config.meta_steps / rate},
     }
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
     print(format_bench(result))
@@ -188,6 +201,32 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{result['experiment']}: meta-training throughput (backend {result['machine'].get('backend', '?')}, "
         f"{result['machine']['devices'][0]}, pinned to one of {result['machine']['cpus']} CPUs)",
         "",
+    ]
+    if result["rows"]:
+        lines += _backprop_table(result)
+    if "estimators" in result:
+        lines += ["", format_estimators(result["estimators"])]
+    m = result["memory"]
+    (steps, seconds), = result["time_for_meta_steps_s"].items()
+    lines += [
+        "",
+        f"{int(steps):,} meta-steps: {seconds:.1f} s of training (excluding compilation).",
+        f"`l2lgd train` ({m['train_steps']:,} meta-steps), whole process: {m['train_wall_s']:.1f} s cold (empty "
+        f"compilation cache), {m['train_warm_wall_s']:.1f} s warm; peak RSS {m['train_peak_rss_mb']:.0f} MB.",
+    ]
+    if "optax_face" in result:
+        f = result["optax_face"]
+        lines.append(
+            f"optax face, one jitted update on {f['coordinates']:,} coordinates: learned (log30) {f['learned_ms']:.1f} ms "
+            f"({f['gflop']:.1f} GFLOP of matrix products, {f['learned_gflop_per_s']:.1f} GFLOP/s), optax adam {f['adam_ms']:.2f} ms."
+        )
+    if "face_at_scale" in result:
+        lines += ["", format_face(result["face_at_scale"])]
+    return "\n".join(lines)
+
+
+def _backprop_table(result: dict[str, Any]) -> list[str]:
+    lines = [
         "| batch | meta-steps/s | tasks/s | compile s | scan meta-steps/s | scan compile s "
         "| jax.grad meta-steps/s | jax.grad compile s | fused vs jax.grad | naive meta-steps/s | naive compile s | vs naive |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -199,18 +238,4 @@ def format_bench(result: dict[str, Any]) -> str:
             f"{r['autodiff_meta_steps_per_s']:,.1f} | {r['autodiff_compile_s']:.1f} | {r['fused_speedup']:.2f}x | "
             f"{r['naive_meta_steps_per_s']:,.1f} | {r['naive_compile_s']:.1f} | {r['speedup']:.2f}x |"
         )
-    m = result["memory"]
-    (steps, seconds), = result["time_for_meta_steps_s"].items()
-    lines += [
-        "",
-        f"{int(steps):,} meta-steps at batch 1: {seconds:.1f} s of training (excluding compilation).",
-        f"`l2lgd train` ({m['train_steps']:,} meta-steps), whole process: {m['train_wall_s']:.1f} s cold (empty "
-        f"compilation cache), {m['train_warm_wall_s']:.1f} s warm; peak RSS {m['train_peak_rss_mb']:.0f} MB.",
-    ]
-    if "optax_face" in result:
-        f = result["optax_face"]
-        lines.append(
-            f"optax face, one jitted update on {f['coordinates']:,} coordinates: learned (log30) {f['learned_ms']:.1f} ms "
-            f"({f['gflop']:.1f} GFLOP of matrix products, {f['learned_gflop_per_s']:.1f} GFLOP/s), optax adam {f['adam_ms']:.2f} ms."
-        )
-    return "\n".join(lines)
+    return lines

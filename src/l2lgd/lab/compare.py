@@ -64,7 +64,7 @@ def evaluate_tx(tx: optax.GradientTransformation, config, keys, family=None, **e
     return out
 
 
-def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True, widen: bool = False) -> dict[str, dict[str, Any]]:
+def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True, widen: bool = False, family=None) -> dict[str, dict[str, Any]]:
     """Each optax baseline of TUNED with its learning rate tuned on `val_keys`, run on `test_keys`.
 
     With `widen`, a grid whose best rate sits at an edge is extended by a decade on that side
@@ -72,15 +72,15 @@ def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True, widen
     out = {}
     for name, make in TUNED.items():
         rates = list(LEARNING_RATES)
-        lr, grid = tune_learning_rate(make, rates, config, val_keys, progress=progress, desc=name)
+        lr, grid = tune_learning_rate(make, rates, config, val_keys, progress=progress, desc=name, family=family)
         while widen and lr in (rates[0], rates[-1]) and 1e-6 < lr < 1e3:
             step = rates[1] / rates[0]
             more = [rates[-1] * step**i for i in range(1, 9)] if lr == rates[-1] else [rates[0] / step**i for i in range(8, 0, -1)]
-            _, grid_more = tune_learning_rate(make, more, config, val_keys, progress=progress, desc=name)
+            _, grid_more = tune_learning_rate(make, more, config, val_keys, progress=progress, desc=name, family=family)
             grid.update(grid_more)
             rates = sorted(set(rates) | set(more))
             lr = min((r for r in grid if np.isfinite(grid[r])), key=grid.get)
-        entry = evaluate_tx(make(lr), config, test_keys, learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
+        entry = evaluate_tx(make(lr), config, test_keys, family, learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
         entry["grid_edge"] = lr in (rates[0], rates[-1])
         out[name] = entry
     return out
@@ -93,8 +93,10 @@ def evaluate_run(
     validation_tasks: int = 1_000,
     progress: bool = True,
     write: bool = True,
+    family=None,
 ) -> dict[str, Any]:
-    """Evaluates `<run_dir>/optimizer` and the baselines on `num_tasks` test tasks.
+    """Evaluates `<run_dir>/optimizer` and the baselines on `num_tasks` test tasks of `family`
+    (the family the run was trained on: its experiment's `family`, else the one its config names).
 
     Returns (and writes to `<run_dir>/eval.json`) for each optimizer: its summary statistics of
     log10 f(x_T-1), the mean log10 loss at every step and, for tuned baselines, the grid.
@@ -104,11 +106,11 @@ def evaluate_run(
     test_keys = task_keys(TEST_SEED, num_tasks)
     val_keys = task_keys(VALIDATION_SEED, validation_tasks)
     entries: dict[str, Any] = {
-        f"learned ({config.name})": evaluate_tx(as_optax(opt), config, test_keys, step=metrics["step"]),
-        "reference sgd (lr 0.1)": evaluate_tx(reference_sgd(0.1), config, test_keys, learning_rate=0.1),
-        "reference rmsprop (lr 0.1)": evaluate_tx(reference_rmsprop(0.1), config, test_keys, learning_rate=0.1),
+        f"learned ({config.name})": evaluate_tx(as_optax(opt), config, test_keys, family, step=metrics["step"]),
+        "reference sgd (lr 0.1)": evaluate_tx(reference_sgd(0.1), config, test_keys, family, learning_rate=0.1),
+        "reference rmsprop (lr 0.1)": evaluate_tx(reference_rmsprop(0.1), config, test_keys, family, learning_rate=0.1),
     }
-    for name, entry in tuned_baselines(config, val_keys, test_keys, progress=progress).items():
+    for name, entry in tuned_baselines(config, val_keys, test_keys, progress=progress, family=family).items():
         entries[f"{name} (tuned)"] = entry
     result = {
         "experiment": config.name,

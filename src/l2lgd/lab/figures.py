@@ -87,7 +87,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def draw_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+def draw_run_figures(run_dir: str | Path, out_dir: str | Path | None = None, family=None) -> list[Path]:
     """The three figures of a trained run (needs `<run_dir>/eval.json` from `make eval`)."""
     from ..optimizers._baselines import reference_rmsprop, reference_sgd
     from ..runs._exports import load_learned_optimizer
@@ -101,9 +101,9 @@ def draw_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     opt, config, _ = load_learned_optimizer(run_dir)
     keys = task_keys(TEST_SEED, 3)
     curves = {
-        "SGD": run_optimizer(reference_sgd(), config, keys),
-        "RMS": run_optimizer(reference_rmsprop(), config, keys),
-        "RNN": run_optimizer(as_optax(opt), config, keys),
+        "SGD": run_optimizer(reference_sgd(), config, keys, family=family),
+        "RMS": run_optimizer(reference_rmsprop(), config, keys, family=family),
+        "RNN": run_optimizer(as_optax(opt), config, keys, family=family),
     }
     paths = [sample_unrolls(out_dir / "sample_tasks.png", curves, title=f"{config.name}: losses on 3 test tasks")]
     result = load_eval(run_dir)

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
+from .._errors import Stopped
 from ..runs._exports import load_learned_optimizer
 from ..runs._record import load_record
 from ..runs._selection import export_best_of
 from .compare import evaluate_run, evaluate_tx, format_table
 from .._evaluate import TEST_SEED, task_keys, run_optimizer
 from ..runs._experiments import load_experiment
+from ..tasks._mixture import FamilyMixture
 from .figures import convergence, draw_run_figures
 from ..optimizers._optax_face import as_optax
 from ..runs._ship import ship as ship_run
@@ -34,13 +38,35 @@ def _workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = True) -> dict[Path, float]:
+def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = True, cores: list[int] | None = None) -> dict[Path, float]:
     """Runs `python -m l2lgd train EXP --seed S --out OUT [extra...]` for every job
     `(exp, seed, out, *extra)`, `workers` at a time (default: one per core), each pinned to its
-    own core. Returns each run's wall time."""
+    own core (`cores`, default 0 ... workers - 1). Returns each run's wall time."""
     pending, running, walls = list(jobs), {}, {}
-    free_cores = list(range(workers or _workers()))
+    free_cores = list(cores) if cores else list(range(workers or _workers()))
+    received: list[int] = []
+
+    def forward(signum, frame):  # stop the children too (each stops at its chunk's end), start no more
+        received.append(signum)
+        for proc in running:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _run_jobs(pending, running, walls, free_cores, received, fresh)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Stopped(received[0], f"stopped by signal {received[0]}: every training process was told to stop "
+                                   "(each at the end of its chunk); rerun the command (without --fresh) to resume them.")
+    return walls
+
+
+def _run_jobs(pending, running, walls, free_cores, received, fresh) -> None:
     while pending or running:
+        if received:
+            pending.clear()
         while pending and free_cores:
             exp, seed, out, *extra = pending.pop(0)
             core = free_cores.pop(0)
@@ -51,11 +77,12 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
         time.sleep(0.2)
         for proc in [p for p in running if p.poll() is not None]:
             out, core, start = running.pop(proc)
-            if proc.returncode:
+            if proc.returncode and not received:
+                for other in running:
+                    other.terminate()
                 raise RuntimeError(f"training into {out} failed (exit {proc.returncode})")
             walls[Path(out)] = time.perf_counter() - start
             free_cores.append(core)
-    return walls
 
 
 def _test_mean(run_dir: Path, num_tasks: int) -> float:
@@ -176,10 +203,12 @@ def ablate(
     root: str | Path = "runs/ablations",
     num_tasks: int = 10_000,
     report: str | Path = "experiments/ABLATIONS.md",
+    cores: list[int] | None = None,
 ) -> Path:
     """Trains the experiment and each variant in its `Experiment.ablations` (name -> Config
     changes, each applied after `Experiment.ablation_base`), evaluates each exported optimizer on
-    the test tasks, writes a table."""
+    the test tasks, writes a table. An experiment on a `FamilyMixture` is scored on test tasks of
+    its own members (never on held-out families: the ablation informs the design)."""
     from .._evaluate import summarize
 
     declared = load_experiment(experiment)
@@ -191,7 +220,9 @@ def ablate(
     for i, (name, changes) in enumerate(variants.items()):
         extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]
         jobs.append((experiment, declared.config.seed, root / f"variant{i}", *extra))
-    walls = train_all(jobs)
+    walls = train_all(jobs, cores=cores)
+    if isinstance(declared.family, FamilyMixture):
+        return _mixture_ablation(experiment, declared, variants, root, walls, base, num_tasks, Path(report))
     lines = [
         f"## Ablations of `{experiment}`",
         "",
@@ -217,5 +248,42 @@ def ablate(
             f"{metrics['validation_log10_final']:.2f} | {walls[run]:.0f} |"
         )
     report = Path(report)
+    write_section(report, experiment, "\n".join([f"<!-- {experiment}:start -->", *lines, f"<!-- {experiment}:end -->"]))
+    return report
+
+
+def _mixture_ablation(experiment, declared, variants, root, walls, base, num_tasks, report) -> Path:
+    """The ablation table of a mixture experiment: each variant's mean log10 final loss on
+    `num_tasks` test tasks of every member at its own horizon (floored at log10 SOLVED, as model
+    selection scores them), and per member."""
+    from .._evaluate import host_log10, unroll_losses
+    from .._objectives import SOLVED
+
+    family = declared.family
+    floor = float(np.log10(SOLVED))
+    keys = task_keys(TEST_SEED, num_tasks)
+    lines = [
+        f"## Ablations of `{experiment}`",
+        "",
+        f"Generated by `python -m l2lgd ablate {experiment}`: each variant trained from scratch with the",
+        f"experiment's seed{' and ' + ', '.join(f'{k}={v!r}' for k, v in base.items()) if base else ''}, its exported optimizer run on {num_tasks} test",
+        "tasks of each training family at the family's horizon (test seeds; no held-out family is used):",
+        f"mean over families of the mean log10 final loss, each floored at {floor:.0f}; lower is better.",
+        "",
+        "| variant | changes | mean | " + " | ".join(family.names) + " | validation | wall s |",
+        "|---|---|---|" + "---|" * len(family.names) + "---|---|",
+    ]
+    for i, (name, changes) in enumerate(variants.items()):
+        run = root / f"variant{i}"
+        opt, config, metrics = load_learned_optimizer(run)
+        tx = as_optax(opt)
+        scores = []
+        for member in family.members:
+            losses = jax.jit(lambda k, m=member: unroll_losses(tx, config, k, num_steps=m.horizon, family=m))(keys)
+            with np.errstate(invalid="ignore"):
+                scores.append(max(float(np.nanmean(host_log10(np.asarray(losses)[:, -1]))), floor))
+        change = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "-"
+        lines.append(f"| {name} | {change} | {np.mean(scores):.2f} | " + " | ".join(f"{x:.2f}" for x in scores)
+                     + f" | {metrics['validation_log10_final']:.2f} | {walls[run]:.0f} |")
     write_section(report, experiment, "\n".join([f"<!-- {experiment}:start -->", *lines, f"<!-- {experiment}:end -->"]))
     return report

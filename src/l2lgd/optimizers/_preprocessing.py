@@ -233,6 +233,9 @@ PREPROCESSINGS: dict[str, Callable[..., Preprocessing]] = {
     "general": lambda log_range, output_scale: Moments(
         lr_offset=math.log(3e-3), betas=(0.5, 0.9, 0.99, 0.999), taus=(10.0, 100.0, 1000.0, 10000.0), a_max=4.0
     ),
+    "general_no_clock": lambda log_range, output_scale: Moments(  # an ablation of `general`
+        lr_offset=math.log(3e-3), betas=(0.5, 0.9, 0.99, 0.999), taus=(), a_max=4.0
+    ),
 }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -38,6 +40,7 @@ from ._control import run_lock, stop_signals
 from ._exports import export_optimizer
 from ._record import RECORD, append_record, truncate_record
 from ._selection import select_best
+from ._shipped import is_shipped
 from ._snapshots import SNAPSHOTS, RunCheckpoints
 
 
@@ -91,6 +94,34 @@ def validation_summary(theta: Any, static: Any, config: Config, keys: jax.Array,
         logs = host_log10(losses[:, -1])
     finite = np.isfinite(logs)
     return (float(logs[finite].mean()) if finite.any() else math.nan), int((~finite).sum())
+
+
+def _check_trainable(config: Config, family: TaskFamily) -> None:
+    """Before anything is written: float32 params with at least one coordinate (meta-training
+    runs in float32), and a training state that fits in this machine's memory."""
+    for name, member in members_of(family):
+        _, params = eqx.filter_eval_shape(member.sample, jax.random.key(0))
+        leaves = jax.tree.leaves(params)
+        dtypes = sorted({str(x.dtype) for x in leaves if x.dtype != np.float32})
+        if dtypes:
+            raise TypeError(f"Task family {name!r} samples params of dtype {', '.join(dtypes)}; l2lgd meta-trains on "
+                            "float32 params (trained optimizers run on any floating dtype through the optax face).")
+        if sum(x.size for x in leaves) == 0:
+            raise ValueError(f"Task family {name!r} samples params with no coordinates (every leaf is empty): nothing to optimize.")
+    abstract = jax.eval_shape(lambda: init_state(config, family)[0])
+    need = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+    have = _memory_bytes()
+    if have and 4 * need > have:  # the state, its update and the unroll's working set
+        raise ValueError(f"Config {', '.join(f'{k}={getattr(config, k)!r}' for k in ('hidden_size', 'num_layers', 'batch_size'))}"
+                           f" needs a training state of {need / 2**30:.1f} GiB (and a few times that while training); "
+                           f"this machine has {have / 2**30:.1f} GiB. Use a smaller network, batch or task.")
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def check_losses(family: TaskFamily, tasks: int = 4, steps: int = 100) -> None:
@@ -164,6 +195,35 @@ def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, 
 
 
 FAMILY = "family.txt"
+# What a run folder may hold besides its own files (a lock, the export, evaluation, figures).
+RUN_ENTRIES = {"config.json", FAMILY, SNAPSHOTS, RECORD, ".lock", "optimizer", "damaged", "eval.json", "figures",
+               "MODEL_CARD.md"}
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """Refuses an existing non-empty folder that is not a run (nothing in it is touched): one
+    whose `config.json` is not an l2lgd config, or holding files a run does not write, and no
+    snapshots or export."""
+    if not run_dir.is_dir():
+        if run_dir.exists():
+            raise ValueError(f"--out {run_dir} is a file, not a folder.")
+        return
+    entries = {p.name for p in run_dir.iterdir()}
+    if not entries or (run_dir / SNAPSHOTS).is_dir() or (run_dir / "optimizer").is_dir():
+        return
+    config_ok = False
+    if (run_dir / "config.json").is_file():
+        try:
+            with stored_configs():
+                Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+            config_ok = True
+        except (OSError, ValueError, TypeError, UnicodeDecodeError):
+            config_ok = False
+    foreign = sorted(entries - RUN_ENTRIES)
+    if not config_ok or foreign:
+        shown = ", ".join(sorted(entries)[:6]) + (", ..." if len(entries) > 6 else "")
+        raise ValueError(f"{run_dir} is a non-empty folder that is not an l2lgd run (it holds {shown}); nothing "
+                         "in it was changed: choose a new or empty folder.")
 
 
 def family_identity(family: TaskFamily) -> str:
@@ -295,10 +355,15 @@ def train(
     start = time.perf_counter()
     options = options or RunOptions()
     run_dir = Path(out_dir)
+    if is_shipped(run_dir):
+        raise ValueError(f"{run_dir} is a shipped optimizer's folder: train into another folder, then ship it "
+                         "(`make train EXP=... ARGS=--ship` from a checkout).")
+    _check_run_folder(run_dir)
     if jax.config.jax_enable_x64:
         raise ValueError("l2lgd meta-trains in float32, but jax_enable_x64 is on (JAX_ENABLE_X64): train without it "
                          "(trained optimizers load and run under x64).")
     config, family, validation = _resolve_family(config, family)
+    _check_trainable(config, family)
     # Under several JAX processes (`jax.distributed`), every process runs the meta-steps (each on
     # its share of the batch) and process 0 alone writes the run folder.
     primary = jax.process_index() == 0

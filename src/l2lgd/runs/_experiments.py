@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
 from .._config import Config
+from ..tasks import TaskFamily
 from ._shipped import shipped_dir
 
 
@@ -43,6 +46,11 @@ class Experiment:
     def __post_init__(self):
         if not isinstance(self.config, Config):
             raise TypeError(f"Experiment.config must be a Config, got {type(self.config).__name__}.")
+        if isinstance(self.family, type):
+            raise TypeError(f"Experiment.family must be a TaskFamily instance, got the class {self.family.__name__}: "
+                            f"write {self.family.__name__}(...).")
+        if self.family is not None and not isinstance(self.family, TaskFamily):
+            raise TypeError(f"Experiment.family must be an l2lgd TaskFamily or None, got {type(self.family).__name__}.")
         for field in ("checkpoint_every", "validation_tasks", "eval_tasks", "rolling_window"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -90,16 +98,32 @@ def load_experiment(name: str, directory: Path | None = None) -> Experiment:
             raise FileNotFoundError(f"No experiment file {path}.")
         name = path.stem
     else:
+        given = directory is not None
         directory = directory or experiments_dir()
         path = directory / f"{name}.py"
         known = list_experiments(directory)
+        shipped = shipped_dir("experiments")
+        if name not in known and not given and shipped is not None and shipped.resolve() != directory.resolve():
+            # A local `experiments/` without it: the shipped one of that name, said so.
+            if name in list_experiments(shipped):
+                print(f"[l2lgd] {name!r} is not in {directory}; using the shipped experiment {shipped / (name + '.py')}.",
+                      file=sys.stderr)
+                directory, path, known = shipped, shipped / f"{name}.py", list_experiments(shipped)
         if name not in known:
+            also = (f"; shipped experiments in {shipped}: {', '.join(list_experiments(shipped)) or '(none)'}"
+                    if shipped is not None and shipped.resolve() != directory.resolve() else "")
             raise ValueError(
-                f"Unknown experiment {name!r}. Experiments in {directory}: {', '.join(known) or '(none)'}."
+                f"Unknown experiment {name!r}. Experiments in {directory}: {', '.join(known) or '(none)'}{also}."
             )
     spec = importlib.util.spec_from_file_location(f"l2lgd_experiment_{name}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (ValueError, TypeError) as e:  # name the file and line, not only the message
+        frame = next((f for f in reversed(traceback.extract_tb(e.__traceback__)) if Path(f.filename) == path.resolve()
+                      or f.filename == str(path)), None)
+        where = f"{path}, line {frame.lineno}" if frame else str(path)
+        raise type(e)(f"{where}: {e}") from None
     if hasattr(module, "EXPERIMENT"):
         if not isinstance(module.EXPERIMENT, Experiment):
             raise TypeError(f"{path}: EXPERIMENT must be an l2lgd Experiment, got {type(module.EXPERIMENT).__name__}.")

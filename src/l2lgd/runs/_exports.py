@@ -75,7 +75,7 @@ def replace_folder(new: Path, target: Path) -> None:
 
 
 def load_learned_optimizer(
-    path: str | Path, step: int | None = None
+    path: str | Path, step: int | None = None, *, family=None
 ) -> tuple[LearnedOptimizer, Config, dict[str, Any]]:
     """Loads a trained optimizer: its module, its config and its metrics.
 
@@ -83,6 +83,8 @@ def load_learned_optimizer(
         path: a run folder (e.g. `checkpoints/log30`), or its `optimizer/` folder, or the name
             of a shipped optimizer (`l2lgd.list_optimizers()`), e.g. "log30".
         step: None for the exported (best) optimizer; else the snapshot at that meta-step.
+        family: the `TaskFamily` a truncated or evolution run with `step` was trained on, when
+            it is not the one its config names (a snapshot holds that family's tasks in flight).
 
     Returns:
         `(optimizer, config, metrics)`: the `LearnedOptimizer` module, the `Config` it was
@@ -111,6 +113,11 @@ def load_learned_optimizer(
     else:
         folder, item = path / SNAPSHOTS, "state"
     if not folder.is_dir():
+        if item == "state" and (path / EXPORT).is_dir():
+            raise ValueError(
+                f"{path} holds only its exported optimizer, no snapshots (shipped optimizers ship none): load it "
+                "without step=, or pass a run folder of your own with snapshots/."
+            )
         raise ValueError(
             f"{path} is not an l2lgd checkpoint: it has no {folder.name}/ folder "
             "(train one with `make train EXP=...`)."
@@ -127,7 +134,7 @@ def load_learned_optimizer(
     metrics = read_json_item(step_dir, "metrics")
     opt = skeleton(config)
     if item == "state":
-        theta = restore_state(step_dir, config).theta
+        theta = restore_state(step_dir, config, family).theta
     else:
         abstract = eqx.filter(opt, is_array_like)
         check_shapes(step_dir, item, abstract, config)
@@ -136,13 +143,14 @@ def load_learned_optimizer(
     return eqx.combine(theta, static), config, metrics
 
 
-def load_optimizer(path: str | Path, step: int | None = None):
+def load_optimizer(path: str | Path, step: int | None = None, *, family=None):
     """A trained optimizer as an `optax.GradientTransformation`.
 
     Args:
         path: a run folder such as `checkpoints/log30` (or its `optimizer/` folder), or the
             name of a shipped optimizer (`l2lgd.list_optimizers()`), e.g. "log30".
         step: None for the exported best snapshot; else the snapshot at that meta-step.
+        family: as for `load_learned_optimizer`.
 
     Returns:
         The optimizer as optax's `init`/`update` pair (see `as_optax`); its config and metrics
@@ -161,5 +169,5 @@ def load_optimizer(path: str | Path, step: int | None = None):
     """
     from ..optimizers._optax_face import as_optax
 
-    opt, _, _ = load_learned_optimizer(path, step)
+    opt, _, _ = load_learned_optimizer(path, step, family=family)
     return as_optax(opt)

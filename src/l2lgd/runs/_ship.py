@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from ._exports import EXPORT, copy_export, load_learned_optimizer
-from ._shipped import shipped_folder
+from ._shipped import checkout_dir, shipped_folder
 
 
 def compare_exports(new: Path, old: Path) -> str | None:
@@ -34,9 +34,10 @@ def compare_exports(new: Path, old: Path) -> str | None:
 def ship(run_dir: Path, name: str) -> str:
     """Replaces the shipped optimizer `name` (and its config.json) with the run's export, unless
     they are bit-identical, in which case nothing is written. Returns what happened."""
+    if checkout_dir("checkpoints") is None:
+        raise FileNotFoundError("This l2lgd is an installed copy: --ship writes into a checkout's checkpoints/ only "
+                                "(ship from a clone of the repository, installed with `pip install -e .`).")
     target = shipped_folder(name)
-    if target is None:
-        raise FileNotFoundError("This l2lgd has no checkpoints/ folder to ship into (ship from a checkout).")
     difference = compare_exports(run_dir, target)
     if difference is None:
         return f"{run_dir} reproduces the shipped optimizer {target} bit for bit; left it untouched."

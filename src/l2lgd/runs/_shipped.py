@@ -7,6 +7,7 @@ In a checkout (or an editable install) they are the repository's `checkpoints/` 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,11 +34,13 @@ class ShippedOptimizer(NamedTuple):
 def _summary(folder: Path) -> str:
     """The model card's first paragraph line after its title, with the held-out figure."""
     card = folder / "MODEL_CARD.md"
-    text = ""
-    if card.is_file():
-        lines = [line.strip() for line in card.read_text().splitlines()]
-        text = next((line for line in lines[1:] if line and not line.startswith("#")), "")
-    return text
+    if not card.is_file():
+        return ""
+    try:
+        lines = [line.strip() for line in card.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError as e:  # one unreadable card must not hide every optimizer
+        return f"(model card unreadable: {card}: {e.strerror or e})"
+    return next((line for line in lines[1:] if line and not line.startswith("#")), "")
 
 
 def list_optimizers() -> list[ShippedOptimizer]:
@@ -61,11 +64,16 @@ def list_optimizers() -> list[ShippedOptimizer]:
 def resolve_optimizer_path(path: str | Path) -> Path:
     """`path` if it exists; else the shipped optimizer of that name; else an error that lists
     the shipped names."""
+    if not str(path):
+        raise FileNotFoundError("An empty path names no checkpoint folder or shipped optimizer.")
     candidate = Path(path)
-    if candidate.exists():
-        return candidate
     names = {o.name: o.path for o in list_optimizers()}
+    if candidate.is_dir() or (candidate.exists() and str(path) not in names):
+        return candidate
     if str(path) in names:
+        if candidate.exists():  # a local file of that name is not a checkpoint folder
+            warnings.warn(f"{candidate.resolve()} is a file, not a checkpoint folder; loading the shipped optimizer "
+                          f"{str(path)!r} ({names[str(path)]}) instead.", stacklevel=3)
         return names[str(path)]
     raise FileNotFoundError(
         f"No such checkpoint folder, and no shipped optimizer named {str(path)!r}. "
@@ -77,6 +85,15 @@ def shipped_folder(name: str) -> Path | None:
     """The shipped run folder of experiment `name` (whether or not it holds an optimizer yet)."""
     root = shipped_dir("checkpoints")
     return None if root is None else root / name
+
+
+def checkout_dir(kind: str) -> Path | None:
+    """`checkpoints` or `experiments` of the checkout this l2lgd runs from (an editable install or
+    the source tree), or None for an installed copy, which `--ship` must not write into."""
+    checkout = _PACKAGE.parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / kind).is_dir():
+        return checkout / kind
+    return None
 
 
 def is_shipped(path: str | Path) -> bool:

@@ -1,0 +1,102 @@
+"""Meta-training throughput by estimator: optimizee steps per second of an experiment's training
+program with backpropagation (the fused backward pass), PES and antithetic ES, side by side in
+one process, with XLA's FLOP count of one meta-step and the fraction of this machine's measured
+dot-product peak that the program reaches."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .._config import EVOLUTION
+from ..runs._experiments import load_experiment
+from ..tasks import training_family
+from ..tasks._mixture import FamilyMixture, members_of
+from ..training._state import init_state
+from ..training._step import make_train_chunk
+
+KINDS = ("fused", "pes", "es")
+
+
+def dot_peak_gflops(n: int = 2048, min_seconds: float = 1.0) -> float:
+    """This process's float32 matrix-product rate on an n x n by n x n product, in GFLOP/s."""
+    a = jnp.ones((n, n)) / n
+    f = jax.jit(lambda x: x @ a)
+    x = f(a).block_until_ready()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        x = f(x)
+        done += 1
+    x.block_until_ready()
+    return 2 * n**3 * done / (time.perf_counter() - start) / 1e9
+
+
+def _variant(config, kind: str):
+    """The experiment's config with estimator `kind` (settings the kind cannot use reset)."""
+    if kind in EVOLUTION:
+        return config.replace(estimator=kind, per_task_clip=False)
+    return config.replace(estimator=kind, min_horizon=0, max_horizon=0, heldout_minibatch=False)
+
+
+def optimizee_steps_per_meta_step(config, family) -> int:
+    """Optimizee steps one meta-step takes: each task's truncation, times the particles."""
+    if config.estimator in EVOLUTION:
+        return len(members_of(family)) * config.batch_size * 2 * config.perturbations * config.num_steps
+    return config.batch_size * config.num_steps
+
+
+def estimator_row(config, family, *, chunk: int = 20, min_seconds: float = 3.0, peak: float | None = None) -> dict[str, Any]:
+    state, static = init_state(config, family)
+    train_chunk = make_train_chunk(config, static, family)
+    t0 = time.perf_counter()
+    compiled = train_chunk.lower(state, chunk).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) / chunk if cost else float("nan")
+    state, _ = compiled(state)  # warm-up
+    jax.block_until_ready(state)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        state, record = compiled(state)
+        jax.block_until_ready(record)
+        done += chunk
+    rate = done / (time.perf_counter() - start)
+    steps = optimizee_steps_per_meta_step(config, family)
+    row = {"estimator": config.estimator, "meta_steps_per_s": rate, "optimizee_steps_per_meta_step": steps,
+           "optimizee_steps_per_s": rate * steps, "compile_s": compile_s, "gflop_per_meta_step": flops / 1e9}
+    if peak:
+        row["fraction_of_peak"] = flops * rate / 1e9 / peak
+    return row
+
+
+def estimator_table(experiment: str, kinds=KINDS, min_seconds: float = 3.0) -> dict[str, Any]:
+    declared = load_experiment(experiment)
+    family = declared.family if declared.family is not None else training_family(declared.config)
+    peak = dot_peak_gflops()
+    rows = []
+    for kind in kinds:
+        config = _variant(declared.config, kind)
+        if kind not in EVOLUTION and isinstance(family, FamilyMixture):
+            rows.append({"estimator": kind, "skipped": "backpropagation trains one family, not a mixture"})
+            continue
+        rows.append(estimator_row(config, family, min_seconds=min_seconds, peak=peak))
+    return {"experiment": experiment, "dot_peak_gflop_per_s": peak, "rows": rows}
+
+
+def format_estimators(result: dict[str, Any]) -> str:
+    lines = [f"{result['experiment']}: meta-training by estimator (one core; measured dot-product peak "
+             f"{result['dot_peak_gflop_per_s']:.0f} GFLOP/s)", "",
+             "| estimator | meta-steps/s | optimizee steps per meta-step | optimizee steps/s | GFLOP per meta-step | "
+             "fraction of peak | compile s |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "skipped" in r:
+            lines.append(f"| {r['estimator']} | — ({r['skipped']}) | | | | | |")
+            continue
+        lines.append(f"| {r['estimator']} | {r['meta_steps_per_s']:,.1f} | {r['optimizee_steps_per_meta_step']:,} | "
+                     f"{r['optimizee_steps_per_s']:,.0f} | {r['gflop_per_meta_step']:.3f} | "
+                     f"{100 * r.get('fraction_of_peak', float('nan')):.1f}% | {r['compile_s']:.1f} |")
+    return "\n".join(lines)
