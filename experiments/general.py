@@ -42,7 +42,7 @@ EXPERIMENT = Experiment(
         second_order=False,
         batch_size=1,
         meta_lr=3e-3,
-        meta_steps=30_000,
+        meta_steps=22_000,
     ),
     family=training_mixture("train"),
     checkpoint_every=2_000,

@@ -172,3 +172,30 @@ def test_estimator_settings_validated():
         PES(pairs=0)
     with pytest.raises(ValueError, match="sigma"):
         AntitheticES(sigma=-1.0)
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-30, -1e-30, 1e30, -1e30, 3e38])
+def test_general_features_and_updates_are_finite_at_extreme_gradients(value):
+    """The `general` preprocessing's features and update stay finite at zero, tiny and huge
+    gradients, and a huge gradient never moves its coordinate uphill."""
+    opt = l2lgd.make_optimizer(l2lgd.Config(preprocessing="general", hidden_size=4, num_layers=1), key=jax.random.key(0))
+    g = jnp.full(5, value, jnp.float32)
+    state = opt.init_state(5)
+    features = opt.preprocessing.encode(g, state[1])
+    chex.assert_tree_all_finite(features)
+    for _ in range(3):
+        update, state = opt.step(g, state)
+        chex.assert_tree_all_finite((update, state))
+    if abs(value) >= 1e30:
+        assert np.all(np.sign(np.asarray(update)) * np.sign(value) <= 0)
+
+
+def test_any_pytree_through_the_general_face():
+    """Nested dicts, lists and tuples of leaves of any shape (scalars too) and float dtypes."""
+    opt = l2lgd.make_optimizer(l2lgd.Config(preprocessing="general", hidden_size=4, num_layers=1), key=jax.random.key(0))
+    tx = l2lgd.as_optax(opt)
+    params = {"a": [jnp.ones((2, 3)), (jnp.zeros(()), jnp.ones(4, jnp.bfloat16))], "b": {"c": jnp.ones((1, 1, 2))}}
+    state = tx.init(params)
+    updates, state = jax.jit(tx.update)(params, state)
+    chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
+    chex.assert_tree_all_finite(updates)

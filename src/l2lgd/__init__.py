@@ -12,7 +12,8 @@ drawn from a *task family*; "seed" is always a PRNG seed.
 - define what it trains on: `TaskFamily`, `register_task_family`, and the built-in families
   `Quadratics`, `PaperQuadratics`, `Digits`, `DigitsVariants`, and the suite's kinds
   `MLPClassifier`, `ConvDigits`, `Autoencoder`, `LinearRegression`, `LogisticRegression`,
-  `ConditionedQuadratics`, `RosenbrockFunctions`, `RNNAdding`;
+  `ConditionedQuadratics`, `RosenbrockFunctions`, `RNNAdding`; several families at once:
+  `FamilyMixture` (`l2lgd.suite.training_mixture()`: the suite's `train` split);
 - judge an optimizer on problems it never saw: `l2lgd.suite` (`l2lgd.suite.run`);
 - evaluate: `run_optimizer`, `unroll`, `summarize`, `tune_learning_rate`, `task_keys`
   (with `TEST_SEED`, `VALIDATION_SEED`), and the reference's baselines `reference_sgd`,
@@ -21,7 +22,9 @@ drawn from a *task family*; "seed" is always a PRNG seed.
   preprocessings (`Preprocessing`, the interface; `register_preprocessing`,
   `make_preprocessing`, `Identity`, `LogRescale`, `LearningRateRatio`, `PaperPreprocessing`,
   `Moments`), the meta-gradient estimators (`MetaGradientEstimator`, the interface;
-  `Backpropagation`, `FusedBackprop` (the default), `Autodiff`; their results `MetaGradient`,
+  `Backpropagation`, `FusedBackprop` (the default), `Autodiff`; evolution strategies over
+  persistent particles, `Evolution`, `PES`, `AntitheticES` (`Particles`, `ParticleResult`);
+  `estimator_for(config)`, the one `Config.estimator` names; their results `MetaGradient`,
   `MetaLossAux`; `make_meta_loss`), the meta-training step (`init_state` -> `Initial`,
   `make_meta_gradient`, `make_meta_step`, `make_train_chunk`, `make_task_batch`,
   `meta_optimizer`, `TrainState`), the objectives (`meta_objective`, `safe_log`, `log10_loss`).
@@ -45,13 +48,17 @@ from ._version import __version__ as __version__
 
 _EXPORTS = {
     "_config": ("Config", "MetaTrainingConfig", "OptimizerConfig", "TaskConfig"),
-    "_errors": ("NonFiniteError", "RunLocked", "Stopped"),
+    "_errors": ("Mismatch", "NonFiniteError", "RunLocked", "Stopped"),
     "_evaluate": ("TEST_SEED", "VALIDATION_SEED", "run_optimizer", "summarize", "task_keys", "tune_learning_rate"),
     "_objectives": ("log10_loss", "meta_objective", "safe_log"),
     "_unroll": ("run_steps", "unroll"),
     "estimators._autodiff": ("Autodiff", "make_meta_loss"),
     "estimators._base": ("Backpropagation", "MetaGradient", "MetaGradientEstimator", "MetaLossAux"),
+    "estimators._es": ("AntitheticES",),
+    "estimators._evolution": ("Evolution", "ParticleResult", "Particles"),
     "estimators._fused": ("FusedBackprop",),
+    "estimators._named": ("estimator_for",),
+    "estimators._pes": ("PES",),
     "optimizers._baselines": ("reference_rmsprop", "reference_sgd"),
     "optimizers._learned": ("LearnedOptimizer", "make_optimizer"),
     "optimizers._lstm": ("CoordinateLSTM", "LSTMState"),
@@ -65,6 +72,7 @@ _EXPORTS = {
     "tasks._base": ("TaskFamily", "register_task_family"),
     "tasks._classifiers": ("Autoencoder", "ConvDigits", "MLPClassifier"),
     "tasks._functions": ("ConditionedQuadratics", "RosenbrockFunctions"),
+    "tasks._mixture": ("FamilyMixture",),
     "tasks._mlp": ("Digits", "DigitsVariants"),
     "tasks._quadratic": ("PaperQuadratics", "Quadratic", "Quadratics", "sample_quadratic"),
     "tasks._regression": ("LinearRegression", "LogisticRegression"),
@@ -78,13 +86,17 @@ __all__ = sorted(_WHERE) + ["__version__"]
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time each name loads on first use
     from ._config import Config as Config, MetaTrainingConfig as MetaTrainingConfig, OptimizerConfig as OptimizerConfig, TaskConfig as TaskConfig
-    from ._errors import NonFiniteError as NonFiniteError, RunLocked as RunLocked, Stopped as Stopped
+    from ._errors import Mismatch as Mismatch, NonFiniteError as NonFiniteError, RunLocked as RunLocked, Stopped as Stopped
     from ._evaluate import TEST_SEED as TEST_SEED, VALIDATION_SEED as VALIDATION_SEED, run_optimizer as run_optimizer, summarize as summarize, task_keys as task_keys, tune_learning_rate as tune_learning_rate
     from ._objectives import log10_loss as log10_loss, meta_objective as meta_objective, safe_log as safe_log
     from ._unroll import run_steps as run_steps, unroll as unroll
     from .estimators._autodiff import Autodiff as Autodiff, make_meta_loss as make_meta_loss
     from .estimators._base import Backpropagation as Backpropagation, MetaGradient as MetaGradient, MetaGradientEstimator as MetaGradientEstimator, MetaLossAux as MetaLossAux
+    from .estimators._es import AntitheticES as AntitheticES
+    from .estimators._evolution import Evolution as Evolution, ParticleResult as ParticleResult, Particles as Particles
     from .estimators._fused import FusedBackprop as FusedBackprop
+    from .estimators._named import estimator_for as estimator_for
+    from .estimators._pes import PES as PES
     from .optimizers._baselines import reference_rmsprop as reference_rmsprop, reference_sgd as reference_sgd
     from .optimizers._learned import LearnedOptimizer as LearnedOptimizer, make_optimizer as make_optimizer
     from .optimizers._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
@@ -98,6 +110,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .tasks._base import TaskFamily as TaskFamily, register_task_family as register_task_family
     from .tasks._classifiers import Autoencoder as Autoencoder, ConvDigits as ConvDigits, MLPClassifier as MLPClassifier
     from .tasks._functions import ConditionedQuadratics as ConditionedQuadratics, RosenbrockFunctions as RosenbrockFunctions
+    from .tasks._mixture import FamilyMixture as FamilyMixture
     from .tasks._mlp import Digits as Digits, DigitsVariants as DigitsVariants
     from .tasks._quadratic import PaperQuadratics as PaperQuadratics, Quadratic as Quadratic, Quadratics as Quadratics, sample_quadratic as sample_quadratic
     from .tasks._regression import LinearRegression as LinearRegression, LogisticRegression as LogisticRegression

@@ -235,9 +235,15 @@ def cmd_suite(args: argparse.Namespace) -> None:
     configure_cpu(args.core if args.core is not None else free_core())
     from . import suite
 
+    settings = None
+    if args.horizon_scale != 1 or args.instances:
+        validation, test = (int(x) for x in args.instances.split(",")) if args.instances else (16, 50)
+        settings = suite.Settings(validation_instances=validation, test_instances=test, horizon_scale=args.horizon_scale)
+    chosen = tuple(b.strip() for b in args.baselines.split(",")) if args.baselines else None
     result = suite.run(args.optimizer, args.tasks, quick=args.quick, cache=None if args.no_cache else "default",
-                       progress=not args.no_progress)
-    out = Path(args.out) if args.out else Path("runs") / "suite" / (suite._report._slug(result.optimizer) + ("-quick" if args.quick else ""))
+                       progress=not args.no_progress, settings=settings, baselines_to_tune=chosen)
+    tag = ("-quick" if args.quick else "") + (f"-x{args.horizon_scale}" if args.horizon_scale != 1 else "")
+    out = Path(args.out) if args.out else Path("runs") / "suite" / (suite._report._slug(result.optimizer) + tag)
     suite.write(result, out)
     print(suite.markdown(result))
     print(f"written to {out} (suite.json, suite.md, figures/)")
@@ -325,6 +331,9 @@ def _lab_parsers(sub) -> None:
     suite.add_argument("optimizer", help="a shipped optimizer's name, a run folder, or an optax spec NAME:LR (e.g. adam:1e-3)")
     suite.add_argument("--tasks", default="heldout", help="heldout (default), train, all, or comma-separated task names")
     suite.add_argument("--quick", action="store_true", help="a smoke run in seconds: three cheap tasks, few instances, 50 steps")
+    suite.add_argument("--horizon-scale", type=positive_int, default=1, help="run every task for N times its horizon")
+    suite.add_argument("--baselines", help="comma-separated baselines to tune (default: all; adam among them)")
+    suite.add_argument("--instances", help="VALIDATION,TEST instances per task (default 16,50)")
     suite.add_argument("--out", help="where suite.json, suite.md and figures/ go (default: runs/suite/OPT)")
     suite.add_argument("--report", help="also write the table as this optimizer's section of a report (e.g. experiments/SUITE.md)")
     suite.add_argument("--no-cache", action="store_true", help="recompute the baselines (default: cached in ~/.cache/l2lgd/suite)")
