@@ -88,9 +88,15 @@ def test_sections_group_the_fields_and_each_is_validated():
     assert config.replace(optimizer=l2lgd.OptimizerConfig(hidden_size=8)).hidden_size == 8
     assert config.replace(training=config.training, num_layers=3).optimizer.num_layers == 3
     # Stored flat, with every field by its name: a stored config round-trips.
+    # (Fields added after 0.3 are left out at their defaults, so old stored configs stay byte-identical.)
+    from l2lgd._config import NEW_FIELDS
+
     assert set(config.to_dict()) == {"name", "seed"} | {f for s in (config.optimizer, config.tasks, config.training)
-                                                          for f in s.__dataclass_fields__}
+                                                          for f in s.__dataclass_fields__} - set(NEW_FIELDS)
     assert l2lgd.Config.from_dict(config.to_dict()) == config
+    evolution = config.replace(estimator="pes", perturbations=3)
+    assert {"estimator", "perturbations"} <= set(evolution.to_dict()) and "sigma" not in evolution.to_dict()
+    assert l2lgd.Config.from_dict(evolution.to_dict()) == evolution
     with pytest.raises(ValueError, match="Config.hidden_size must be a positive integer"):
         l2lgd.OptimizerConfig(hidden_size=0)
     with pytest.raises(TypeError, match="Config.optimizer must be an instance of OptimizerConfig, got TaskConfig"):

@@ -1,6 +1,8 @@
 """Evolution estimators (PES, antithetic ES): unbiased against the exact meta-gradient of a full
 unroll, antithetic cancellation, particles and horizons, and meta-training through them."""
 
+import functools
+
 import chex
 import equinox as eqx
 import jax
@@ -22,6 +24,7 @@ CONFIG = l2lgd.Config(name="evo", hidden_size=2, num_layers=1, num_steps=5, hori
 ROUNDS = 8  # independent estimates: their spread gives the standard error of the mean
 
 
+@functools.lru_cache(maxsize=None)  # shared by the tests that compare the same estimate
 def _exact_and_estimates(estimator, config, truncations):
     state, static = l2lgd.init_state(config.replace(estimator="autodiff"))
     theta = state.theta

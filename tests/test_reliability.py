@@ -272,7 +272,7 @@ def test_resuming_with_fewer_steps_than_done_is_refused(tmp_path):
 def test_the_optax_face_names_a_gradient_that_does_not_match_init():
     tx = l2lgd.load_optimizer("log30")
     state = tx.init({"w": jnp.ones((5, 20)), "b": jnp.ones(3)})
-    with pytest.raises(ValueError, match=r"leaf \['w'\] of shape \(3, 20\) \(60 coordinates\), but init\(\) saw 100"):
+    with pytest.raises(ValueError, match=r"leaf \['w'\] of shape \(3, 20\), but init\(\) saw shape \(5, 20\)"):
         tx.update({"w": jnp.ones((3, 20)), "b": jnp.ones(3)}, state)
     with pytest.raises(ValueError, match=r"got gradients with structure .*'w'.*but init\(\) was given params with structure .*'b'"):
         tx.update({"w": jnp.ones((5, 20))}, state)
