@@ -8,7 +8,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp

@@ -202,3 +202,17 @@ def test_any_pytree_through_the_general_face():
     updates, state = jax.jit(tx.update)(params, state)
     chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
     chex.assert_tree_all_finite(updates)
+
+
+def test_the_estimator_interface_gives_a_meta_gradient_of_theta():
+    """`make_meta_gradient(..., estimator=PES())` on a batch of fresh tasks: theta's structure,
+    finite, one final loss per task, and the same as AntitheticES on one truncation."""
+    config = CONFIG.replace(estimator="pes", perturbations=8, batch_size=2, horizon=0)
+    state, static = l2lgd.init_state(config.replace(estimator="autodiff"))
+    tasks = l2lgd.make_task_batch(config)(state.key, 0)
+    pes = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=PES()))(state.theta, tasks)
+    es = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=AntitheticES()))(state.theta, tasks)
+    assert jax.tree.structure(pes.grads) == jax.tree.structure(state.theta)
+    chex.assert_tree_all_finite(pes.grads)
+    assert pes.final_losses.shape == (2,)
+    chex.assert_trees_all_close(pes.grads, es.grads)

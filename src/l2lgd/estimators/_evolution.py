@@ -19,7 +19,6 @@ became non-finite contributes nothing and is drawn afresh at the next meta-step.
 
 from __future__ import annotations
 
-import abc
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -101,16 +100,20 @@ class Evolution(MetaGradientEstimator):
         return particles._replace(t=particles.horizon)
 
     def _fresh(self, config, static, theta, family, key, batch, low, high) -> Particles:
-        pairs, _ = self.settings(config)
         task_key, horizon_key = jax.random.split(key)
         tasks = jax.vmap(lambda k: draw_task(family, k))(jax.random.split(task_key, batch))
-        tx = as_optax(eqx.combine(theta, static))
-        twice = lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], 2 * pairs, *x.shape[1:]))
-        params = jax.tree.map(twice, tasks[1])
-        opt_state = jax.tree.map(twice, jax.vmap(tx.init)(tasks[1]))
-        noise = jax.tree.map(lambda w: jnp.zeros((batch, pairs, *w.shape), w.dtype), theta)
         horizons = draw_horizons(horizon_key, batch, low, high, config.num_steps)
-        return Particles(tasks, params, opt_state, noise, jnp.zeros(batch, jnp.int32), horizons)
+        return self._start(config, static, theta, tasks, None, jnp.zeros(batch, jnp.int32), horizons)
+
+    def _start(self, config, static, theta, tasks, opt_states, t, horizons) -> Particles:
+        """Particles of `tasks` (a batch) from their params0 and `opt_states` (None: fresh)."""
+        pairs, _ = self.settings(config)
+        x0 = tasks[1]
+        if opt_states is None:
+            opt_states = jax.vmap(as_optax(eqx.combine(theta, static)).init)(x0)
+        twice = lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], 2 * pairs, *x.shape[1:]))
+        noise = jax.tree.map(lambda w: jnp.zeros((t.shape[0], pairs, *w.shape), w.dtype), theta)
+        return Particles(tasks, jax.tree.map(twice, x0), jax.tree.map(twice, opt_states), noise, t, horizons)
 
     def refresh(self, config, static, theta, family, key, particles: Particles, horizon: int) -> Particles:
         """`particles` with every task that reached its horizon replaced by a fresh draw."""
@@ -182,17 +185,10 @@ class Evolution(MetaGradientEstimator):
         from one truncation of fresh particles on a batch of tasks (for one truncation from a
         task's start, ES and PES are the same estimate of the full unroll's meta-gradient). The
         perturbations are drawn from the tasks' minibatch keys."""
-        pairs, _ = self.settings(config)
 
         def meta_gradient(theta, tasks, opt_states=None, start=0):
-            tx = as_optax(eqx.combine(theta, static))
-            x0 = tasks[1]
-            opt_states = jax.vmap(tx.init)(x0) if opt_states is None else opt_states
-            batch = jax.tree.leaves(x0)[0].shape[0]
-            twice = lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], 2 * pairs, *x.shape[1:]))
-            noise = jax.tree.map(lambda w: jnp.zeros((batch, pairs, *w.shape), w.dtype), theta)
-            steps = jnp.full(batch, start, jnp.int32)
-            particles = Particles(tasks, jax.tree.map(twice, x0), jax.tree.map(twice, opt_states), noise, steps, steps)
+            steps = jnp.full(jax.tree.leaves(tasks[1])[0].shape[0], start, jnp.int32)
+            particles = self._start(config, static, theta, tasks, opt_states, steps, steps + config.num_steps)
             key = jax.random.fold_in(jax.random.wrap_key_data(tasks[2][0]), 7)
             result = self.particle_step(config, static, theta, particles, key, stochastic=True)
             return MetaGradient(result.objective, result.final_losses, result.grads, None)
