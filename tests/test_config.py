@@ -97,6 +97,7 @@ def test_sections_group_the_fields_and_each_is_validated():
     evolution = config.replace(estimator="pes", perturbations=3)
     assert {"estimator", "perturbations"} <= set(evolution.to_dict()) and "sigma" not in evolution.to_dict()
     assert l2lgd.Config.from_dict(evolution.to_dict()) == evolution
+    assert evolution.changed_fields(config) == ["estimator", "perturbations"]  # fields stored or not
     with pytest.raises(ValueError, match="Config.hidden_size must be a positive integer"):
         l2lgd.OptimizerConfig(hidden_size=0)
     with pytest.raises(TypeError, match="Config.optimizer must be an instance of OptimizerConfig, got TaskConfig"):

@@ -304,8 +304,7 @@ class Config:
 
     def changed_fields(self, other: "Config", ignore: tuple[str, ...] = RESUMABLE_FIELDS) -> list[str]:
         """Names of the fields whose values differ between `self` and `other`."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [k for k in mine if k not in ignore and mine[k] != theirs[k]]
+        return [k for k in STORED_ORDER if k not in ignore and getattr(self, k) != getattr(other, k)]
 
 
 # Off while reading a stored config: an exported optimizer loads without the code of the task
