@@ -195,6 +195,8 @@ def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, 
 
 
 FAMILY = "family.txt"
+RESUME_HINT = ("Resume with the config and family the run was trained with, pass --fresh (fresh=True) to start "
+               "afresh, or choose another output folder.")
 # What a run folder may hold besides its own files (a lock, the export, evaluation, figures).
 RUN_ENTRIES = {"config.json", FAMILY, SNAPSHOTS, RECORD, ".lock", "optimizer", "damaged", "eval.json", "figures",
                "MODEL_CARD.md"}
@@ -284,8 +286,7 @@ def _check_resumable(run_dir: Path, config: Config, options: RunOptions, family:
             checkpoints.check(latest, family)
         except Mismatch as e:
             checkpoints.close()
-            raise Mismatch(f"{e} Resume with the config and family the run was trained with, pass --fresh "
-                           "(fresh=True) to start afresh, or choose another output folder.") from None
+            raise Mismatch(f"{e} {RESUME_HINT}") from None
         except ValueError:
             pass  # damaged: `_initial_state` sets it aside and falls back past it
     return checkpoints
@@ -303,8 +304,7 @@ def _initial_state(run_dir: Path, config: Config, family: TaskFamily, checkpoint
         try:
             state, _ = checkpoints.restore(step, family)
         except Mismatch as e:  # intact, but not this run's: refused, nothing moved
-            raise Mismatch(f"{e} Resume with the config and family the run was trained with, pass --fresh "
-                           "(fresh=True) to start afresh, or choose another output folder.") from None
+            raise Mismatch(f"{e} {RESUME_HINT}") from None
         except ValueError as e:
             warnings.warn(f"{e} Setting snapshot {step} aside (to {run_dir / 'damaged'}) and trying an older one.", stacklevel=2)
             checkpoints.set_aside(step)

@@ -6,7 +6,6 @@ estimates (after the meta-optimizer's clip). One compiled program holds every me
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from .._config import Config
 from ..estimators._evolution import Evolution
@@ -36,7 +35,7 @@ def init_particles(config: Config, static, theta, family: TaskFamily, estimator:
 
 
 def make_evolution_gradient(config: Config, static, family: TaskFamily, estimator: Evolution):
-    """`gradient(theta, particles, key) -> (grads, objective, final_log10, usable, particles)`:
+    """`gradient(theta, particles, key) -> (grads, objective, final_log10, particles)`:
     the mean over the members of each member's estimate on its batch."""
     members = members_of(family)
     horizons = [member_horizon(config, member) for _, member in members]
@@ -50,7 +49,7 @@ def make_evolution_gradient(config: Config, static, family: TaskFamily, estimato
         mean = lambda xs: sum(xs) / len(xs)
         grads = jax.tree.map(lambda *g: mean(g), *[r.grads for r in results])
         return (grads, mean([r.objective for r in results]), mean([r.final_log10 for r in results]),
-                jnp.min(jnp.stack([r.usable for r in results])), tuple(r.particles for r in results))
+                tuple(r.particles for r in results))
 
     return gradient
 

@@ -166,7 +166,7 @@ def _evolution_step(config: Config, static, family: TaskFamily | None, estimator
 
     def meta_step(state: TrainState, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
-        grads, objective, final_log10, _, particles = gradient(state.theta, state.inner, key)
+        grads, objective, final_log10, particles = gradient(state.theta, state.inner, key)
         return apply(state, grads, objective, final_log10, lax.stop_gradient(particles))
 
     return meta_step
