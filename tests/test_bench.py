@@ -24,8 +24,9 @@ def test_bench_reports_fused_autodiff_and_naive(tiny):
 
 
 def test_estimator_rows_count_optimizee_steps_and_flops(tiny):
-    """Each estimator's row: optimizee steps per meta-step as its unroll takes them, XLA's FLOP
-    count, a fraction of the measured peak; and the table prints them."""
+    """Each estimator's row: optimizee steps per meta-step as its unroll takes them, the FLOP
+    count (marked an estimate for backpropagation), a fraction of the measured peak; and the
+    table prints them."""
     import l2lgd
     from l2lgd.lab.bench_estimators import estimator_row, format_estimators
 
@@ -39,6 +40,23 @@ def test_estimator_rows_count_optimizee_steps_and_flops(tiny):
     table = format_estimators({"experiment": "tiny", "dot_peak_gflop_per_s": 100.0,
                                "rows": [pes, fused, {"estimator": "fused", "skipped": "a mixture"}]})
     assert "| pes |" in table and "| fused |" in table and "a mixture" in table
+    assert fused["flops_estimated"] and not pes["flops_estimated"] and "(est.)" in table
+
+
+def test_meta_step_flops_count_every_optimizee_step(tiny):
+    """Counted from loop-free programs, so twice the particles or twice the truncation is twice
+    the FLOPs (XLA's count of the training program counts its loops' bodies once)."""
+    import pytest
+
+    import l2lgd
+    from l2lgd.lab.bench_estimators import meta_step_flops
+
+    family = l2lgd.tasks.task_family(tiny)
+    pes = tiny.replace(estimator="pes", perturbations=3, batch_size=2)
+    one = meta_step_flops(pes, family)
+    assert one > 0
+    assert meta_step_flops(pes.replace(perturbations=6), family) == pytest.approx(2 * one)
+    assert meta_step_flops(pes.replace(num_steps=2 * tiny.num_steps), family) == pytest.approx(2 * one)
 
 
 def test_face_table_reports_every_optimizer_size_and_layout():

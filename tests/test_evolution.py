@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import l2lgd
@@ -177,11 +178,13 @@ def test_estimator_settings_validated():
         AntitheticES(sigma=-1.0)
 
 
+@pytest.mark.parametrize("preprocessing", ["general", "adaptive"])
 @pytest.mark.parametrize("value", [0.0, 1e-30, -1e-30, 1e30, -1e30, 3e38])
-def test_general_features_and_updates_are_finite_at_extreme_gradients(value):
-    """The `general` preprocessing's features and update stay finite at zero, tiny and huge
-    gradients, and a huge gradient never moves its coordinate uphill."""
-    opt = l2lgd.make_optimizer(l2lgd.Config(preprocessing="general", hidden_size=4, num_layers=1), key=jax.random.key(0))
+def test_general_features_and_updates_are_finite_at_extreme_gradients(value, preprocessing):
+    """The `general` and `adaptive` preprocessings' features and update stay finite at zero, tiny
+    and huge gradients, and a huge gradient never moves its coordinate uphill."""
+    config = l2lgd.Config(preprocessing=preprocessing, hidden_size=4, num_layers=1)
+    opt = l2lgd.make_optimizer(config, key=jax.random.key(0))
     g = jnp.full(5, value, jnp.float32)
     state = opt.init_state(5)
     features = opt.preprocessing.encode(g, state[1])
@@ -193,15 +196,45 @@ def test_general_features_and_updates_are_finite_at_extreme_gradients(value):
         assert np.all(np.sign(np.asarray(update)) * np.sign(value) <= 0)
 
 
-def test_any_pytree_through_the_general_face():
+@pytest.mark.parametrize("preprocessing", ["general", "adaptive"])
+def test_any_pytree_through_the_general_face(preprocessing):
     """Nested dicts, lists and tuples of leaves of any shape (scalars too) and float dtypes."""
-    opt = l2lgd.make_optimizer(l2lgd.Config(preprocessing="general", hidden_size=4, num_layers=1), key=jax.random.key(0))
+    config = l2lgd.Config(preprocessing=preprocessing, hidden_size=4, num_layers=1)
+    opt = l2lgd.make_optimizer(config, key=jax.random.key(0))
     tx = l2lgd.as_optax(opt)
     params = {"a": [jnp.ones((2, 3)), (jnp.zeros(()), jnp.ones(4, jnp.bfloat16))], "b": {"c": jnp.ones((1, 1, 2))}}
     state = tx.init(params)
     updates, state = jax.jit(tx.update)(params, state)
     chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
     chex.assert_tree_all_finite(updates)
+
+
+def test_adaptive_step_size_starts_as_adam_and_moves_within_bounds():
+    """`adaptive` with LSTM outputs 0 is Adam at exp(lr_offset); its carried log step size moves
+    by at most inc_max per step beside its leak towards lr_offset, and stays within
+    [log_lr_min, log_lr_max]."""
+    t = l2lgd.make_preprocessing("adaptive")
+    adam = optax.adam(np.exp(t.lr_offset), b1=0.9, b2=0.999, eps=1e-8)
+    g = jax.random.normal(jax.random.key(0), (30, 6))
+    state, adam_state = t.init(6), adam.init(jnp.zeros(6))
+    for gi in g[:4]:
+        update, state = t.decode(jnp.zeros((6, 3)), gi, state)
+        expected, adam_state = adam.update(gi, adam_state)
+        np.testing.assert_allclose(update, expected, rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(state.log_lr, t.lr_offset)
+    for sign, bound in ((1.0, t.log_lr_max), (-1.0, t.log_lr_min)):
+        state = t.init(6)
+        previous = np.asarray(state.log_lr)
+        for i in range(400):
+            _, state = t.decode(jnp.full((6, 3), 100.0 * sign), g[i % 30], state)
+            now = np.asarray(state.log_lr)
+            leak = (1 - t.rho) * np.abs(previous - t.lr_offset)
+            assert np.all(np.abs(now - previous) <= (t.inc_max + leak) * (1 + 1e-5))
+            previous = now
+        np.testing.assert_allclose(now, bound, rtol=1e-6)
+        features = t.encode(g[0], state)
+        chex.assert_tree_all_finite(features)
+        np.testing.assert_allclose(features[:, -1], (bound - t.lr_offset) / 5.0, rtol=1e-5)
 
 
 def test_the_estimator_interface_gives_a_meta_gradient_of_theta():

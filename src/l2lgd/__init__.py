@@ -63,7 +63,7 @@ _EXPORTS = {
     "optimizers._learned": ("LearnedOptimizer", "make_optimizer"),
     "optimizers._lstm": ("CoordinateLSTM", "LSTMState"),
     "optimizers._optax_face": ("as_optax",),
-    "optimizers._preprocessing": ("Identity", "LearningRateRatio", "LogRescale", "Moments", "PaperPreprocessing", "Preprocessing", "make_preprocessing", "register_preprocessing"),
+    "optimizers._preprocessing": ("Identity", "LearningRateRatio", "LogRescale", "Moments", "AdaptiveMoments", "PaperPreprocessing", "Preprocessing", "make_preprocessing", "register_preprocessing"),
     "runs._driver": ("RunOptions", "TrainResult", "train"),
     "runs._experiments": ("Experiment",),
     "runs._exports": ("load_learned_optimizer", "load_optimizer"),
@@ -101,7 +101,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .optimizers._learned import LearnedOptimizer as LearnedOptimizer, make_optimizer as make_optimizer
     from .optimizers._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
     from .optimizers._optax_face import as_optax as as_optax
-    from .optimizers._preprocessing import Identity as Identity, LearningRateRatio as LearningRateRatio, LogRescale as LogRescale, Moments as Moments, PaperPreprocessing as PaperPreprocessing, Preprocessing as Preprocessing, make_preprocessing as make_preprocessing, register_preprocessing as register_preprocessing
+    from .optimizers._preprocessing import Identity as Identity, LearningRateRatio as LearningRateRatio, LogRescale as LogRescale, Moments as Moments, AdaptiveMoments as AdaptiveMoments, PaperPreprocessing as PaperPreprocessing, Preprocessing as Preprocessing, make_preprocessing as make_preprocessing, register_preprocessing as register_preprocessing
     from .runs._driver import RunOptions as RunOptions, TrainResult as TrainResult, train as train
     from .runs._experiments import Experiment as Experiment
     from .runs._exports import load_learned_optimizer as load_learned_optimizer, load_optimizer as load_optimizer

@@ -60,7 +60,7 @@ def make_optimizer(config, *, key: PRNGKeyArray) -> LearnedOptimizer:
         num_outputs=preprocessing.num_outputs,
         key=key,
     )
-    return LearnedOptimizer(lstm, preprocessing)
+    return LearnedOptimizer(preprocessing.init_network(lstm), preprocessing)
 
 
 def cast_optimizer(opt: LearnedOptimizer, dtype) -> LearnedOptimizer:
