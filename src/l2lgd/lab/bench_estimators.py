@@ -59,7 +59,7 @@ def optimizee_steps_per_meta_step(config, family) -> int:
 
 def _flops(fn, *args) -> float:
     """XLA's FLOP count of `fn` at `args`, compiled alone (nan where XLA gives none)."""
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = jax.jit(lambda *a: fn(*a)).lower(*args).compile().cost_analysis()  # fn may be a module
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
@@ -75,7 +75,7 @@ def meta_step_flops(config, family) -> float:
         loss_fn, x0, _ = draw_task(member, jax.random.key(0))
         key = jax.random.key(1)
         n = sum(leaf.size for leaf in jax.tree.leaves(x0))
-        step = _flops(lambda g, s: optimizer.step(g, s), jnp.zeros(n), optimizer.init_state(n))
+        step = _flops(optimizer.step, jnp.zeros(n), optimizer.init_state(n))
         task = _flops(jax.value_and_grad(loss_fn), x0, key)
         if evolution and config.heldout_minibatch:
             task += _flops(loss_fn, x0, key)
