@@ -20,10 +20,9 @@ import jax.numpy as jnp
 
 from .._config import EVOLUTION
 from ..runs._experiments import load_experiment
-from ..tasks import training_family
-from ..tasks._mixture import FamilyMixture, members_of
 from ..optimizers._learned import make_optimizer
-from ..tasks import draw_task
+from ..tasks import draw_task, training_family
+from ..tasks._mixture import FamilyMixture, members_of
 from ..training._state import init_state
 from ..training._step import make_train_chunk
 
@@ -69,9 +68,10 @@ def meta_step_flops(config, family) -> float:
     on its coordinates plus the task's loss and gradient, times the steps taken of it."""
     optimizer = make_optimizer(config, key=jax.random.key(0))
     evolution = config.estimator in EVOLUTION
-    per_task = 2 * config.perturbations * config.num_steps if evolution else config.num_steps
+    members = members_of(family)
+    per_member = optimizee_steps_per_meta_step(config, family) // len(members)
     total = 0.0
-    for _, member in members_of(family):
+    for _, member in members:
         loss_fn, x0, _ = draw_task(member, jax.random.key(0))
         key = jax.random.key(1)
         n = sum(leaf.size for leaf in jax.tree.leaves(x0))
@@ -79,7 +79,7 @@ def meta_step_flops(config, family) -> float:
         task = _flops(jax.value_and_grad(loss_fn), x0, key)
         if evolution and config.heldout_minibatch:
             task += _flops(loss_fn, x0, key)
-        total += config.batch_size * per_task * (step + task)
+        total += per_member * (step + task)
     return total if evolution else 3 * total
 
 
