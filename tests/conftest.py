@@ -4,8 +4,15 @@ from pathlib import Path
 import jax
 import pytest
 
+from l2lgd._process import configure_cpu
+
 # Command-line runs started by the tests keep compiled programs here, not in the user's cache.
 os.environ.setdefault("L2LGD_COMPILATION_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "l2lgd-jax"))
+
+# As the command line runs: single-threaded XLA (the two test workers share the cores) and the
+# persistent cache for every program, so a program two tests (or two `train` calls of one
+# resume test) build alike compiles once per session.
+configure_cpu()
 
 import l2lgd
 
