@@ -98,7 +98,7 @@ def test_driving_by_hand_matches_the_training_unroll(opt):
         np.testing.assert_allclose(np.log10(np.array(by_hand) + 1e-38), np.log10(np.asarray(trained_losses[i]) + 1e-38), atol=1e-3)
 
 
-@pytest.mark.parametrize("preprocessing", ["log_rescale", "moments", "lr_ratio"])
+@pytest.mark.parametrize("preprocessing", ["log_rescale", "moments", "lr_ratio", "adaptive"])
 def test_a_large_leaf_is_updated_block_by_block_with_the_same_result(preprocessing, monkeypatch):
     """Over 2 * BLOCK coordinates `update` runs in blocks (a `fori_loop` over the full blocks, then the rest); the result is the plain step's."""
     from l2lgd.optimizers import _optax_face
@@ -116,3 +116,36 @@ def test_a_large_leaf_is_updated_block_by_block_with_the_same_result(preprocessi
         np.testing.assert_allclose(updates["w"].reshape(-1), ref_update, rtol=1e-6, atol=1e-7)
         chex.assert_trees_all_close(new_state.per_leaf["w"], ref_state, rtol=1e-6, atol=1e-7)
         state = new_state
+
+
+@pytest.mark.parametrize("hidden_size, num_layers", [(4, 1), (20, 2)])
+def test_elementwise_products_are_the_matrix_products_within_rounding(hidden_size, num_layers):
+    lstm = l2lgd.make_optimizer(l2lgd.Config(preprocessing="adaptive", hidden_size=hidden_size, num_layers=num_layers),
+                                key=jax.random.key(1)).lstm
+    k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
+    features = jax.random.normal(k1, (50, lstm.in_kernel.shape[0]))
+    state = type(lstm.init_state(50))(jax.random.normal(k2, (num_layers, 50, hidden_size)),
+                                      jax.random.normal(k3, (num_layers, 50, hidden_size)))
+    chex.assert_trees_all_close(lstm(features, state, elementwise=True), lstm(features, state), rtol=1e-5, atol=1e-6)
+
+
+def test_only_a_model_sized_update_of_a_small_lstm_runs_elementwise(monkeypatch):
+    """Updates of at most 2 * BLOCK coordinates in all (meta-training's) are bit for bit the
+    plain step's; a larger one of a small LSTM runs the elementwise products, within rounding."""
+    from l2lgd.optimizers import _optax_face
+
+    monkeypatch.setattr(_optax_face, "BLOCK", 16)
+    small = l2lgd.make_optimizer(l2lgd.Config(preprocessing="adaptive", hidden_size=4, num_layers=1), key=jax.random.key(0))
+    large = l2lgd.make_optimizer(l2lgd.Config(hidden_size=20), key=jax.random.key(0))
+    assert not _optax_face._elementwise(small, 32) and _optax_face._elementwise(small, 33)
+    assert not _optax_face._elementwise(large, 10**6)
+    tx = l2lgd.as_optax(small)
+    for leaves in ({"a": jnp.linspace(-1.0, 1.0, 20), "b": jnp.linspace(0.0, 2.0, 12)},  # 32: plain
+                   {"a": jnp.linspace(-1.0, 1.0, 20), "b": jnp.linspace(0.0, 2.0, 30)}):  # 50: elementwise
+        updates, _ = tx.update(leaves, tx.init(leaves))
+        for name, g in leaves.items():
+            ref, _ = small.step(g, small.init_state(g.size))
+            if sum(x.size for x in leaves.values()) <= 32:
+                chex.assert_trees_all_equal(updates[name], ref)
+            else:
+                np.testing.assert_allclose(updates[name], ref, rtol=1e-5, atol=1e-7)

@@ -28,11 +28,12 @@ class LearnedOptimizer(eqx.Module):
         return self.lstm.init_state(n, dtype), self.preprocessing.init(n, dtype)
 
     def step(
-        self, g: Float[Array, " n"], state: tuple[LSTMState, Any]
+        self, g: Float[Array, " n"], state: tuple[LSTMState, Any], *, elementwise: bool = False
     ) -> tuple[Float[Array, " n"], tuple[LSTMState, Any]]:
-        """One update for the gradient `g`: the reference's `g_rnn*` functions."""
+        """One update for the gradient `g`: the reference's `g_rnn*` functions (`elementwise`:
+        as for `CoordinateLSTM`)."""
         lstm_state, pre_state = state
-        out, lstm_state = self.lstm(self.preprocessing.encode(g, pre_state), lstm_state)
+        out, lstm_state = self.lstm(self.preprocessing.encode(g, pre_state), lstm_state, elementwise=elementwise)
         update, pre_state = self.preprocessing.decode(out, g, pre_state)
         return update, (lstm_state, pre_state)
 

@@ -6,6 +6,7 @@ As in the reference, `optax.apply_updates(params, updates)` is the step x += upd
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ._lstm import LSTMState
+from ._lstm import ELEMENTWISE_MAX_HIDDEN, LSTMState
 from ._learned import LearnedOptimizer, cast_optimizer
 
 
@@ -72,15 +73,17 @@ def _states_for(grads: Any, treedef, state: LearnedOptimizerState) -> list:
 BLOCK = 16_384
 
 
-def _step_in_blocks(opt: LearnedOptimizer, g, state):
+def _step_in_blocks(opt: LearnedOptimizer, g, state, elementwise: bool = False):
     """`opt.step(g, state)`, run `BLOCK` coordinates at a time for a large leaf: a loop over the
     full blocks that reads and writes each block's slice of the arrays in place, then the rest.
 
     State arrays with the coordinate axis (the LSTM's axis 1, the preprocessing's axis 0) are
-    sliced; the others (e.g. a step count) are the same for every block and taken from the last."""
+    sliced; the others (e.g. a step count) are the same for every block and taken from the last.
+    `elementwise`: as for `LearnedOptimizer.step`."""
+    step = functools.partial(opt.step, elementwise=elementwise)
     n = g.shape[0]
     if n <= 2 * BLOCK:
-        return opt.step(g, state)
+        return step(g, state)
     axes = jax.tree.map(lambda x: 0 if jnp.ndim(x) > 0 and jnp.shape(x)[0] == n else None, state[1])
     axes = (jax.tree.map(lambda x: 1, state[0]), axes)
 
@@ -93,16 +96,24 @@ def _step_in_blocks(opt: LearnedOptimizer, g, state):
     def block(i, carry):
         updates, new_state = carry
         start = i * BLOCK
-        u, s = opt.step(lax.dynamic_slice_in_dim(g, start, BLOCK), take(state, start, BLOCK))
+        u, s = step(lax.dynamic_slice_in_dim(g, start, BLOCK), take(state, start, BLOCK))
         return lax.dynamic_update_slice_in_dim(updates, u, start, 0), put(new_state, s, start)
 
     full = n // BLOCK
     updates, new_state = lax.fori_loop(0, full, block, (jnp.zeros_like(g), state))
     if n % BLOCK:
         start = full * BLOCK
-        u, s = opt.step(g[start:], take(state, start, n - start))
+        u, s = step(g[start:], take(state, start, n - start))
         updates, new_state = updates.at[start:].set(u), put(new_state, s, start)
     return updates, new_state
+
+
+def _elementwise(opt: LearnedOptimizer, coordinates: int) -> bool:
+    """Whether an update of `coordinates` in all runs the LSTM's products elementwise
+    (`CoordinateLSTM.__call__`): for a small LSTM on a model-sized pytree. Updates of at most
+    `2 * BLOCK` coordinates (the tasks of meta-training among them) keep the matrix products,
+    so their results stay bit for bit those of earlier versions."""
+    return coordinates > 2 * BLOCK and opt.lstm.hidden_size <= ELEMENTWISE_MAX_HIDDEN
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -143,11 +154,12 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
         _check_floating(grads, "gradients")
         leaves, treedef = jax.tree.flatten(grads)
         states = _states_for(grads, treedef, state)
+        elementwise = _elementwise(opt, sum(jnp.size(g) for g in leaves))
         updates, new_states = [], []
         for g, s in zip(leaves, states):
             g = jnp.asarray(g)
             dtype = _compute_dtype(g.dtype)
-            u, s = _step_in_blocks(cast_optimizer(opt, dtype), g.reshape(-1).astype(dtype), s)
+            u, s = _step_in_blocks(cast_optimizer(opt, dtype), g.reshape(-1).astype(dtype), s, elementwise)
             updates.append(u.reshape(g.shape).astype(g.dtype))
             new_states.append(s)
         return treedef.unflatten(updates), LearnedOptimizerState(treedef.unflatten(new_states), state.shapes)
