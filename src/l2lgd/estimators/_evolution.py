@@ -95,9 +95,24 @@ class Evolution(MetaGradientEstimator):
 
     # --- particles -------------------------------------------------------------------------
     def init_particles(self, config, static, theta, family: TaskFamily, key, batch: int, horizon: int) -> Particles:
-        """Particles of `batch` tasks that are all due for a fresh draw (t = horizon)."""
-        particles = self._fresh(config, static, theta, family, key, batch, horizon, horizon)
-        return particles._replace(t=particles.horizon)
+        """Particles of `batch` tasks that are all due for a fresh draw (t = horizon = 0), so the
+        first `refresh` replaces every array: zeros of the shapes a draw has (found by tracing,
+        not by running the draw op by op, which took seconds per run)."""
+        shapes = eqx.filter_eval_shape(self._fresh, config, static, theta, family, key, batch, horizon, horizon)
+        default_key = jax.random.key(0)
+        if any(isinstance(x, jax.ShapeDtypeStruct) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+               and x.dtype != default_key.dtype for x in jax.tree.leaves(shapes)):  # keys of another PRNG
+            particles = self._fresh(config, static, theta, family, key, batch, horizon, horizon)
+            return particles._replace(t=particles.horizon)
+
+        def zeros(x):
+            if not isinstance(x, jax.ShapeDtypeStruct):
+                return x
+            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+                return jnp.broadcast_to(default_key, x.shape)
+            return jnp.zeros(x.shape, x.dtype)
+
+        return jax.tree.map(zeros, shapes)
 
     def _fresh(self, config, static, theta, family, key, batch, low, high) -> Particles:
         task_key, horizon_key = jax.random.split(key)
