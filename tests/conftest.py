@@ -9,6 +9,12 @@ from l2lgd._process import configure_cpu
 # Command-line runs started by the tests keep compiled programs here, not in the user's cache.
 os.environ.setdefault("L2LGD_COMPILATION_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "l2lgd-jax"))
 
+# The tests compile far more than they run: XLA's backend without its optimization passes
+# compiles in about half the time (the programs run slower, and their results may differ from
+# the optimized ones by float rounding; every comparison in the tests is within one set of flags).
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+
 # As the command line runs: single-threaded XLA (the two test workers share the cores) and the
 # persistent cache for every program, so a program two tests (or two `train` calls of one
 # resume test) build alike compiles once per session.
