@@ -132,3 +132,15 @@ def test_config_that_does_not_match_the_weights(trained, tmp_path):
     meta.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"does not match the weights.*\(1, 7\).*\(1, 4\)"):
         l2lgd.load_optimizer(run)
+
+
+def test_a_restored_state_lowers_like_a_fresh_one(trained):
+    """Restored arrays are uncommitted, as a fresh state's are: jit lowers a resumed run's
+    programs exactly as the uninterrupted run's, so the persistent cache serves the resume."""
+    import jax
+
+    state, config = RunCheckpoints(trained).restore(10)
+    fresh, _ = l2lgd.init_state(config)
+    assert not any(x.committed for x in jax.tree.leaves(state))
+    step = lambda s: jax.tree.map(lambda x: x * 2, s)
+    assert jax.jit(step).lower(state).as_text() == jax.jit(step).lower(fresh).as_text()
