@@ -144,3 +144,5 @@ def test_a_restored_state_lowers_like_a_fresh_one(trained):
     assert not any(x.committed for x in jax.tree.leaves(state))
     step = lambda s: jax.tree.map(lambda x: x * 2, s)
     assert jax.jit(step).lower(state).as_text() == jax.jit(step).lower(fresh).as_text()
+    exported, _, _ = l2lgd.load_learned_optimizer(trained)  # an export loads the same way
+    assert not any(x.committed for x in jax.tree.leaves(exported) if isinstance(x, jax.Array))

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
 from .._config import Config
@@ -39,18 +37,7 @@ def _abstract_state(step_dir: Path, config: Config, family=None) -> dict[str, An
 def restore_state(step_dir: Path, config: Config, family=None) -> TrainState:
     """The TrainState stored in `step_dir`, checked against and rebuilt from `config` (and, for
     truncated training, the `family` of the tasks in flight: default, the config's)."""
-    return TrainState(**jax.tree.map(_uncommitted, restore_item(step_dir, "state", _abstract_state(step_dir, config, family))))
-
-
-def _uncommitted(x: Any) -> Any:
-    """`x` as a fresh state holds it: not committed to a device. Orbax restores committed arrays,
-    which jit lowers with their device placement, so a resumed run's programs missed the
-    persistent cache that the uninterrupted run filled (`general`: minutes of recompiling)."""
-    if not isinstance(x, jax.Array):
-        return x
-    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(jnp.asarray(np.asarray(jax.random.key_data(x))), impl=jax.random.key_impl(x))
-    return jnp.asarray(np.asarray(x))
+    return TrainState(**restore_item(step_dir, "state", _abstract_state(step_dir, config, family)))
 
 
 class RunCheckpoints:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -165,7 +166,18 @@ def restore_item(step_dir: Path, item: str, abstract: Any):
         message = str(e).splitlines()[0][:200] if str(e) else ""
         raise ValueError(f"{step_dir / item} is truncated or corrupt ({e.__class__.__name__}: {message}).") from None
     verify(step_dir, item, tree)
-    return tree
+    return jax.tree.map(_uncommitted, tree)
+
+
+def _uncommitted(x: Any) -> Any:
+    """`x` as freshly made arrays are: not committed to a device. Orbax restores committed
+    arrays, which jit lowers with their device placement, so a resumed run's programs missed the
+    persistent cache that the uninterrupted run filled (`general`: minutes of recompiling)."""
+    if not isinstance(x, jax.Array):
+        return x
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(jnp.asarray(np.asarray(jax.random.key_data(x))), impl=jax.random.key_impl(x))
+    return jnp.asarray(np.asarray(x))
 
 
 def is_array_like(x: Any) -> bool:
