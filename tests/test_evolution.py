@@ -250,3 +250,39 @@ def test_the_estimator_interface_gives_a_meta_gradient_of_theta():
     chex.assert_tree_all_finite(pes.grads)
     assert pes.final_losses.shape == (2,)
     chex.assert_trees_all_close(pes.grads, es.grads)
+
+
+def test_reparameterized_tasks_follow_the_same_path_at_a_rescaled_learning_rate():
+    """A rescaled task has the same loss at its start, gradients `scale` times the task's, and SGD
+    at lr / scale^2 in its coordinates retraces SGD at lr on the task; `reparam_scale=1` leaves the
+    draw as it is, and the factors lie in [1/R, R]."""
+    family = l2lgd.LinearRegression(4, 3.0, 8, 20)
+    task = draw_task(family, jax.random.key(0))
+    assert l2lgd.tasks.reparameterize(task, jax.random.key(1), 1.0) is task
+    loss_fn, x0, _ = task
+    scaled_fn, phi0, _ = l2lgd.tasks.reparameterize(task, jax.random.key(1), 10.0)
+    scales = jax.tree.leaves(scaled_fn.scales)
+    assert all(0.1 <= float(s) <= 10.0 for s in scales) and any(abs(float(s) - 1) > 0.05 for s in scales)
+    key = jax.random.key(2)
+    np.testing.assert_allclose(scaled_fn(phi0, key), loss_fn(x0, key), rtol=1e-6)
+    chex.assert_trees_all_close(jax.grad(scaled_fn)(phi0, key),
+                                jax.tree.map(lambda g, s: g * s, jax.grad(loss_fn)(x0, key), scaled_fn.scales), rtol=1e-5)
+    x, phi = x0, phi0
+    for _ in range(5):
+        x = jax.tree.map(lambda p, g: p - 0.01 * g, x, jax.grad(loss_fn)(x, key))
+        phi = jax.tree.map(lambda p, g, s: p - 0.01 / s**2 * g, phi, jax.grad(scaled_fn)(phi, key), scaled_fn.scales)
+    chex.assert_trees_all_close(jax.tree.map(lambda p, s: p * s, phi, scaled_fn.scales), x, rtol=1e-4, atol=1e-6)
+
+
+def test_meta_training_draws_rescaled_tasks():
+    """With `reparam_scale`, PES's fresh tasks are rescaled (their loss a `Reparameterized`) and
+    meta-training stays finite; without, they are the family's own."""
+    family = l2lgd.ConditionedQuadratics(4, 10.0, 20)
+    config = l2lgd.Config(name="aug", hidden_size=2, num_layers=1, num_steps=5, estimator="pes", perturbations=2,
+                          reparam_scale=10.0)
+    state, static = l2lgd.init_state(config, family)
+    for scale, kind in ((10.0, l2lgd.tasks.Reparameterized), (1.0, type(draw_task(family, jax.random.key(0))[0]))):
+        fresh = PES()._fresh(config.replace(reparam_scale=scale), static, state.theta, family, jax.random.key(0), 2, 20, 20)
+        assert isinstance(fresh.task[0], kind)
+    with pytest.raises(ValueError, match="reparam_scale"):
+        l2lgd.Config(reparam_scale=0.5)

@@ -140,6 +140,10 @@ class MetaTrainingConfig:
     # es/pes: each step's loss in the meta-objective is taken on a minibatch other than the one
     # its gradient saw (Metz et al. 2019), so the optimizer is rewarded for generalizing.
     heldout_minibatch: bool = False
+    # Task augmentation (`l2lgd.tasks.reparameterize`): every task meta-training draws is rescaled
+    # per tensor by factors log-uniform on [1/reparam_scale, reparam_scale], so that no learning
+    # rate can be baked in; 1: the tasks as drawn. Validation and evaluation never rescale.
+    reparam_scale: float = 1.0
 
     def __post_init__(self):
         _check_choice("objective", self.objective, tuple(OBJECTIVES))
@@ -147,6 +151,10 @@ class MetaTrainingConfig:
         _positive_ints(self, "num_steps", "meta_steps", "batch_size", "perturbations")
         _positive_numbers(self, "meta_lr", "clip_norm", "sigma")
         _booleans(self, "second_order", "per_task_clip", "heldout_minibatch")
+        if (isinstance(self.reparam_scale, bool) or not isinstance(self.reparam_scale, (int, float))
+                or not math.isfinite(self.reparam_scale) or not self.reparam_scale >= 1):
+            raise ValueError(f"Config.reparam_scale must be a finite number of at least 1 (1: no rescaling), "
+                             f"got {self.reparam_scale!r}.")
         for field in ("min_horizon", "max_horizon"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -181,7 +189,8 @@ STORED_ORDER = (
     "name", "task", "dim", "num_steps", "horizon", "mlp_hidden_units", "mlp_activation", "minibatch", "dataset",
     "train_task", "preprocessing", "log_range", "output_scale", "hidden_size", "num_layers", "objective",
     "second_order", "meta_steps", "batch_size", "meta_lr", "clip_norm", "per_task_clip", "seed",
-    *(NEW_FIELDS := ("estimator", "perturbations", "sigma", "min_horizon", "max_horizon", "heldout_minibatch")),
+    *(NEW_FIELDS := ("estimator", "perturbations", "sigma", "min_horizon", "max_horizon", "heldout_minibatch",
+                      "reparam_scale")),
 )
 assert sorted(STORED_ORDER) == sorted((*TOP_FIELDS, *SECTION_OF))
 
