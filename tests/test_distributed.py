@@ -1,6 +1,6 @@
 """JAX's own multi-process runtime: `python -m l2lgd train` in 2 processes on localhost (CPU
-collectives over gloo) trains a tiny config with the batch split across them, and gets the
-single-process result."""
+collectives over gloo) trains a tiny config with the batch split across them (backpropagation) or
+each task's particles split across them (PES), and gets the single-process result."""
 
 import os
 import socket
@@ -9,14 +9,32 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 import l2lgd
 
-EXPERIMENT = (
-    "from l2lgd import Config\n"
-    "CONFIG = Config(name='tiny', num_steps=5, hidden_size=4, batch_size=8, meta_steps=20,\n"
-    "                preprocessing='log_rescale', objective='end_log')\n"
-)
+EXPERIMENTS = {
+    "fused": (
+        "from l2lgd import Config\n"
+        "CONFIG = Config(name='tiny', num_steps=5, hidden_size=4, batch_size=8, meta_steps=20,\n"
+        "                preprocessing='log_rescale', objective='end_log')\n"
+    ),
+    # A mixture of two families, as `general` trains: PES with random horizons, each step's loss
+    # on another minibatch, rescaled tasks.
+    "pes": (
+        "import l2lgd\n"
+        "from l2lgd import Config, Experiment\n"
+        "from l2lgd.tasks._mixture import FamilyMixture\n"
+        "EXPERIMENT = Experiment(\n"
+        "    config=Config(name='tiny', num_steps=5, hidden_size=2, num_layers=1, estimator='pes', perturbations=2,\n"
+        "                  min_horizon=10, max_horizon=20, heldout_minibatch=True, objective='sum_log',\n"
+        "                  reparam_scale=10.0, meta_steps=20),\n"
+        "    family=FamilyMixture((l2lgd.ConditionedQuadratics(4, 10.0, 20), l2lgd.LinearRegression(4, 3.0, 8, 20)),\n"
+        "                         ('quad', 'linreg')),\n"
+        "    validation_tasks=2,\n"
+        ")\n"
+    ),
+}
 
 
 def _free_port() -> int:
@@ -29,9 +47,10 @@ def _train(out, env):
     return [sys.executable, "-m", "l2lgd", "train", "tiny", "--out", str(out), "--no-progress", "--checkpoint-every", "10"]
 
 
-def test_two_processes_train_like_one(tmp_path):
+@pytest.mark.parametrize("estimator", list(EXPERIMENTS))
+def test_two_processes_train_like_one(tmp_path, estimator):
     (tmp_path / "exps").mkdir()
-    (tmp_path / "exps" / "tiny.py").write_text(EXPERIMENT)
+    (tmp_path / "exps" / "tiny.py").write_text(EXPERIMENTS[estimator])
     env = dict(os.environ, JAX_PLATFORMS="cpu", L2LGD_EXPERIMENTS=str(tmp_path / "exps"))
     env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # compiles in half the time (see conftest)
     port = str(_free_port())
@@ -48,7 +67,7 @@ def test_two_processes_train_like_one(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
 
     split, single = l2lgd.load_learned_optimizer(tmp_path / "two"), l2lgd.load_learned_optimizer(tmp_path / "one")
-    assert split[2]["step"] == single[2]["step"] == 20
+    assert split[2]["step"] == single[2]["step"] and split[2]["selected_from"] == [10, 20]
     # Equal to float32 rounding: the all-reduce sums the two halves' meta-gradients in another
     # order than one process's mean over the whole batch.
     for a, b in zip(jax.tree.leaves(split[0]), jax.tree.leaves(single[0])):

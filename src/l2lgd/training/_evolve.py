@@ -1,11 +1,17 @@
 """Meta-training by evolution strategies (`Config.estimator` "es" or "pes") over a task family or a
 mixture of families: every meta-step advances each member's particles by one truncation, draws
 afresh the tasks that reached their horizon, and updates theta with the mean of the members'
-estimates (after the meta-optimizer's clip). One compiled program holds every member."""
+estimates (after the meta-optimizer's clip). One compiled program holds every member.
+
+Over several devices (e.g. two processes under `jax.distributed`) the particles of every task are
+split among them (`particle_mesh`): each device unrolls its share, and XLA sums the estimate."""
 
 from __future__ import annotations
 
 import jax
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._config import Config
 from ..estimators._evolution import Evolution
@@ -34,9 +40,38 @@ def init_particles(config: Config, static, theta, family: TaskFamily, estimator:
     )
 
 
-def make_evolution_gradient(config: Config, static, family: TaskFamily, estimator: Evolution):
+def particle_mesh(config: Config, estimator: Evolution, devices=None) -> Mesh | None:
+    """A 1-D mesh ("particles") over the devices (of all hosts) that divide a task's `2 * pairs`
+    particles, or None for one device."""
+    devices = list(devices if devices is not None else jax.devices())
+    particles = 2 * estimator.settings(config)[0]
+    count = max(d for d in range(1, len(devices) + 1) if particles % d == 0)
+    return None if count == 1 else Mesh(np.array(devices[:count]), ("particles",))
+
+
+def shard_particles(particles, mesh: Mesh | None):
+    """`particles` (one `Particles` per member) with their per-particle arrays (params and optimizer
+    state, [B, 2P, ...]) split over `mesh` along the particle axis."""
+    if mesh is None:
+        return particles
+    spec = NamedSharding(mesh, PartitionSpec(None, "particles"))
+    constrain = lambda tree: jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), tree)
+    return tuple(p._replace(params=constrain(p.params), opt_state=constrain(p.opt_state)) for p in particles)
+
+
+def replicate(tree, mesh: Mesh | None):
+    """Every array of `tree` replicated over `mesh` (what a chunk returns: the same state on every
+    host, which each can read and save)."""
+    if mesh is None:
+        return tree
+    spec = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), tree)
+
+
+def make_evolution_gradient(config: Config, static, family: TaskFamily, estimator: Evolution, mesh: Mesh | None = None):
     """`gradient(theta, particles, key) -> (grads, objective, final_log10, particles)`:
-    the mean over the members of each member's estimate on its batch."""
+    the mean over the members of each member's estimate on its batch (the particles split over
+    `mesh`, if given)."""
     members = members_of(family)
     horizons = [member_horizon(config, member) for _, member in members]
 
@@ -45,6 +80,7 @@ def make_evolution_gradient(config: Config, static, family: TaskFamily, estimato
         for m, ((_, member), horizon, own) in enumerate(zip(members, horizons, particles)):
             draw_key, noise_key = jax.random.split(jax.random.fold_in(key, m))
             own = estimator.refresh(config, static, theta, member, draw_key, own, horizon)
+            (own,) = shard_particles((own,), mesh)
             results.append(estimator.particle_step(config, static, theta, own, noise_key, member.stochastic))
         mean = lambda xs: sum(xs) / len(xs)
         grads = jax.tree.map(lambda *g: mean(g), *[r.grads for r in results])

@@ -26,7 +26,7 @@ from ..estimators._named import estimator_for
 from ..optimizers._learned import LearnedOptimizer
 from ..optimizers._optax_face import as_optax
 from ..tasks import TaskFamily, training_family
-from ._evolve import make_evolution_gradient
+from ._evolve import make_evolution_gradient, particle_mesh, replicate
 from ._state import Inner, TrainState, make_task_batch, meta_optimizer
 
 
@@ -152,16 +152,16 @@ def _make_apply(config: Config):
     return apply
 
 
-def _evolution_step(config: Config, static, family: TaskFamily | None, estimator: Evolution):
+def _evolution_step(config: Config, static, family: TaskFamily | None, estimator: Evolution, mesh=None):
     """The meta-step of an evolution estimator: `meta_step(state, step)`, the particles in
-    `state.inner` (one `Particles` per member of the family)."""
+    `state.inner` (one `Particles` per member of the family), split over `mesh` if given."""
     if config.estimator not in EVOLUTION:
         raise ValueError(
             f"{type(estimator).__name__} keeps particles in the training state, which init_state builds for "
             f"Config.estimator='es' or 'pes', not {config.estimator!r}: set the config's estimator instead."
         )
     family = family if family is not None else training_family(config)
-    gradient = make_evolution_gradient(config, static, family, estimator)
+    gradient = make_evolution_gradient(config, static, family, estimator, mesh)
     apply = _make_apply(config)
 
     def meta_step(state: TrainState, step):
@@ -191,14 +191,16 @@ def make_train_chunk(
 
     The chunk's tasks are drawn up front in one batched call, then a `lax.scan` runs the
     meta-steps. `meta_steps` is static: each distinct value compiles once. The batch of tasks
-    is sharded over `mesh` (default: all devices that divide the batch size); the
+    is sharded over `mesh` (default: all devices that divide the batch size; for an evolution
+    estimator, each task's particles over the devices that divide their number); the
     meta-parameters are replicated.
 
     Args:
         config, static: as for `make_meta_gradient`; `config.meta_lr` and `clip_norm` set the
             meta-optimizer (`meta_optimizer`).
         family: the `TaskFamily` to draw from (default: the config's).
-        mesh: "auto", a `jax.sharding.Mesh` with a "batch" axis, or None (one device).
+        mesh: "auto", a `jax.sharding.Mesh` with a "batch" axis (evolution: "particles"), or None
+            (one device).
         estimator: as for `make_meta_gradient`.
 
     Returns:
@@ -213,13 +215,18 @@ def make_train_chunk(
         (5, (5,))
     """
     estimator = default_estimator(config) if estimator is None else estimator
-    meta_step = make_meta_step(config, static, estimator=estimator, family=family)
     if isinstance(estimator, Evolution):
+        # Each device unrolls its share of every task's particles; the chunk returns them
+        # replicated, so the state between chunks (and in snapshots) is the same on every host.
+        mesh = particle_mesh(config, estimator) if mesh == "auto" else mesh
+        meta_step = _evolution_step(config, static, family, estimator, mesh)
 
         def evolution_chunk(state: TrainState, meta_steps: int):
-            return lax.scan(meta_step, state, state.step + jnp.arange(meta_steps, dtype=state.step.dtype))
+            state, record = lax.scan(meta_step, state, state.step + jnp.arange(meta_steps, dtype=state.step.dtype))
+            return replicate((state, record), mesh)
 
         return jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
+    meta_step = make_meta_step(config, static, estimator=estimator, family=family)
     mesh = batch_mesh(config) if mesh == "auto" else mesh
     tasks = make_task_batch(config, family)
 
