@@ -36,6 +36,14 @@ of 0.1-0.3; at 2,000 meta-steps the carried step size scored -1.83 against -1.55
 families' test tasks. The first 1,200-step exploration of the first design used `sum_log`: GELU on
 wine (a memorizable family, loss to 1e-21) then dominated the objective and the validation mean,
 hence the floor.
+
+Tried and not adopted (chosen on the train split alone): task augmentation, every tensor of every
+meta-training task rescaled by a log-uniform factor in [0.1, 10] (`reparam_scale=10`, so that no
+learning rate can be baked in), trained by `make train EXP=general` with `reparam_scale=10.0` in this
+config (the same run as `ARGS="--set reparam_scale=10"`; 12,000 meta-steps, 37 minutes): validation -1.69, -0.83, -1.03, -0.81, -1.18, -1.28 at 2k..12k (best -1.69
+against the shipped run's -1.80); on the train families' test tasks (`suite runs/general --tasks
+train --baselines adam`) median ratio to tuned Adam 1.17 (shipped: 1.16), below it on 2 of 12
+(shipped: 4). So the shipped config stays without it; it is an ablation.
 """
 
 from l2lgd import Config, Experiment
@@ -70,6 +78,7 @@ EXPERIMENT = Experiment(
         "horizons of 200 steps only": {"min_horizon": 200, "max_horizon": 200},
         "step size set afresh at each step (general's first design)": {"preprocessing": "general"},
         "objective on the training minibatch": {"heldout_minibatch": False},
+        "tasks rescaled per tensor (reparam_scale=10)": {"reparam_scale": 10.0},
     },
     ablation_base={"meta_steps": 2_000},
 )
