@@ -59,15 +59,6 @@ def shard_particles(particles, mesh: Mesh | None):
     return tuple(p._replace(params=constrain(p.params), opt_state=constrain(p.opt_state)) for p in particles)
 
 
-def replicate(tree, mesh: Mesh | None):
-    """Every array of `tree` replicated over `mesh` (what a chunk returns: the same state on every
-    host, which each can read and save)."""
-    if mesh is None:
-        return tree
-    spec = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), tree)
-
-
 def make_evolution_gradient(config: Config, static, family: TaskFamily, estimator: Evolution, mesh: Mesh | None = None):
     """`gradient(theta, particles, key) -> (grads, objective, final_log10, particles)`:
     the mean over the members of each member's estimate on its batch (the particles split over

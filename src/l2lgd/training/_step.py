@@ -26,7 +26,7 @@ from ..estimators._named import estimator_for
 from ..optimizers._learned import LearnedOptimizer
 from ..optimizers._optax_face import as_optax
 from ..tasks import TaskFamily, training_family
-from ._evolve import make_evolution_gradient, particle_mesh, replicate
+from ._evolve import make_evolution_gradient, particle_mesh
 from ._state import Inner, TrainState, make_task_batch, meta_optimizer
 
 
@@ -216,16 +216,18 @@ def make_train_chunk(
     """
     estimator = default_estimator(config) if estimator is None else estimator
     if isinstance(estimator, Evolution):
-        # Each device unrolls its share of every task's particles; the chunk returns them
-        # replicated, so the state between chunks (and in snapshots) is the same on every host.
+        # Each device unrolls its share of every task's particles; the chunk takes and returns the
+        # state replicated, so that it is the same on every host (each can read and save it) and
+        # every chunk runs the one compiled program.
         mesh = particle_mesh(config, estimator) if mesh == "auto" else mesh
         meta_step = _evolution_step(config, static, family, estimator, mesh)
 
         def evolution_chunk(state: TrainState, meta_steps: int):
-            state, record = lax.scan(meta_step, state, state.step + jnp.arange(meta_steps, dtype=state.step.dtype))
-            return replicate((state, record), mesh)
+            return lax.scan(meta_step, state, state.step + jnp.arange(meta_steps, dtype=state.step.dtype))
 
-        return jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
+        placed = {} if mesh is None else {"in_shardings": NamedSharding(mesh, PartitionSpec()),
+                                          "out_shardings": NamedSharding(mesh, PartitionSpec())}
+        return jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options(), **placed)
     meta_step = make_meta_step(config, static, estimator=estimator, family=family)
     mesh = batch_mesh(config) if mesh == "auto" else mesh
     tasks = make_task_batch(config, family)
