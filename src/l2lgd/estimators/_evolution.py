@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, Int
 
 from .._objectives import log10_loss, meta_objective
 from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily, draw_task, reparameterize
+from ..tasks import TaskFamily, draw_rescaled
 from ._base import MetaGradient, MetaGradientEstimator
 
 
@@ -116,8 +116,7 @@ class Evolution(MetaGradientEstimator):
 
     def _fresh(self, config, static, theta, family, key, batch, low, high) -> Particles:
         task_key, horizon_key = jax.random.split(key)
-        tasks = jax.vmap(lambda k: reparameterize(draw_task(family, k), jax.random.fold_in(k, 2), config.reparam_scale))(
-            jax.random.split(task_key, batch))
+        tasks = jax.vmap(lambda k: draw_rescaled(family, k, config.reparam_scale))(jax.random.split(task_key, batch))
         horizons = draw_horizons(horizon_key, batch, low, high, config.num_steps)
         return self._start(config, static, theta, tasks, None, jnp.zeros(batch, jnp.int32), horizons)
 

@@ -24,6 +24,6 @@ from ._classifiers import Autoencoder as Autoencoder, ConvDigits as ConvDigits, 
 from ._functions import ConditionedQuadratics as ConditionedQuadratics, RosenbrockFunctions as RosenbrockFunctions
 from ._regression import LinearRegression as LinearRegression, LogisticRegression as LogisticRegression
 from ._sequence import RNNAdding as RNNAdding
-from ._reparam import Reparameterized as Reparameterized, reparameterize as reparameterize
+from ._reparam import Reparameterized as Reparameterized, draw_rescaled as draw_rescaled, reparameterize as reparameterize
 
 BUILTIN_FAMILIES.update(TASK_FAMILIES)

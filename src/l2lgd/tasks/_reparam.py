@@ -18,6 +18,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._base import TaskFamily, draw_task
+
 
 class Reparameterized(eqx.Module):
     """`loss_fn(scales * params, key)`: a task's loss in rescaled coordinates (one factor per leaf)."""
@@ -43,3 +45,9 @@ def reparameterize(task, key, max_scale: float):
         for k, leaf in zip(keys, leaves)
     ])
     return Reparameterized(loss_fn, scales), jax.tree.map(lambda p, s: p / s, x0, scales), minibatch
+
+
+def draw_rescaled(family: TaskFamily, key, max_scale: float):
+    """`draw_task(family, key)`, rescaled as `reparameterize` does with a key folded from `key`:
+    how meta-training draws its tasks (`max_scale == 1`: exactly `draw_task`)."""
+    return reparameterize(draw_task(family, key), jax.random.fold_in(key, 2), max_scale)

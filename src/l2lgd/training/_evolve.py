@@ -50,13 +50,13 @@ def particle_mesh(config: Config, estimator: Evolution, devices=None) -> Mesh | 
 
 
 def shard_particles(particles, mesh: Mesh | None):
-    """`particles` (one `Particles` per member) with their per-particle arrays (params and optimizer
-    state, [B, 2P, ...]) split over `mesh` along the particle axis."""
+    """One member's `Particles` with their per-particle arrays (params and optimizer state,
+    [B, 2P, ...]) split over `mesh` along the particle axis."""
     if mesh is None:
         return particles
     spec = NamedSharding(mesh, PartitionSpec(None, "particles"))
     constrain = lambda tree: jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), tree)
-    return tuple(p._replace(params=constrain(p.params), opt_state=constrain(p.opt_state)) for p in particles)
+    return particles._replace(params=constrain(particles.params), opt_state=constrain(particles.opt_state))
 
 
 def make_evolution_gradient(config: Config, static, family: TaskFamily, estimator: Evolution, mesh: Mesh | None = None):
@@ -71,7 +71,7 @@ def make_evolution_gradient(config: Config, static, family: TaskFamily, estimato
         for m, ((_, member), horizon, own) in enumerate(zip(members, horizons, particles)):
             draw_key, noise_key = jax.random.split(jax.random.fold_in(key, m))
             own = estimator.refresh(config, static, theta, member, draw_key, own, horizon)
-            (own,) = shard_particles((own,), mesh)
+            own = shard_particles(own, mesh)
             results.append(estimator.particle_step(config, static, theta, own, noise_key, member.stochastic))
         mean = lambda xs: sum(xs) / len(xs)
         grads = jax.tree.map(lambda *g: mean(g), *[r.grads for r in results])

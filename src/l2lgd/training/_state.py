@@ -14,7 +14,7 @@ from .._config import EVOLUTION, Config
 from ..estimators._named import estimator_for
 from ..optimizers._learned import LearnedOptimizer, make_optimizer
 from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily, draw_task, reparameterize, training_family
+from ..tasks import TaskFamily, draw_rescaled, training_family
 from ._evolve import init_particles
 
 
@@ -105,7 +105,6 @@ def make_task_batch(config: Config, family: TaskFamily | None = None):
 
     def tasks(key_data, step):
         step_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
-        return jax.vmap(lambda k: reparameterize(draw_task(family, k), jax.random.fold_in(k, 2), config.reparam_scale))(
-            jax.random.split(step_key, config.batch_size))
+        return jax.vmap(lambda k: draw_rescaled(family, k, config.reparam_scale))(jax.random.split(step_key, config.batch_size))
 
     return tasks
