@@ -40,13 +40,16 @@ def init_particles(config: Config, static, theta, family: TaskFamily, estimator:
     )
 
 
-def particle_mesh(config: Config, estimator: Evolution, devices=None) -> Mesh | None:
-    """A 1-D mesh ("particles") over the devices (of all hosts) that divide a task's `2 * pairs`
-    particles, or None for one device."""
+def divisor_mesh(size: int, axis: str, devices=None) -> Mesh | None:
+    """A 1-D mesh (`axis`) over as many devices (of all hosts) as divide `size`, or None for one."""
     devices = list(devices if devices is not None else jax.devices())
-    particles = 2 * estimator.settings(config)[0]
-    count = max(d for d in range(1, len(devices) + 1) if particles % d == 0)
-    return None if count == 1 else Mesh(np.array(devices[:count]), ("particles",))
+    count = max(d for d in range(1, len(devices) + 1) if size % d == 0)
+    return None if count == 1 else Mesh(np.array(devices[:count]), (axis,))
+
+
+def particle_mesh(config: Config, estimator: Evolution, devices=None) -> Mesh | None:
+    """The mesh ("particles") over the devices that divide a task's `2 * pairs` particles."""
+    return divisor_mesh(2 * estimator.settings(config)[0], "particles", devices)
 
 
 def shard_particles(particles, mesh: Mesh | None):

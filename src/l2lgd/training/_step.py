@@ -11,7 +11,6 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -26,7 +25,7 @@ from ..estimators._named import estimator_for
 from ..optimizers._learned import LearnedOptimizer
 from ..optimizers._optax_face import as_optax
 from ..tasks import TaskFamily, training_family
-from ._evolve import make_evolution_gradient, particle_mesh
+from ._evolve import divisor_mesh, make_evolution_gradient, particle_mesh
 from ._state import Inner, TrainState, make_task_batch, meta_optimizer
 
 
@@ -173,10 +172,8 @@ def _evolution_step(config: Config, static, family: TaskFamily | None, estimator
 
 
 def batch_mesh(config: Config, devices=None) -> Mesh | None:
-    """A 1-D mesh over the devices (of all hosts) that divide the batch, or None for one device."""
-    devices = list(devices if devices is not None else jax.devices())
-    count = max(d for d in range(1, len(devices) + 1) if config.batch_size % d == 0)
-    return None if count == 1 else Mesh(np.array(devices[:count]), ("batch",))
+    """A 1-D mesh ("batch") over the devices (of all hosts) that divide the batch, or None for one device."""
+    return divisor_mesh(config.batch_size, "batch", devices)
 
 
 def make_train_chunk(
