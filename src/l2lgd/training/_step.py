@@ -215,16 +215,26 @@ def make_train_chunk(
     if isinstance(estimator, Evolution):
         # Each device unrolls its share of every task's particles; the chunk takes and returns the
         # state replicated, so that it is the same on every host (each can read and save it) and
-        # every chunk runs the one compiled program.
+        # every chunk runs one compiled program.
         mesh = particle_mesh(config, estimator) if mesh == "auto" else mesh
         meta_step = _evolution_step(config, static, family, estimator, mesh)
 
         def evolution_chunk(state: TrainState, meta_steps: int):
             return lax.scan(meta_step, state, state.step + jnp.arange(meta_steps, dtype=state.step.dtype))
 
-        placed = {} if mesh is None else {"in_shardings": NamedSharding(mesh, PartitionSpec()),
-                                          "out_shardings": NamedSharding(mesh, PartitionSpec())}
-        return jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options(), **placed)
+        if mesh is None:
+            return jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
+        replicated = NamedSharding(mesh, PartitionSpec())
+        jitted = jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options(),
+                         in_shardings=replicated, out_shardings=replicated)
+
+        # A state not yet placed (fresh from init_state, restored, or broadcast from process 0) is
+        # put replicated first: given as it is, it would lower to a second program.
+        def placed_chunk(state: TrainState, meta_steps: int):
+            return jitted(jax.device_put(state, replicated), meta_steps)
+
+        placed_chunk.lower = lambda state, meta_steps: jitted.lower(jax.device_put(state, replicated), meta_steps)
+        return placed_chunk
     meta_step = make_meta_step(config, static, estimator=estimator, family=family)
     mesh = batch_mesh(config) if mesh == "auto" else mesh
     tasks = make_task_batch(config, family)
