@@ -2,7 +2,7 @@
 the digits MLP (64 -> 20 sigmoid -> 10, cross-entropy, minibatches of 128, a fresh
 initialization per task, horizon 100), and generalizes past it.
 
-    make train EXP=digits                       # about 25 minutes on one core
+    make train EXP=digits
     make eval EXP=digits                        # 200 held-out tasks against the tuned baselines
     python -m l2lgd paper --section digits      # the generalization table -> experiments/REPORT.md
     python -m l2lgd ablate digits --tasks 200
@@ -25,8 +25,8 @@ The same coordinate-wise two-layer LSTM (20 units) as the paper; what changes, e
 
 Measured (`make eval EXP=digits`, 200 held-out tasks): mean final training loss 0.0234 ± 0.0034
 against 0.0524 ± 0.0044 for tuned Nesterov, the best baseline (0.45x, 95% CIs apart); but test-
-split accuracy 95.5% against Nesterov's 97.3%: it overfits more. `make train EXP=digits`: 24.5
-minutes here, exported meta-step 5,500 (validation mean log10 final loss -1.80). Tried before
+split accuracy 95.5% against Nesterov's 97.3%: it overfits more. `make train EXP=digits`:
+exported meta-step 5,500 (validation mean log10 final loss -1.80). Tried before
 (each `python -m l2lgd train digits --set ... --out runs/try`): the same without the variants
 mixture at 3,000 meta-steps (and before a never-seen coordinate's step was gated to 0): 0.0375 ±
 0.0055 on test, but 2.99x the best baseline on 2 hidden layers; a 50/50 mixture selected on the

@@ -25,7 +25,7 @@ Rosenbrock, an RNN) and judged on the 12 `heldout` families (`make suite OPT=gen
 - Model selection: every snapshot scored on 4 validation tasks of each `train` family at its
   own horizon (the mean log10 final loss); no held-out family is seen.
 
-Measured: `make train EXP=general` 12,000 meta-steps in 57 minutes here (one core; two segments,
+Measured: `make train EXP=general` 12,000 meta-steps (two segments,
 stopped by SIGTERM at 4,000 when `meta_steps` was lowered from 16,000, and resumed), exported
 meta-step 10,000 (validation -1.80). On the held-out suite: median ratio 53.5 to the best tuned
 baseline (tuned Adam 4.7, Adam at the suite-wide rate 0.96), below tuned Adam on 2 of 12 tasks, no
@@ -40,7 +40,7 @@ hence the floor.
 Tried and not adopted (chosen on the train split alone): task augmentation, every tensor of every
 meta-training task rescaled by a log-uniform factor in [0.1, 10] (`reparam_scale=10`, so that no
 learning rate can be baked in), trained by `make train EXP=general` with `reparam_scale=10.0` in this
-config (the same run as `ARGS="--set reparam_scale=10"`; 12,000 meta-steps, 37 minutes): validation -1.69, -0.83, -1.03, -0.81, -1.18, -1.28 at 2k..12k (best -1.69
+config (the same run as `ARGS="--set reparam_scale=10"`; 12,000 meta-steps): validation -1.69, -0.83, -1.03, -0.81, -1.18, -1.28 at 2k..12k (best -1.69
 against the shipped run's -1.80); on the train families' test tasks (`suite runs/general --tasks
 train --baselines adam`) median ratio to tuned Adam 1.17 (shipped: 1.16), below it on 2 of 12
 (shipped: 4). So the shipped config stays without it; it is an ablation.

@@ -18,7 +18,7 @@ function to float32 rounding; an earlier training of this config, exported at me
 scored -1.29 and 0.0725 on test), each with the command:
 - `--set "objective='sum_log'"`: -1.17;
 - `--set "preprocessing='lr_ratio'" --set "objective='sum_log'"` (the floor design): -0.93;
-- batch 4 tasks per meta-step: about 0.25 s a meta-step here, too slow for the 15-minute budget.
+- batch 4 tasks per meta-step: too slow for the 15-minute budget.
 The paper meta-trained for far longer on MNIST; on 2 cores the budget allows 300 tasks.
 """
 

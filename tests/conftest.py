@@ -10,8 +10,8 @@ from l2lgd._process import configure_cpu
 os.environ.setdefault("L2LGD_COMPILATION_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "l2lgd-jax"))
 
 # The tests compile far more than they run: XLA's backend without its optimization passes
-# compiles in about half the time (the programs run slower, and their results may differ from
-# the optimized ones by float rounding; every comparison in the tests is within one set of flags).
+# compiles faster (the programs run slower, and their results may differ from the optimized ones
+# by float rounding; every comparison in the tests is within one set of flags).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 

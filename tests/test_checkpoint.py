@@ -17,15 +17,22 @@ TINY_EXPERIMENT = '''
 from l2lgd import Config
 CONFIG = Config(name="tiny", num_steps=5, hidden_size=4, meta_steps=60)
 '''
+# PES over persistent particles: its state (the particles in flight) is the estimator's own.
+TINY_PES_EXPERIMENT = '''
+from l2lgd import Config
+CONFIG = Config(name="tiny", num_steps=5, horizon=10, hidden_size=2, num_layers=1, estimator="pes", perturbations=2,
+                meta_steps=200)
+'''
 
 
 def _run(args, env, **kw):
     return subprocess.Popen([sys.executable, "-m", "l2lgd", "train", "tiny", *args], env=env, **kw)
 
 
-def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("experiment, steps", [(TINY_EXPERIMENT, 60), (TINY_PES_EXPERIMENT, 200)], ids=["fused", "pes"])
+def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path, experiment, steps):
     (tmp_path / "exps").mkdir()
-    (tmp_path / "exps" / "tiny.py").write_text(TINY_EXPERIMENT)
+    (tmp_path / "exps" / "tiny.py").write_text(experiment)
     env = dict(os.environ, L2LGD_EXPERIMENTS=str(tmp_path / "exps"))
     common = ["--checkpoint-every", "10", "--no-progress"]
     assert _run(["--out", str(tmp_path / "whole"), *common], env).wait() == 0
@@ -40,11 +47,11 @@ def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path):
     assert not (killed / "optimizer").exists(), "the run finished before it could be killed"
     assert _run(["--out", str(killed), *common], env).wait() == 0
 
-    whole_state, _ = RunCheckpoints(tmp_path / "whole").restore(60)
-    killed_state, _ = RunCheckpoints(killed).restore(60)
+    whole_state, _ = RunCheckpoints(tmp_path / "whole").restore(steps)
+    killed_state, _ = RunCheckpoints(killed).restore(steps)
     chex.assert_trees_all_equal(whole_state, killed_state)
     whole_record, killed_record = l2lgd.load_record(tmp_path / "whole"), l2lgd.load_record(killed)
-    assert whole_record.shape == killed_record.shape == (60,)
+    assert whole_record.shape == killed_record.shape == (steps,)
     np.testing.assert_array_equal(whole_record, killed_record)
 
 

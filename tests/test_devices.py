@@ -4,11 +4,11 @@ import sys
 
 SCRIPT = r"""
 import jax, chex, equinox as eqx, l2lgd
-from l2lgd.training._step import batch_mesh
+from l2lgd.estimators._base import divisor_mesh
 assert len(jax.devices()) == 4, jax.devices()
 config = l2lgd.Config(num_steps=5, hidden_size=4, batch_size=8, preprocessing="log_rescale", objective="end_log")
 state, static = l2lgd.init_state(config)
-mesh = batch_mesh(config)
+mesh = divisor_mesh(config.batch_size, "batch")
 assert mesh is not None and mesh.devices.size == 4
 sharded, rec4 = l2lgd.make_train_chunk(config, static, mesh=mesh)(state, 10)
 single, rec1 = l2lgd.make_train_chunk(config, static, mesh=None)(state, 10)

@@ -17,6 +17,14 @@ def test_summary_statistics_on_a_hand_checked_array():
     assert s["p5"] == pytest.approx(np.percentile(logs, 5)) and s["p95"] == pytest.approx(np.percentile(logs, 95))
 
 
+def test_the_95_percent_ci_on_a_hand_checked_array():
+    from l2lgd._evaluate import ci95_half_width
+
+    # [1, 2, 3, 4]: sample variance 5/3, so 1.96 * sqrt(5/3) / sqrt(4) = 1.2651745...
+    assert ci95_half_width([1.0, 2.0, 3.0, 4.0]) == pytest.approx(1.2651745, rel=1e-7)
+    assert np.isnan(ci95_half_width([1.0])) and np.isnan(ci95_half_width([]))
+
+
 def test_grid_search_finds_the_known_best_rate():
     # On f(x) = sum((s x)^2) with s = 1 exactly, SGD with lr 0.5 lands on 0 in one step:
     # x - 0.5 * 2x = 0. It must win the grid.

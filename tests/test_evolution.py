@@ -17,7 +17,6 @@ from l2lgd.estimators._evolution import draw_horizons
 from l2lgd.estimators._pes import PES
 from l2lgd.tasks import draw_task
 from l2lgd.tasks._mixture import FamilyMixture
-from l2lgd.training._evolve import member_horizon
 
 # A tiny LSTM (1 layer of 2 units) on 2-D quadratics: a horizon of 10 steps in 2 truncations.
 CONFIG = l2lgd.Config(name="evo", hidden_size=2, num_layers=1, num_steps=5, horizon=10, objective="sum",
@@ -63,22 +62,22 @@ def _assert_within_error(estimates, exact, z=5.0):
 
 def test_pes_is_unbiased_over_truncations():
     """PES over 2 truncations estimates the exact gradient of the whole 10-step unroll."""
-    estimates, exact = _exact_and_estimates(PES(), CONFIG, truncations=2)
+    estimates, exact = _exact_and_estimates(PES.from_config(CONFIG), CONFIG, truncations=2)
     _assert_within_error(estimates, exact)
 
 
 def test_es_on_one_truncation_estimates_the_full_unroll():
     """With one truncation covering the horizon, antithetic ES estimates the exact gradient."""
     config = CONFIG.replace(num_steps=10, estimator="es")
-    estimates, exact = _exact_and_estimates(AntitheticES(), config, truncations=1)
+    estimates, exact = _exact_and_estimates(AntitheticES.from_config(config), config, truncations=1)
     _assert_within_error(estimates, exact)
 
 
 def test_truncated_es_misses_what_pes_keeps():
     """Over 2 truncations ES drops the dependence of the second on theta through the first: its
     estimate moves away from the exact gradient, by more than PES's does."""
-    es, exact = _exact_and_estimates(AntitheticES(), CONFIG.replace(estimator="es"), truncations=2)
-    pes, _ = _exact_and_estimates(PES(), CONFIG, truncations=2)
+    es, exact = _exact_and_estimates(AntitheticES.from_config(CONFIG), CONFIG.replace(estimator="es"), truncations=2)
+    pes, _ = _exact_and_estimates(PES.from_config(CONFIG), CONFIG, truncations=2)
     assert np.linalg.norm(es.mean(0) - exact) > 2 * np.linalg.norm(pes.mean(0) - exact)
 
 
@@ -155,7 +154,7 @@ def test_mixture_meta_trains_and_resumes_identically(tmp_path):
 
 def test_member_horizon_shorter_than_a_truncation_is_refused():
     with pytest.raises(ValueError, match="shorter than one truncation"):
-        member_horizon(l2lgd.Config(num_steps=50, estimator="pes"), l2lgd.ConditionedQuadratics(4, 10.0, 20))
+        PES().member_horizon(l2lgd.Config(num_steps=50, estimator="pes"), l2lgd.ConditionedQuadratics(4, 10.0, 20))
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -244,8 +243,8 @@ def test_the_estimator_interface_gives_a_meta_gradient_of_theta():
     config = CONFIG.replace(estimator="pes", perturbations=8, batch_size=2, horizon=0)
     state, static = l2lgd.init_state(config.replace(estimator="autodiff"))
     tasks = l2lgd.make_task_batch(config)(state.key, 0)
-    pes = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=PES()))(state.theta, tasks)
-    es = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=AntitheticES()))(state.theta, tasks)
+    pes = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=PES.from_config(config)))(state.theta, tasks)
+    es = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=AntitheticES.from_config(config)))(state.theta, tasks)
     assert jax.tree.structure(pes.grads) == jax.tree.structure(state.theta)
     chex.assert_tree_all_finite(pes.grads)
     assert pes.final_losses.shape == (2,)
@@ -282,7 +281,7 @@ def test_meta_training_draws_rescaled_tasks():
                           reparam_scale=10.0)
     state, static = l2lgd.init_state(config, family)
     for scale, kind in ((10.0, l2lgd.tasks.Reparameterized), (1.0, type(draw_task(family, jax.random.key(0))[0]))):
-        fresh = PES()._fresh(config.replace(reparam_scale=scale), static, state.theta, family, jax.random.key(0), 2, 20, 20)
+        fresh = PES.from_config(config)._fresh(config.replace(reparam_scale=scale), static, state.theta, family, jax.random.key(0), 2, 20, 20)
         assert isinstance(fresh.task[0], kind)
     with pytest.raises(ValueError, match="reparam_scale"):
         l2lgd.Config(reparam_scale=0.5)

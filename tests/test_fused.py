@@ -28,8 +28,9 @@ CASES = {
 LOOPS = ["written", "scan"]
 
 
-def _estimator(fused: bool, loop: str = "auto"):
-    return l2lgd.FusedBackprop(loop=loop) if fused else l2lgd.Autodiff()
+def _estimator(config, fused: bool, loop: str = "auto"):
+    """The estimator with the config's settings (`per_task_clip`, `second_order`)."""
+    return l2lgd.FusedBackprop.from_config(config, loop=loop) if fused else l2lgd.Autodiff.from_config(config)
 
 
 def _grads(config, fused, start_at_zero=False, loop="auto"):
@@ -37,7 +38,7 @@ def _grads(config, fused, start_at_zero=False, loop="auto"):
     tasks = make_task_batch(config)(state.key, state.step)
     if start_at_zero:  # x0 = 0: every loss and gradient of the unroll is exactly 0
         tasks = (tasks[0], jnp.zeros_like(tasks[1]), *tasks[2:])
-    return jax.jit(make_meta_gradient(config, static, estimator=_estimator(fused, loop)))(state.theta, tasks)
+    return jax.jit(make_meta_gradient(config, static, estimator=_estimator(config, fused, loop)))(state.theta, tasks)
 
 
 # The scan runs the same step functions as the written-out loop: a few cases cover it.
@@ -69,7 +70,7 @@ def test_fused_continues_a_truncated_unroll(loop):
     tasks = (loss_fn, params, keys)
     results = {}
     for fused in (True, False):
-        fn = jax.jit(make_meta_gradient(config, static, estimator=_estimator(fused, loop)))
+        fn = jax.jit(make_meta_gradient(config, static, estimator=_estimator(config, fused, loop)))
         results[fused] = fn(state.theta, tasks, opt_states, jnp.int32(config.num_steps))
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(results[False][2]))

@@ -93,7 +93,7 @@ def test_meta_training_is_finite_at_exactly_zero_losses():
     tasks = l2lgd.make_task_batch(config)(state.key, state.step)
     tasks = (tasks[0], jnp.zeros_like(tasks[1]), *tasks[2:])
     for fused in (True, False):
-        objective, finals, grads, _ = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=l2lgd.FusedBackprop() if fused else l2lgd.Autodiff()))(state.theta, tasks)
+        objective, finals, grads, _ = jax.jit(l2lgd.make_meta_gradient(config, static, estimator=l2lgd.FusedBackprop.from_config(config) if fused else l2lgd.Autodiff.from_config(config)))(state.theta, tasks)
         chex.assert_tree_all_finite((objective, grads))
         np.testing.assert_array_equal(finals, 0.0)  # a coordinate never given a gradient never moves
 

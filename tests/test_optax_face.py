@@ -132,13 +132,14 @@ def test_elementwise_products_are_the_matrix_products_within_rounding(hidden_siz
 def test_only_a_model_sized_update_of_a_small_lstm_runs_elementwise(monkeypatch):
     """Updates of at most 2 * BLOCK coordinates in all (meta-training's) are bit for bit the
     plain step's; a larger one of a small LSTM runs the elementwise products, within rounding."""
-    from l2lgd.optimizers import _optax_face
+    from l2lgd.optimizers import _lstm_optimizer, _optax_face
 
     monkeypatch.setattr(_optax_face, "BLOCK", 16)
+    monkeypatch.setattr(_lstm_optimizer, "ELEMENTWISE_MIN_COORDINATES", 32)
     small = l2lgd.make_optimizer(l2lgd.Config(preprocessing="adaptive", hidden_size=4, num_layers=1), key=jax.random.key(0))
     large = l2lgd.make_optimizer(l2lgd.Config(hidden_size=20), key=jax.random.key(0))
-    assert not _optax_face._elementwise(small, 32) and _optax_face._elementwise(small, 33)
-    assert not _optax_face._elementwise(large, 10**6)
+    assert not small.runs_elementwise(32) and small.runs_elementwise(33)
+    assert not large.runs_elementwise(10**6)
     tx = l2lgd.as_optax(small)
     for leaves in ({"a": jnp.linspace(-1.0, 1.0, 20), "b": jnp.linspace(0.0, 2.0, 12)},  # 32: plain
                    {"a": jnp.linspace(-1.0, 1.0, 20), "b": jnp.linspace(0.0, 2.0, 30)}):  # 50: elementwise
@@ -149,3 +150,29 @@ def test_only_a_model_sized_update_of_a_small_lstm_runs_elementwise(monkeypatch)
                 chex.assert_trees_all_equal(updates[name], ref)
             else:
                 np.testing.assert_allclose(updates[name], ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["general", "digits"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_gradient_poisons_its_coordinate_as_adam_does(name, bad):
+    """One NaN or Inf in a gradient: the coordinate's update and state become NaN, visibly (the
+    others go on), as with optax's Adam; before, the coordinate froze (NaN) or moved uphill (Inf)."""
+    loss = lambda w: jnp.sum(w**2)
+
+    def run(tx, steps=30):
+        def step(carry, i):
+            w, state = carry
+            g = jax.grad(loss)(w)
+            g = g.at[2].set(jnp.where(i == 5, bad, g[2]))
+            updates, state = tx.update(g, state, w)
+            return (optax.apply_updates(w, updates), state), None
+
+        w = jnp.array([3.0, -2.0, 1.5])
+        (w, _), _ = jax.jit(lambda w: jax.lax.scan(step, (w, tx.init(w)), jnp.arange(steps)))(w)
+        return np.asarray(w)
+
+    for tx in (l2lgd.load_optimizer(name), optax.adam(1e-2)):
+        w = run(tx)
+        assert np.isnan(w[2]) and np.all(np.isfinite(w[:2])), w
+    guarded = run(optax.apply_if_finite(l2lgd.load_optimizer(name), max_consecutive_errors=5), steps=300)
+    assert np.all(np.isfinite(guarded)) and float(loss(guarded)) < 1e-2

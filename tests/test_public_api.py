@@ -1,14 +1,32 @@
 """The curated public face: every exported name resolves, and every example in its docstrings runs."""
 
 import doctest
+import importlib
+import inspect
 
 import l2lgd
 
 
-def test_every_public_name_resolves():
-    for name in l2lgd.__all__:
-        assert getattr(l2lgd, name) is not None, name
+def test_all_is_the_export_table():
+    assert len(l2lgd.__all__) == len(set(l2lgd.__all__))
+    assert set(l2lgd.__all__) == set(l2lgd._WHERE) | {"__version__"}
     assert l2lgd.__version__.count(".") == 2
+
+
+def test_every_public_name_resolves_to_what_its_module_defines():
+    """Each name is the object of the module the table names; classes and functions are l2lgd's
+    own, under their own name (an alias or a re-exported foreign object would fail), classes
+    capitalized and functions not; the rest are upper-case integer constants."""
+    for name in sorted(l2lgd._WHERE):
+        obj = getattr(l2lgd, name)
+        module = importlib.import_module(f"l2lgd.{l2lgd._WHERE[name].lstrip('.')}")
+        assert obj is getattr(module, name), name
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__module__.startswith("l2lgd."), (name, obj.__module__)
+            assert obj.__name__ == name, (name, obj.__name__)
+            assert name[0].isupper() == inspect.isclass(obj), name
+        else:
+            assert name.isupper() and type(obj) is int, (name, obj)
 
 
 def test_an_unknown_name_is_an_attribute_error():

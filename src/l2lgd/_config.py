@@ -12,15 +12,13 @@ import re
 from typing import Any
 
 from ._objectives import OBJECTIVES
+from .estimators._named import ESTIMATORS, estimator_for
+from .optimizers._kinds import OPTIMIZER_KINDS
 from .optimizers._preprocessing import PREPROCESSINGS
 from .tasks import TASK_FAMILIES
 from .tasks._data import DATASETS
 
 ACTIVATIONS = ("sigmoid", "relu")
-# The estimators a config may name (`l2lgd.estimators.estimator_for` builds them).
-BACKPROPAGATION = ("fused", "fused_scan", "autodiff")
-EVOLUTION = ("es", "pes")
-ESTIMATORS = (*BACKPROPAGATION, *EVOLUTION)
 
 NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
@@ -59,8 +57,10 @@ def _booleans(section: Any, *fields: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """What the learned optimizer is: its preprocessing and its coordinate-wise LSTM."""
+    """What the learned optimizer is: its kind (`l2lgd.register_optimizer_kind`; "lstm": the
+    coordinate-wise LSTM on a preprocessing) and the kind's settings."""
 
+    kind: str = "lstm"
     preprocessing: str = "identity"
     # Gradients are seen on a log scale over [e^-log_range, 1]: k of log_rescale, p of the paper's.
     log_range: float = 15.0
@@ -69,6 +69,8 @@ class OptimizerConfig:
     num_layers: int = 2
 
     def __post_init__(self):
+        if _CHECK_TASK.get():  # a stored config may name a kind registered only where it is used
+            _check_choice("kind", self.kind, tuple(OPTIMIZER_KINDS))
         _check_choice("preprocessing", self.preprocessing, tuple(PREPROCESSINGS))
         _positive_ints(self, "hidden_size", "num_layers")
         _positive_numbers(self, "log_range", "output_scale")
@@ -127,18 +129,19 @@ class MetaTrainingConfig:
     meta_lr: float = 3e-4
     clip_norm: float = 1.0
     per_task_clip: bool = False
-    # How the meta-gradient is estimated (`l2lgd.estimators`): backpropagation through the unroll
-    # ("fused": the hand-written backward pass; "autodiff": jax.grad), or evolution strategies over
-    # persistent particles ("pes": unbiased over the truncations; "es": antithetic, truncated).
+    # How the meta-gradient is estimated: the name of an estimator (`l2lgd.estimators`; the
+    # registry `estimators._named.ESTIMATORS` builds it from this section). The fields below are
+    # the stored form of the estimators' settings, which each estimator reads into its own fields
+    # (`from_config`): `per_task_clip` and `second_order` above for backpropagation;
+    # `perturbations` (its `pairs`), `sigma`, `min_horizon`/`max_horizon` (tasks' horizons drawn
+    # log-uniformly between them, 0 and 0: the family's own) and `heldout_minibatch` (each loss of
+    # the meta-objective on another minibatch than its gradient's, Metz et al. 2019) for
+    # evolution strategies ("es", "pes").
     estimator: str = "fused"
-    perturbations: int = 8  # es/pes: antithetic pairs per task and meta-step
-    sigma: float = 0.01  # es/pes: the standard deviation of the perturbations of theta
-    # es/pes: each task's horizon is drawn log-uniformly from [min_horizon, max_horizon] optimizee
-    # steps (rounded up to whole truncations); 0 and 0: the family's own `horizon`.
+    perturbations: int = 8
+    sigma: float = 0.01
     min_horizon: int = 0
     max_horizon: int = 0
-    # es/pes: each step's loss in the meta-objective is taken on a minibatch other than the one
-    # its gradient saw (Metz et al. 2019), so the optimizer is rewarded for generalizing.
     heldout_minibatch: bool = False
     # Task augmentation (`l2lgd.tasks.reparameterize`): every task meta-training draws is rescaled
     # per tensor by factors log-uniform on [1/reparam_scale, reparam_scale], so that no learning
@@ -147,7 +150,9 @@ class MetaTrainingConfig:
 
     def __post_init__(self):
         _check_choice("objective", self.objective, tuple(OBJECTIVES))
-        _check_choice("estimator", self.estimator, ESTIMATORS)
+        known = self.estimator in ESTIMATORS
+        if _CHECK_TASK.get() or known:  # a stored config may name an estimator registered elsewhere
+            _check_choice("estimator", self.estimator, tuple(ESTIMATORS))
         _positive_ints(self, "num_steps", "meta_steps", "batch_size", "perturbations")
         _positive_numbers(self, "meta_lr", "clip_norm", "sigma")
         _booleans(self, "second_order", "per_task_clip", "heldout_minibatch")
@@ -169,15 +174,8 @@ class MetaTrainingConfig:
                 f"Config.min_horizon={self.min_horizon} is shorter than one truncation (num_steps={self.num_steps}): "
                 "a task must last at least one truncated unroll."
             )
-        evolution = self.estimator in EVOLUTION
-        for field, default in (("min_horizon", 0), ("heldout_minibatch", False)):
-            if not evolution and getattr(self, field) != default:
-                raise ValueError(
-                    f"Config.{field}={getattr(self, field)!r} needs an evolution estimator (estimator='es' or 'pes'), "
-                    f"not estimator={self.estimator!r}."
-                )
-        if evolution and self.per_task_clip:
-            raise ValueError(f"Config.per_task_clip is for backpropagation; estimator={self.estimator!r} clips the mean.")
+        if known:
+            estimator_for(self)  # the estimator checks the settings it takes and those it refuses
 
 
 SECTIONS: dict[str, type] = {"optimizer": OptimizerConfig, "tasks": TaskConfig, "training": MetaTrainingConfig}
@@ -190,7 +188,7 @@ STORED_ORDER = (
     "train_task", "preprocessing", "log_range", "output_scale", "hidden_size", "num_layers", "objective",
     "second_order", "meta_steps", "batch_size", "meta_lr", "clip_norm", "per_task_clip", "seed",
     *(NEW_FIELDS := ("estimator", "perturbations", "sigma", "min_horizon", "max_horizon", "heldout_minibatch",
-                      "reparam_scale")),
+                      "reparam_scale", "kind")),
 )
 assert sorted(STORED_ORDER) == sorted((*TOP_FIELDS, *SECTION_OF))
 
@@ -295,9 +293,9 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Every field by its flat name (the stored form). Fields added after 0.3 are left out
         at their defaults, so a config that does not use them is stored as before."""
-        defaults = MetaTrainingConfig()
+        defaults = {section: cls() for section, cls in SECTIONS.items()}
         return {field: getattr(self, field) for field in STORED_ORDER
-                if field not in NEW_FIELDS or getattr(self, field) != getattr(defaults, field)}
+                if field not in NEW_FIELDS or getattr(self, field) != getattr(defaults[SECTION_OF[field]], field)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
@@ -317,13 +315,15 @@ class Config:
 
 
 # Off while reading a stored config: an exported optimizer loads without the code of the task
-# family it was trained on (a user's own family need not be registered in the loading process).
+# family it was trained on, or of its estimator (a user's own need not be registered in the
+# loading process).
 _CHECK_TASK = contextvars.ContextVar("l2lgd_check_task", default=True)
 
 
 @contextlib.contextmanager
 def stored_configs():
-    """Within this block, `Config.task` may name a family that is not registered here."""
+    """Within this block, `Config.task` may name a family, `Config.estimator` an estimator and
+    `Config.kind` an optimizer kind that are not registered here."""
     token = _CHECK_TASK.set(False)
     try:
         yield

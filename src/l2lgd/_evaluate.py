@@ -79,6 +79,14 @@ def host_log10(losses: Any) -> np.ndarray:
     return np.log10(np.asarray(losses, dtype=np.float64) + 1e-38)
 
 
+def ci95_half_width(values: Any) -> float:
+    """The half-width of the 95% confidence interval of the mean of `values` (normal
+    approximation: 1.96 standard errors, with the sample standard deviation); NaN for fewer
+    than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(1.96 * values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan")
+
+
 def summarize(final_losses: Any) -> dict[str, float]:
     """Statistics of log10(f + 1e-38) over tasks: mean, median, 5th/95th percentiles, the 95%
     confidence interval of the mean (normal approximation), and the fraction of exact zeros;
@@ -92,12 +100,11 @@ def summarize(final_losses: Any) -> dict[str, float]:
     final_losses = np.asarray(final_losses, dtype=np.float64)
     logs = host_log10(final_losses)
     n = logs.size
-    half = 1.96 * logs.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+    half = ci95_half_width(logs)
     finite = final_losses[np.isfinite(final_losses)]
-    loss_half = 1.96 * finite.std(ddof=1) / np.sqrt(finite.size) if finite.size > 1 else float("nan")
     return {
         "loss_mean": float(finite.mean()) if finite.size else float("nan"),
-        "loss_ci95": float(loss_half),
+        "loss_ci95": ci95_half_width(finite),
         "frac_diverged": float(1 - finite.size / max(n, 1)),
         "mean": float(logs.mean()),
         "median": float(np.median(logs)),
@@ -125,8 +132,7 @@ def summarize_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     out = {}
     for name, values in metrics.items():
         values = np.asarray(values, dtype=np.float64)
-        half = 1.96 * values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else float("nan")
-        out[name] = {"mean": float(values.mean()), "ci95": float(half)}
+        out[name] = {"mean": float(values.mean()), "ci95": ci95_half_width(values)}
     return out
 
 
@@ -188,6 +194,27 @@ def tune_learning_rate(
     The learning rate is a traced argument, so the whole grid compiles once. A grid whose
     estimated time (from its first point) exceeds `max_seconds` is refused before it runs.
     """
+    scores = learning_rate_scores(make_tx, grid, config, keys, max_seconds=max_seconds, progress=progress, desc=desc,
+                                  family=family, score=score)
+    finite = {lr: s for lr, s in scores.items() if np.isfinite(s)}
+    best = min(finite, key=finite.get)
+    return best, scores
+
+
+def learning_rate_scores(
+    make_tx: Callable[[float], optax.GradientTransformation],
+    grid: Any,
+    config: Config,
+    keys: jax.Array,
+    *,
+    max_seconds: float = 600.0,
+    progress: bool = True,
+    desc: str = "grid",
+    family: TaskFamily | None = None,
+    score: str = "log10",
+) -> dict[float, float]:
+    """`{learning rate: score}` of each rate of `grid` on the tasks `keys` (the arguments of
+    `tune_learning_rate`, which picks the best of them); inf or NaN where a rate diverged."""
     import time
 
     from tqdm.auto import tqdm
@@ -211,6 +238,4 @@ def tune_learning_rate(
         )
     for lr in tqdm(grid[1:], desc=desc, disable=not progress, leave=False):
         scores[lr] = measure(losses_at(lr, keys))
-    finite = {lr: s for lr, s in scores.items() if np.isfinite(s)}
-    best = min(finite, key=finite.get)
-    return best, scores
+    return scores

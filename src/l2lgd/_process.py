@@ -134,8 +134,8 @@ def _open_lock(folder: Path, index: int):
 
 
 # XLA's calls into the YNNPACK library cost more than its own code for the LSTM's small matrix
-# products: without them a log30 meta-step is about 1.3x faster at batch 1 (`make bench`). The
-# option is experimental, so it is used only where this jaxlib accepts it.
+# products, so the training program is compiled without them (`make bench` measures a meta-step).
+# The option is experimental, so it is used only where this jaxlib accepts it.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

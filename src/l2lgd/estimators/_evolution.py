@@ -14,25 +14,36 @@ where `w_p` is the current eps_p (truncated ES: the gradient of this truncation 
 toward short horizons) or, for PES, the sum of the eps_p of every truncation since the task
 started (Vicol et al. 2021: unbiased for the whole horizon's objective). Particles of one pair
 use +eps and -eps throughout, so their trajectories stay antithetic. A task whose particles
-became non-finite contributes nothing and is drawn afresh at the next meta-step.
+became non-finite contributes nothing and is drawn afresh at the next meta-step; a meta-step
+none of whose tasks stayed finite has a NaN objective, so the training step skips and counts it.
+
+In meta-training (`bind`) the estimator's state is one `Particles` per member of the task family
+(a `FamilyMixture` gives every member its batch); every meta-step advances each member's
+particles by one truncation, draws afresh the tasks that reached their horizon, and returns the
+mean of the members' estimates. Over several devices (e.g. two processes under
+`jax.distributed`) the particles of every task are split among them (`particle_mesh`): each
+device unrolls its share, and XLA sums the estimate.
 """
 
-from __future__ import annotations
 
 import math
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
+from equinox import AbstractClassVar
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 from jaxtyping import Array, Float, Int
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 from .._objectives import log10_loss, meta_objective
 from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily, draw_rescaled
-from ._base import MetaGradient, MetaGradientEstimator
+from ..tasks import TaskFamily, draw_rescaled, training_family
+from ..tasks._mixture import members_of
+from ._base import Estimate, Estimation, MetaGradient, MetaGradientEstimator, all_finite, divisor_mesh
 
 
 class Particles(NamedTuple):
@@ -57,11 +68,6 @@ class ParticleResult(NamedTuple):
     particles: Particles
 
 
-def _all_finite(tree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
 def draw_horizons(key, count: int, low: int, high: int, truncation: int) -> Int[Array, " count"]:
     """`count` horizons log-uniform on [low, high], rounded up to a multiple of `truncation`."""
     u = jax.random.uniform(key, (count,))
@@ -70,34 +76,56 @@ def draw_horizons(key, count: int, low: int, high: int, truncation: int) -> Int[
 
 
 class Evolution(MetaGradientEstimator):
-    """Antithetic evolution strategies over truncated unrolls of persistent particles.
+    """Antithetic evolution strategies over truncated unrolls of persistent particles (abstract:
+    a kind sets `accumulate`).
 
-    `pairs` and `sigma` default to the config's `perturbations` and `sigma` (None); a kind sets
-    `accumulate` (PES: True). Works with any optimizer module, any task family and mixtures of
-    families (each member its own `Particles`, see `l2lgd.training`).
+    Settings: `pairs` antithetic pairs per task and meta-step, perturbations of standard deviation
+    `sigma`; each task's horizon drawn log-uniformly from [`min_horizon`, `max_horizon`]
+    optimizee steps, rounded up to whole truncations (0 and 0: the family's own horizon);
+    `heldout_minibatch`: each loss of the meta-objective taken on a minibatch other than the one
+    its gradient saw (Metz et al. 2019). Works with any optimizer kind, any task family and
+    mixtures of families.
     """
 
-    pairs: int | None = eqx.field(static=True, default=None)
-    sigma: float | None = eqx.field(static=True, default=None)
+    pairs: int = eqx.field(static=True, default=8)
+    sigma: float = eqx.field(static=True, default=0.01)
+    min_horizon: int = eqx.field(static=True, default=0)
+    max_horizon: int = eqx.field(static=True, default=0)
+    heldout_minibatch: bool = eqx.field(static=True, default=False)
 
-    accumulate: ClassVar[bool] = False  # PES: weight the perturbations summed since the task began
+    accumulate: AbstractClassVar[bool]  # PES: weight the perturbations summed since the task began
 
     def __check_init__(self):
-        if self.pairs is not None and (isinstance(self.pairs, bool) or not isinstance(self.pairs, int) or self.pairs <= 0):
-            raise ValueError(f"{type(self).__name__}.pairs (antithetic pairs per task) must be a positive integer, got {self.pairs!r}.")
-        if self.sigma is not None and (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
-                                       or not self.sigma > 0 or not math.isfinite(self.sigma)):
-            raise ValueError(f"{type(self).__name__}.sigma must be a positive finite number, got {self.sigma!r}.")
+        name = type(self).__name__
+        if isinstance(self.pairs, bool) or not isinstance(self.pairs, int) or self.pairs <= 0:
+            raise ValueError(f"{name}.pairs (antithetic pairs per task) must be a positive integer, got {self.pairs!r}.")
+        if (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
+                or not self.sigma > 0 or not math.isfinite(self.sigma)):
+            raise ValueError(f"{name}.sigma must be a positive finite number, got {self.sigma!r}.")
+        for field in ("min_horizon", "max_horizon"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}.{field} must be 0 or a positive integer, got {value!r}.")
+        if (self.min_horizon == 0) != (self.max_horizon == 0) or self.max_horizon < self.min_horizon:
+            raise ValueError(f"{name}.min_horizon={self.min_horizon} and max_horizon={self.max_horizon} must both be 0 "
+                             "(the family's horizon) or satisfy 0 < min_horizon <= max_horizon.")
+        if not isinstance(self.heldout_minibatch, bool):
+            raise ValueError(f"{name}.heldout_minibatch must be True or False, got {self.heldout_minibatch!r}.")
 
-    def settings(self, config) -> tuple[int, float]:
-        """(pairs, sigma): this estimator's, else the config's."""
-        return (self.pairs or config.perturbations, float(self.sigma or config.sigma))
+    @classmethod
+    def from_config(cls, training) -> "Evolution":
+        """`perturbations` (as `pairs`), `sigma`, `min_horizon`, `max_horizon` and
+        `heldout_minibatch` from the config; `per_task_clip` is refused (the mean is clipped)."""
+        if training.per_task_clip:
+            raise ValueError(f"Config.per_task_clip is for backpropagation; estimator={training.estimator!r} clips the mean.")
+        return cls(pairs=training.perturbations, sigma=float(training.sigma), min_horizon=training.min_horizon,
+                   max_horizon=training.max_horizon, heldout_minibatch=training.heldout_minibatch)
 
     # --- particles -------------------------------------------------------------------------
     def init_particles(self, config, static, theta, family: TaskFamily, key, batch: int, horizon: int) -> Particles:
         """Particles of `batch` tasks that are all due for a fresh draw (t = horizon = 0), so the
         first `refresh` replaces every array: zeros of the shapes a draw has (found by tracing,
-        not by running the draw op by op, which took seconds per run)."""
+        not by running the draw op by op, which is slow)."""
         shapes = eqx.filter_eval_shape(self._fresh, config, static, theta, family, key, batch, horizon, horizon)
         default_key = jax.random.key(0)
         if any(isinstance(x, jax.ShapeDtypeStruct) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
@@ -122,7 +150,7 @@ class Evolution(MetaGradientEstimator):
 
     def _start(self, config, static, theta, tasks, opt_states, t, horizons) -> Particles:
         """Particles of `tasks` (a batch) from their params0 and `opt_states` (None: fresh)."""
-        pairs, _ = self.settings(config)
+        pairs = self.pairs
         x0 = tasks[1]
         if opt_states is None:
             opt_states = jax.vmap(as_optax(eqx.combine(theta, static)).init)(x0)
@@ -132,7 +160,7 @@ class Evolution(MetaGradientEstimator):
 
     def refresh(self, config, static, theta, family, key, particles: Particles, horizon: int) -> Particles:
         """`particles` with every task that reached its horizon replaced by a fresh draw."""
-        low, high = (config.min_horizon, config.max_horizon) if config.min_horizon else (horizon, horizon)
+        low, high = (self.min_horizon, self.max_horizon) if self.min_horizon else (horizon, horizon)
         batch = particles.t.shape[0]
         fresh = self._fresh(config, static, theta, family, key, batch, low, high)
         done = particles.t >= particles.horizon
@@ -145,11 +173,11 @@ class Evolution(MetaGradientEstimator):
     # --- one truncation ----------------------------------------------------------------------
     def particle_step(self, config, static, theta, particles: Particles, key, stochastic: bool) -> ParticleResult:
         """Every particle advanced by one truncation and the meta-gradient estimate of it."""
-        pairs, sigma = self.settings(config)
+        pairs, sigma = self.pairs, float(self.sigma)
         batch = particles.t.shape[0]
         eps = _normal_like(theta, key, (batch, pairs))
         signs = jnp.concatenate([jnp.ones(pairs), -jnp.ones(pairs)])
-        num_steps, heldout = config.num_steps, config.heldout_minibatch
+        num_steps, heldout = config.num_steps, self.heldout_minibatch
 
         def particle(x, opt_state, e, sign, task, t):
             loss_fn, _, mkey = task
@@ -175,7 +203,7 @@ class Evolution(MetaGradientEstimator):
             particles.params, particles.opt_state, eps, particles.task, particles.t
         )
         noise = jax.tree.map(jnp.add, particles.noise, eps) if self.accumulate else eps
-        usable = jnp.all(jnp.isfinite(objectives), axis=1) & jax.vmap(_all_finite)((params, opt_state))
+        usable = jnp.all(jnp.isfinite(objectives), axis=1) & jax.vmap(all_finite)((params, opt_state))
         diff = jnp.where(usable[:, None], objectives[:, :pairs] - objectives[:, pairs:], 0.0) / (2 * sigma)
         count = jnp.maximum(jnp.sum(usable), 1)
         grads = jax.tree.map(lambda w: jnp.einsum("bp,bp...->...", diff, w) / (pairs * count), noise)
@@ -201,6 +229,8 @@ class Evolution(MetaGradientEstimator):
         task's start, ES and PES are the same estimate of the full unroll's meta-gradient). The
         perturbations are drawn from the tasks' minibatch keys."""
 
+        self.check_optimizer(static)
+
         def meta_gradient(theta, tasks, opt_states=None, start=0):
             steps = jnp.full(jax.tree.leaves(tasks[1])[0].shape[0], start, jnp.int32)
             particles = self._start(config, static, theta, tasks, opt_states, steps, steps + config.num_steps)
@@ -209,6 +239,83 @@ class Evolution(MetaGradientEstimator):
             return MetaGradient(result.objective, result.final_losses, result.grads, None)
 
         return meta_gradient
+
+
+    # --- meta-training over a family or a mixture ----------------------------------------------
+    def member_horizon(self, config, member: TaskFamily) -> int:
+        """A member's task length: its declared `horizon`, else the config's `steps_per_task`, as a
+        whole number of truncations (an error, naming it, when shorter than one)."""
+        horizon = int(member.horizon or config.steps_per_task)
+        if not self.min_horizon and horizon < config.num_steps:
+            raise ValueError(
+                f"{type(member).__name__} has a horizon of {horizon} steps, shorter than one truncation "
+                f"(num_steps={config.num_steps}); lower num_steps or set min_horizon/max_horizon."
+            )
+        return -(-horizon // config.num_steps) * config.num_steps
+
+    def optimizee_steps(self, config, family) -> int:
+        """Each member's batch of tasks, `2 * pairs` particles each, one truncation."""
+        return len(members_of(family)) * config.batch_size * 2 * self.pairs * config.num_steps
+
+    def validation_steps(self, config, family) -> int | None:
+        """Evolution strategies train at each family's own horizon, and are scored there."""
+        return family.horizon or None
+
+    def particle_mesh(self, devices=None) -> Mesh | None:
+        """The mesh ("particles") over the devices that divide a task's `2 * pairs` particles."""
+        return divisor_mesh(2 * self.pairs, "particles", devices)
+
+    def bind(self, config, static, family=None, mesh: Mesh | None | str = "auto") -> Estimation:
+        """The estimator's state is one `Particles` per member of `family` (default: the
+        config's), every task due for a fresh draw at the first step; each meta-step's draw is its
+        key (`fold_in(run_key, step)`), and every task's particles are split over `mesh`."""
+        self.check_optimizer(static)
+        family = family if family is not None else training_family(config)
+        mesh = self.particle_mesh() if mesh == "auto" else mesh
+        members = members_of(family)
+        horizons = [self.member_horizon(config, member) for _, member in members]
+
+        def init(theta, key):
+            key = jax.random.fold_in(key, 2**31 - 1)
+            return tuple(
+                self.init_particles(config, static, theta, member, jax.random.fold_in(key, m), config.batch_size, horizon)
+                for m, ((_, member), horizon) in enumerate(zip(members, horizons))
+            )
+
+        def draws(key_data, steps):
+            run_key = jax.random.wrap_key_data(key_data)
+            return jax.vmap(lambda step: jax.random.key_data(jax.random.fold_in(run_key, step)))(steps)
+
+        def estimate(theta, particles, key_data, step):
+            del step  # the draw is the step's key
+            key = jax.random.wrap_key_data(key_data)
+            results = []
+            for m, ((_, member), horizon, own) in enumerate(zip(members, horizons, particles)):
+                draw_key, noise_key = jax.random.split(jax.random.fold_in(key, m))
+                own = self.refresh(config, static, theta, member, draw_key, own, horizon)
+                own = shard_particles(own, mesh)
+                results.append(self.particle_step(config, static, theta, own, noise_key, member.stochastic))
+            mean = lambda xs: sum(xs) / len(xs)
+            grads = jax.tree.map(lambda *g: mean(g), *[r.grads for r in results])
+            usable = mean([r.usable for r in results])
+            # A meta-step none of whose tasks stayed finite estimates nothing: a NaN objective
+            # makes the training step skip and count it (its grads are zeros, not a gradient).
+            nothing = lambda x: jnp.where(usable > 0, x, jnp.nan)
+            estimate = Estimate(grads, nothing(mean([r.objective for r in results])),
+                                nothing(mean([r.final_log10 for r in results])), usable)
+            return estimate, lax.stop_gradient(tuple(r.particles for r in results))
+
+        return Estimation(init, draws, estimate, mesh)
+
+
+def shard_particles(particles: Particles, mesh: Mesh | None) -> Particles:
+    """One member's `Particles` with their per-particle arrays (params and optimizer state,
+    [B, 2P, ...]) split over `mesh` along the particle axis."""
+    if mesh is None:
+        return particles
+    spec = NamedSharding(mesh, PartitionSpec(None, "particles"))
+    constrain = lambda tree: jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), tree)
+    return particles._replace(params=constrain(particles.params), opt_state=constrain(particles.opt_state))
 
 
 def _normal_like(theta, key, lead: tuple[int, ...]):

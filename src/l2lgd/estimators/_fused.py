@@ -15,11 +15,11 @@ x += update) is still differentiated by `jax.vjp`, so every task and preprocessi
 
 Two loops run the same steps (`forward_step`, `backward_step`):
 - written out (a Python loop) for unrolls of up to `MAX_WRITTEN_STEPS` steps: XLA then fuses
-  across steps, which is what pays on the reference's tiny tasks, and is 1.3x faster per step than
-  the scan on the digits MLP; each carried value is computed once per step (`_materialize`);
+  across steps, which is what pays on the reference's tiny tasks and on the digits MLP; each
+  carried value is computed once per step (`_materialize`);
 - a `lax.scan` over the steps for longer unrolls (or `loop="scan"`): compiled once, not once per
-  written-out step (`paper_digits`: 9 s to compile instead of 37 s, but 1.7x slower per
-  meta-step, `make bench EXP=paper_digits`).
+  written-out step, so it compiles faster and runs slower (`make bench EXP=paper_digits`; the
+  README has the figures).
 Under `jax.vmap` (per-task clipping, `_base.Backpropagation`) the weight gradients become
 one batched product per weight: each task's meta-gradient, with no extra pass.
 
@@ -40,10 +40,11 @@ import numpy as np
 from jax import lax
 
 from .._objectives import meta_objective
-from ..optimizers._learned import LearnedOptimizer
 from ..optimizers._lstm import LSTMState, gate_activations
+from ..optimizers._lstm_optimizer import LSTMOptimizer
 from ..optimizers._optax_face import LearnedOptimizerState
-from ._base import Backpropagation, MetaLossAux
+from ._backprop import Backpropagation
+from ._base import MetaLossAux
 
 MAX_WRITTEN_STEPS = 32
 LOOPS = ("auto", "written", "scan")
@@ -196,7 +197,7 @@ def _cell_backward(act, c_prev, c, dc, dh):
     return dact * jnp.where(is_tanh, 1.0 - act * act, act * (1.0 - act)), dct * sf
 
 
-def weight_gradients(theta: LearnedOptimizer, inputs, cotangents, stack: Callable, sum_rows: Callable):
+def weight_gradients(theta: LSTMOptimizer, inputs, cotangents, stack: Callable, sum_rows: Callable):
     """The LSTM's weight gradients: per weight, its inputs over all steps and rows times the
     cotangents of its output, one matrix product each.
 
@@ -271,7 +272,7 @@ class WrittenOut:
 
     @staticmethod
     def backward(theta, u: StepSettings, tasks: Tasks, carry: Carry, saved, dlosses):
-        """The meta-gradient (a `LearnedOptimizer` of gradients) from the losses' cotangents."""
+        """The meta-gradient (an `LSTMOptimizer` of gradients) from the losses' cotangents."""
         lstm = theta.lstm
         one = _runtime_one(lstm)
         u = u._replace(materialize=lambda tree: _materialize(tree, one))
@@ -311,7 +312,7 @@ class Scanned:
 
     @staticmethod
     def backward(theta, u: StepSettings, tasks: Tasks, carry: Carry, saved, dlosses):
-        """The meta-gradient (a `LearnedOptimizer` of gradients) from the losses' cotangents."""
+        """The meta-gradient (an `LSTMOptimizer` of gradients) from the losses' cotangents."""
 
         def body(cot, inputs):
             saved_t, t = inputs
@@ -326,7 +327,7 @@ class Scanned:
         return weight_gradients(theta, inputs, cotangents, flat, lambda dy: (ones @ dy)[0])
 
 
-def make_fused_unroll(config, static: LearnedOptimizer, *, loop: str = "auto"):
+def make_fused_unroll(config, static: LSTMOptimizer, *, loop: str = "auto", second_order: bool | None = None):
     """`unroll(theta, tasks, opt_states, start) -> (losses [B, T], (params, opt_states))`.
 
     `tasks` is a batch `(loss_fn, params0[, minibatch_key])` (leading axis B), `opt_states`
@@ -335,7 +336,9 @@ def make_fused_unroll(config, static: LearnedOptimizer, *, loop: str = "auto"):
     as `run_steps` records them; the carry is returned without gradient (as truncated training
     uses it). Differentiable in `theta` only. `loop`: "written" or "scan" forces one of the two
     loops; "auto" writes out unrolls of up to `MAX_WRITTEN_STEPS` steps (`written_out`).
+    `second_order`: default the config's.
     """
+    second_order = config.second_order if second_order is None else second_order
     if loop not in LOOPS:
         raise ValueError(f"loop must be 'auto', 'written' or 'scan', got {loop!r}.")
     num_steps = config.num_steps
@@ -374,7 +377,7 @@ def make_fused_unroll(config, static: LearnedOptimizer, *, loop: str = "auto"):
             per_leaf = treedef.flatten_up_to(opt_states.per_leaf)
         c, h = (_to_rows([getattr(s[0], name) for s in per_leaf]) for name in ("c", "h"))
         carry = Carry(x_leaves, [s[1] for s in per_leaf], c, h)
-        u = StepSettings(treedef, static.preprocessing, config.second_order, static.lstm.forget_bias)
+        u = StepSettings(treedef, static.preprocessing, second_order, static.lstm.forget_bias)
         tasks = Tasks(loss_fn, key, jnp.asarray(start, jnp.int32))
         use_written = written_out(num_steps) if loop == "auto" else loop == "written"
         losses, final = differentiable(u, WrittenOut if use_written else Scanned)(theta, tasks, carry)
@@ -382,13 +385,13 @@ def make_fused_unroll(config, static: LearnedOptimizer, *, loop: str = "auto"):
         cs, hs = _from_rows(final.c, batch, sizes), _from_rows(final.h, batch, sizes)
         states = [(LSTMState(ci, hi), si) for ci, hi, si in zip(cs, hs, final.states)]
         shapes = tuple(tuple(xi.shape[1:]) for xi in x_leaves)
-        new = (jax.tree.unflatten(treedef, final.x), LearnedOptimizerState(jax.tree.unflatten(treedef, states), shapes))
+        new = (jax.tree.unflatten(treedef, final.x), LearnedOptimizerState(jax.tree.unflatten(treedef, states), shapes, treedef))
         return losses, lax.stop_gradient(new)
 
     return unroll
 
 
-def _lstm_arrays(opt: LearnedOptimizer):
+def _lstm_arrays(opt: LSTMOptimizer):
     lstm = opt.lstm
     return lstm.in_kernel, lstm.in_bias, lstm.kernels, lstm.biases, lstm.out_kernel, lstm.out_bias
 
@@ -416,13 +419,24 @@ class FusedBackprop(Backpropagation):
     """
 
     loop: str = eqx.field(static=True, default="auto")
+    per_task_clip: bool = eqx.field(static=True, default=False)
+    second_order: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if self.loop not in LOOPS:
             raise ValueError(f"FusedBackprop.loop must be 'auto', 'written' or 'scan', got {self.loop!r}.")
 
+    def check_optimizer(self, static) -> None:
+        """The hand-written backward pass is the LSTM kind's: other kinds train with `Autodiff`
+        ("autodiff") or evolution strategies ("pes", "es")."""
+        if not isinstance(static, LSTMOptimizer):
+            raise TypeError(
+                f"FusedBackprop differentiates the LSTM kind only, not {type(static).__name__}: use "
+                "estimator='autodiff', 'pes' or 'es' (Config.estimator) for other kinds of optimizer."
+            )
+
     def batch_loss(self, config, static):
-        unroll = make_fused_unroll(config, static, loop=self.loop)
+        unroll = make_fused_unroll(config, static, loop=self.loop, second_order=self.second_order)
 
         def fused_loss(theta, tasks, opt_states, start):
             losses, carries = unroll(theta, tasks, opt_states, start)

@@ -22,14 +22,15 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from .._config import EVOLUTION
+from ..estimators._named import estimator_for
 from ..runs._experiments import load_experiment
 from ..runs._shipped import list_optimizers
 from .bench_estimators import estimator_table, format_estimators
 from .bench_face import face_in_child, format_face
 from ..estimators._autodiff import Autodiff
 from ..estimators._fused import FusedBackprop
-from ..training._state import init_state, make_task_batch
+from ..estimators._backprop import make_task_batch
+from ..training._state import init_state
 from ..training._step import make_meta_step, make_train_chunk
 
 BATCHES = (1, 32, 128, 1024)
@@ -76,11 +77,11 @@ def bench_config(config, *, min_seconds: float = 3.0, chunk: int | None = None) 
     meta-gradient), of the same with `jax.grad`'s meta-gradient, and of the naive loop."""
     state, static = init_state(config)
     chunk = chunk or max(1, min(1000, 20_000 // config.batch_size))
-    fast, compile_s = _chunk_speed(config, state, static, chunk, min_seconds, FusedBackprop())
-    scan, scan_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, FusedBackprop(loop="scan"))
-    autodiff, autodiff_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, Autodiff())
+    fast, compile_s = _chunk_speed(config, state, static, chunk, min_seconds, FusedBackprop.from_config(config))
+    scan, scan_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, FusedBackprop.from_config(config, loop="scan"))
+    autodiff, autodiff_compile_s = _chunk_speed(config, state, static, chunk, min_seconds, Autodiff.from_config(config))
 
-    meta_step = make_meta_step(config, static, estimator=Autodiff())
+    meta_step = make_meta_step(config, static, estimator=Autodiff.from_config(config))
     tasks = make_task_batch(config)
     naive_step = jax.jit(lambda s: meta_step(s, tasks(s.key, s.step)))
     t0 = time.perf_counter()
@@ -136,7 +137,7 @@ def optax_face(n: int = 1_000_000, min_seconds: float = 2.0, optimizer: str = "l
     import jax.numpy as jnp
     import optax
 
-    from ..runs._exports import load_learned_optimizer
+    from ..runs._loading import load_learned_optimizer
     from ..optimizers._optax_face import as_optax
 
     opt = load_learned_optimizer(optimizer)[0]
@@ -163,17 +164,17 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
 
     declared = load_experiment(experiment)
     config = declared.config
-    evolution = config.estimator in EVOLUTION
+    backpropagates = estimator_for(config).backpropagates
     cheap = config.task in ("quadratic", "paper_quadratic") and declared.family is None
     batches = batches or (BATCHES if cheap else (config.batch_size,))
     rows = []
-    if not evolution:  # backpropagation's programs against the naive loop
+    if backpropagates:  # backpropagation's programs against the naive loop
         for batch in tqdm(batches, desc="bench", unit="batch size"):
             rows.append(bench_config(config.replace(batch_size=batch), min_seconds=3.0 if batch == 1 else 5.0,
                                      chunk=None if cheap else 2 * config.truncations))
     estimators = estimator_table(experiment)
     own = next(r for r in estimators["rows"] if r["estimator"] == config.estimator)
-    rate = own["meta_steps_per_s"] if evolution else rows[0]["meta_steps_per_s"]
+    rate = rows[0]["meta_steps_per_s"] if backpropagates else own["meta_steps_per_s"]
     shipped = [o.name for o in list_optimizers()]
     result = {
         "experiment": experiment,

@@ -18,11 +18,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._config import EVOLUTION
+from ..estimators._named import estimator_for
+from ..optimizers._kinds import make_optimizer
 from ..runs._experiments import load_experiment
-from ..optimizers._learned import make_optimizer
 from ..tasks import draw_task, training_family
-from ..tasks._mixture import FamilyMixture, members_of
+from ..tasks._mixture import members_of
 from ..training._state import init_state
 from ..training._step import make_train_chunk
 
@@ -42,18 +42,26 @@ def dot_peak_gflops(n: int = 2048, min_seconds: float = 1.0) -> float:
     return 2 * n**3 * done / (time.perf_counter() - start) / 1e9
 
 
+# The estimators' settings in a config, each group reset together where an estimator refuses it.
+SETTINGS = (("per_task_clip",), ("min_horizon", "max_horizon"), ("heldout_minibatch",))
+
+
 def _variant(config, kind: str):
-    """The experiment's config with estimator `kind` (settings the kind cannot use reset)."""
-    if kind in EVOLUTION:
-        return config.replace(estimator=kind, per_task_clip=False)
-    return config.replace(estimator=kind, min_horizon=0, max_horizon=0, heldout_minibatch=False)
+    """The experiment's config with estimator `kind`, keeping each of its estimator settings that
+    the kind accepts (the others reset to their defaults)."""
+    defaults = type(config)()
+    variant = config.replace(estimator=kind, **{f: getattr(defaults, f) for group in SETTINGS for f in group})
+    for group in SETTINGS:
+        try:
+            variant = variant.replace(**{f: getattr(config, f) for f in group})
+        except ValueError:
+            pass
+    return variant
 
 
 def optimizee_steps_per_meta_step(config, family) -> int:
     """Optimizee steps one meta-step takes: each task's truncation, times the particles."""
-    if config.estimator in EVOLUTION:
-        return len(members_of(family)) * config.batch_size * 2 * config.perturbations * config.num_steps
-    return config.batch_size * config.num_steps
+    return estimator_for(config).optimizee_steps(config, family)
 
 
 def _flops(fn, *args) -> float:
@@ -67,7 +75,7 @@ def meta_step_flops(config, family) -> float:
     """FLOPs of one meta-step's optimizee steps (see the module): per task, the optimizer's step
     on its coordinates plus the task's loss and gradient, times the steps taken of it."""
     optimizer = make_optimizer(config, key=jax.random.key(0))
-    evolution = config.estimator in EVOLUTION
+    estimator = estimator_for(config)
     members = members_of(family)
     per_member = optimizee_steps_per_meta_step(config, family) // len(members)
     total = 0.0
@@ -75,12 +83,12 @@ def meta_step_flops(config, family) -> float:
         loss_fn, x0, _ = draw_task(member, jax.random.key(0))
         key = jax.random.key(1)
         n = sum(leaf.size for leaf in jax.tree.leaves(x0))
-        step = _flops(optimizer.step, jnp.zeros(n), optimizer.init_state(n))
+        step = _flops(lambda g, s: optimizer.step(g, s, total=n), jnp.zeros(n), optimizer.init_state(n))
         task = _flops(jax.value_and_grad(loss_fn), x0, key)
-        if evolution and config.heldout_minibatch:
+        if getattr(estimator, "heldout_minibatch", False):
             task += _flops(loss_fn, x0, key)
         total += per_member * (step + task)
-    return total if evolution else 3 * total
+    return 3 * total if estimator.backpropagates else total
 
 
 def estimator_row(config, family, *, chunk: int = 20, min_seconds: float = 3.0, peak: float | None = None) -> dict[str, Any]:
@@ -101,7 +109,7 @@ def estimator_row(config, family, *, chunk: int = 20, min_seconds: float = 3.0, 
     steps = optimizee_steps_per_meta_step(config, family)
     row = {"estimator": config.estimator, "meta_steps_per_s": rate, "optimizee_steps_per_meta_step": steps,
            "optimizee_steps_per_s": rate * steps, "compile_s": compile_s, "gflop_per_meta_step": flops / 1e9,
-           "flops_estimated": config.estimator not in EVOLUTION}
+           "flops_estimated": estimator_for(config).backpropagates}
     if peak:
         row["fraction_of_peak"] = flops * rate / 1e9 / peak
     return row
@@ -114,10 +122,10 @@ def estimator_table(experiment: str, kinds=KINDS, min_seconds: float = 3.0) -> d
     rows = []
     for kind in kinds:
         config = _variant(declared.config, kind)
-        if kind not in EVOLUTION and isinstance(family, FamilyMixture):
-            rows.append({"estimator": kind, "skipped": "backpropagation trains one family, not a mixture"})
-            continue
-        rows.append(estimator_row(config, family, min_seconds=min_seconds, peak=peak))
+        try:
+            rows.append(estimator_row(config, family, min_seconds=min_seconds, peak=peak))
+        except ValueError as e:  # e.g. backpropagation on a mixture of families
+            rows.append({"estimator": kind, "skipped": str(e)})
     return {"experiment": experiment, "dot_peak_gflop_per_s": peak, "rows": rows}
 
 

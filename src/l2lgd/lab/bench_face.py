@@ -65,7 +65,7 @@ def mlp_step_ms(n: int, min_seconds: float = 1.0) -> float:
 
 def face_table(optimizers=("log30", "digits"), sizes=SIZES, leaves=LEAVES, min_seconds: float = 1.0) -> dict[str, Any]:
     """Every optimizer (shipped names, plus optax Adam) at every size and leaf count."""
-    from ..runs._exports import load_optimizer
+    from ..runs._loading import load_optimizer
 
     txs = {name: load_optimizer(name) for name in optimizers}
     txs["adam"] = optax.adam(1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,29 +11,33 @@ import jax
 import numpy as np
 import optax
 
-from ..optimizers._baselines import reference_rmsprop, reference_sgd
-from ..runs._exports import EXPORT, load_learned_optimizer
+from ..optimizers._baselines import BASELINES, LearningRateGrid
+from ..runs._exports import EXPORT
+from ..runs._loading import load_learned_optimizer
 from .._evaluate import (
     TEST_SEED,
     VALIDATION_SEED,
+    learning_rate_scores,
     per_step_log10,
     task_keys,
     summarize,
     summarize_metrics,
-    tune_learning_rate,
     unroll_with_metrics,
 )
 from ..optimizers._optax_face import as_optax
 
-LEARNING_RATES = tuple(float(x) for x in np.logspace(-3, 1, 33))
+# Eight rates a decade from 1e-3 to 10; `widen` extends it a decade at a time, down to 1e-6 and up to 1e3.
+GRID = LearningRateGrid(low=-3.0, high=1.0, per_decade=8, floor=-6.0, ceiling=3.0)
+LEARNING_RATES = tuple(GRID.rates())
 
-# Baselines whose learning rate is tuned on the validation tasks (as the paper did).
+# Baselines whose learning rate is tuned on the validation tasks (as the paper did): the name
+# `make eval` and the paper's tables show -> its name in the registry `BASELINES`.
 TUNED = {
-    "optax sgd": lambda lr: optax.sgd(lr),
-    "optax momentum 0.9": lambda lr: optax.sgd(lr, momentum=0.9),
-    "optax nesterov 0.9": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
-    "optax rmsprop": lambda lr: optax.rmsprop(lr),
-    "optax adam": lambda lr: optax.adam(lr),
+    "optax sgd": "sgd",
+    "optax momentum 0.9": "momentum",
+    "optax nesterov 0.9": "nesterov",
+    "optax rmsprop": "rmsprop",
+    "optax adam": "adam",
 }
 
 
@@ -65,23 +70,20 @@ def evaluate_tx(tx: optax.GradientTransformation, config, keys, family=None, **e
 
 
 def tuned_baselines(config, val_keys, test_keys, *, progress: bool = True, widen: bool = False, family=None) -> dict[str, dict[str, Any]]:
-    """Each optax baseline of TUNED with its learning rate tuned on `val_keys`, run on `test_keys`.
+    """Each baseline of TUNED with its learning rate tuned on `val_keys` (on `GRID`), run on `test_keys`.
 
     With `widen`, a grid whose best rate sits at an edge is extended by a decade on that side
     (same spacing), up to 1e-6 and 1e3, so that the chosen rate is inside the grid."""
+    grid = GRID if widen else dataclasses.replace(GRID, floor=GRID.low, ceiling=GRID.high)
     out = {}
-    for name, make in TUNED.items():
-        rates = list(LEARNING_RATES)
-        lr, grid = tune_learning_rate(make, rates, config, val_keys, progress=progress, desc=name, family=family)
-        while widen and lr in (rates[0], rates[-1]) and 1e-6 < lr < 1e3:
-            step = rates[1] / rates[0]
-            more = [rates[-1] * step**i for i in range(1, 9)] if lr == rates[-1] else [rates[0] / step**i for i in range(8, 0, -1)]
-            _, grid_more = tune_learning_rate(make, more, config, val_keys, progress=progress, desc=name, family=family)
-            grid.update(grid_more)
-            rates = sorted(set(rates) | set(more))
-            lr = min((r for r in grid if np.isfinite(grid[r])), key=grid.get)
-        entry = evaluate_tx(make(lr), config, test_keys, family, learning_rate=lr, grid={f"{k:.4g}": v for k, v in grid.items()})
-        entry["grid_edge"] = lr in (rates[0], rates[-1])
+    for name, baseline in TUNED.items():
+        def make(lr, baseline=BASELINES[baseline]):
+            return baseline(lr, config.steps_per_task)
+
+        lr, scores, edge = grid.search(lambda rates: learning_rate_scores(
+            make, rates, config, val_keys, progress=progress, desc=name, family=family))
+        entry = evaluate_tx(make(lr), config, test_keys, family, learning_rate=lr, grid={f"{k:.4g}": v for k, v in scores.items()})
+        entry["grid_edge"] = edge
         out[name] = entry
     return out
 
@@ -107,8 +109,10 @@ def evaluate_run(
     val_keys = task_keys(VALIDATION_SEED, validation_tasks)
     entries: dict[str, Any] = {
         f"learned ({config.name})": evaluate_tx(as_optax(opt), config, test_keys, family, step=metrics["step"]),
-        "reference sgd (lr 0.1)": evaluate_tx(reference_sgd(0.1), config, test_keys, family, learning_rate=0.1),
-        "reference rmsprop (lr 0.1)": evaluate_tx(reference_rmsprop(0.1), config, test_keys, family, learning_rate=0.1),
+        "reference sgd (lr 0.1)": evaluate_tx(BASELINES["reference_sgd"](0.1, config.steps_per_task), config, test_keys,
+                                              family, learning_rate=0.1),
+        "reference rmsprop (lr 0.1)": evaluate_tx(BASELINES["reference_rmsprop"](0.1, config.steps_per_task), config,
+                                                  test_keys, family, learning_rate=0.1),
     }
     for name, entry in tuned_baselines(config, val_keys, test_keys, progress=progress, family=family).items():
         entries[f"{name} (tuned)"] = entry

@@ -90,7 +90,7 @@ def _save(fig: Any, path: Path) -> Path:
 def draw_run_figures(run_dir: str | Path, out_dir: str | Path | None = None, family=None) -> list[Path]:
     """The three figures of a trained run (needs `<run_dir>/eval.json` from `make eval`)."""
     from ..optimizers._baselines import reference_rmsprop, reference_sgd
-    from ..runs._exports import load_learned_optimizer
+    from ..runs._loading import load_learned_optimizer
     from ..runs._record import RECORD, load_record
     from .._evaluate import TEST_SEED, task_keys, run_optimizer
     from ..optimizers._optax_face import as_optax

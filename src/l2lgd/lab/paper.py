@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runs._exports import load_learned_optimizer
+from ..runs._loading import load_learned_optimizer
 from .compare import LEARNING_RATES, TUNED, at_grid_edge, evaluate_tx, tuned_baselines
 from .._evaluate import TEST_SEED, VALIDATION_SEED, task_keys
 from .figures import _save

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from .._errors import Stopped
-from ..runs._exports import load_learned_optimizer
+from ..runs._loading import load_learned_optimizer
 from ..runs._record import load_record
 from ..runs._selection import export_best_of
 from .compare import evaluate_run, evaluate_tx, format_table

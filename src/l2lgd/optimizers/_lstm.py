@@ -110,9 +110,8 @@ class CoordinateLSTM(eqx.Module):
         return out, LSTMState(jnp.stack(cs), jnp.stack(hs))
 
 
-# The largest hidden size for which `elementwise` products beat the matrix kernels on CPU: at
-# hidden size 4 a 1,000,000-coordinate update took 0.6-0.75x the time, at 20 about 1.1x (side by
-# side in one process; `python -m l2lgd.lab.bench_face` for the face's figures).
+# The largest hidden size for which `elementwise` products beat the matrix kernels on CPU on a
+# model-sized update (`python -m l2lgd.lab.bench_face` measures both; the README has the figures).
 ELEMENTWISE_MAX_HIDDEN = 8
 
 

@@ -1,7 +1,8 @@
-"""The learned optimizer as an optax `GradientTransformation`.
+"""Any learned optimizer (`_base.LearnedOptimizer`) as an optax `GradientTransformation`.
 
-Every coordinate of every floating leaf of the params is one row of the coordinate-wise LSTM.
-As in the reference, `optax.apply_updates(params, updates)` is the step x += update.
+Every floating leaf of the params is one leaf of the optimizer (for the LSTM kind: each of its
+coordinates one row of the coordinate-wise LSTM). As in the reference,
+`optax.apply_updates(params, updates)` is the step x += update.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ._lstm import ELEMENTWISE_MAX_HIDDEN, LSTMState
-from ._learned import LearnedOptimizer, cast_optimizer
+from ._base import LearnedOptimizer, cast_optimizer
 
 
 class LearnedOptimizerState(eqx.Module):
-    """One optimizer state (the LSTM's) per leaf of the params, and the leaves' shapes (static:
-    `update` checks the gradients against them)."""
+    """One optimizer state (the kind's `init_state`) per leaf of the params, and the leaves'
+    shapes (static: `update` checks the gradients against them)."""
 
     per_leaf: Any
     shapes: tuple[tuple[int, ...], ...] | None = eqx.field(static=True, default=None)
+    structure: Any = eqx.field(static=True, default=None)  # the params' treedef
 
 
 def leaf_shapes(tree: Any) -> tuple[tuple[int, ...], ...]:
@@ -45,47 +46,43 @@ def _check_floating(tree: Any, what: str) -> None:
 
 def _states_for(grads: Any, treedef, state: LearnedOptimizerState) -> list:
     """Each gradient leaf's optimizer state, after checking that the gradients have the
-    structure and sizes that `init` saw (naming the first leaf that does not)."""
+    structure and shapes that `init` saw (naming the first leaf that does not)."""
     try:
         states = treedef.flatten_up_to(state.per_leaf)
     except (ValueError, TypeError):
-        expected = jax.tree.structure(state.per_leaf, is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], LSTMState))
+        saw = f"params with structure {state.structure}" if state.structure is not None else "other params"
         raise ValueError(
-            f"update() got gradients with structure {treedef}, but init() was given params with structure "
-            f"{expected}: pass gradients of the params the optimizer was initialized with."
+            f"update() got gradients with structure {treedef}, but init() was given {saw}: pass gradients "
+            "of the params the optimizer was initialized with."
         ) from None
     shapes = state.shapes or (None,) * len(states)
-    for (path, g), (lstm_state, _), shape in zip(jax.tree_util.tree_flatten_with_path(grads)[0], states, shapes):
-        expected = lstm_state.c.shape[-2]
-        if jnp.size(g) != expected or (shape is not None and tuple(jnp.shape(g)) != shape):
-            saw = f"shape {shape}" if shape is not None else f"{expected} coordinates"
+    for (path, g), shape in zip(jax.tree_util.tree_flatten_with_path(grads)[0], shapes):
+        if shape is not None and tuple(jnp.shape(g)) != shape:
             raise ValueError(
                 f"update() got the gradient leaf {jax.tree_util.keystr(path) or '<root>'} of shape "
-                f"{jnp.shape(g)}, but init() saw {saw} there."
+                f"{jnp.shape(g)}, but init() saw shape {shape} there."
             )
     return states
 
 
 # Coordinates per block when `update` runs a large leaf (over `2 * BLOCK` coordinates) block by
 # block: the LSTM's intermediates ([n, 4 * hidden] per layer) then stay in cache instead of
-# streaming through memory (about 3x faster on a 1,000,000-coordinate leaf, `make bench`). Rows are
-# independent, so a block's result is the same function of its coordinates.
+# streaming through memory (`make bench` measures it). Rows are independent, so a block's result
+# is the same function of its coordinates.
 BLOCK = 16_384
 
 
-def _step_in_blocks(opt: LearnedOptimizer, g, state, elementwise: bool = False):
-    """`opt.step(g, state)`, run `BLOCK` coordinates at a time for a large leaf: a loop over the
-    full blocks that reads and writes each block's slice of the arrays in place, then the rest.
-
-    State arrays with the coordinate axis (the LSTM's axis 1, the preprocessing's axis 0) are
-    sliced; the others (e.g. a step count) are the same for every block and taken from the last.
-    `elementwise`: as for `LearnedOptimizer.step`."""
-    step = functools.partial(opt.step, elementwise=elementwise)
+def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int):
+    """`opt.step(g, state, total=total)`, run `BLOCK` coordinates at a time for a large leaf of a
+    coordinatewise kind: a loop over the full blocks that reads and writes each block's slice of
+    the arrays in place, then the rest. State arrays with a coordinate axis
+    (`opt.coordinate_axes`) are sliced; the others (e.g. a step count) are the same for every
+    block and taken from the last."""
+    step = functools.partial(opt.step, total=total)
     n = g.shape[0]
-    if n <= 2 * BLOCK:
+    if n <= 2 * BLOCK or not opt.coordinatewise:
         return step(g, state)
-    axes = jax.tree.map(lambda x: 0 if jnp.ndim(x) > 0 and jnp.shape(x)[0] == n else None, state[1])
-    axes = (jax.tree.map(lambda x: 1, state[0]), axes)
+    axes = opt.coordinate_axes(state, n)
 
     def take(tree, start, size):
         return jax.tree.map(lambda x, a: x if a is None else lax.dynamic_slice_in_dim(x, start, size, a), tree, axes)
@@ -108,12 +105,24 @@ def _step_in_blocks(opt: LearnedOptimizer, g, state, elementwise: bool = False):
     return updates, new_state
 
 
-def _elementwise(opt: LearnedOptimizer, coordinates: int) -> bool:
-    """Whether an update of `coordinates` in all runs the LSTM's products elementwise
-    (`CoordinateLSTM.__call__`): for a small LSTM on a model-sized pytree. Updates of at most
-    `2 * BLOCK` coordinates (the tasks of meta-training among them) keep the matrix products,
-    so their results stay bit for bit those of earlier versions."""
-    return coordinates > 2 * BLOCK and opt.lstm.hidden_size <= ELEMENTWISE_MAX_HIDDEN
+def _poison_non_finite(opt: LearnedOptimizer, g, u, state):
+    """Adam's behaviour, visibly: a coordinate whose gradient is NaN or infinite gets a NaN update
+    and (for a coordinatewise kind) a NaN state from then on, instead of whatever finite value the
+    kind's features would make of it (a log preprocessing clips it: the coordinate froze or moved
+    uphill). `optax.apply_if_finite` drops such steps whole."""
+    bad = ~jnp.isfinite(g)
+    u = jnp.where(bad, jnp.nan, u)
+    if not opt.coordinatewise:
+        return u, state
+
+    def poison(x, axis):
+        if axis is None or not jnp.issubdtype(x.dtype, jnp.floating):
+            return x
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        return jnp.where(bad.reshape(shape), jnp.nan, x)
+
+    return u, jax.tree.map(poison, state, opt.coordinate_axes(state, g.shape[0]))
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -121,19 +130,20 @@ def _compute_dtype(dtype) -> jnp.dtype:
 
 
 def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
-    """Turns a (trained) `LearnedOptimizer` into an optax transformation.
+    """Turns a (trained) `LearnedOptimizer` of any kind into an optax transformation.
 
     `init(params)` and `update(grads, state, params=None)` are pure: they work under `jax.jit`,
     `jax.vmap` and `lax.scan` and compose with `optax.chain`. Updates have the params' structure,
-    shapes and dtypes; the LSTM runs in float32, or float64 for float64 leaves.
+    shapes and dtypes; the optimizer runs in float32, or float64 for float64 leaves.
 
     Args:
         opt: the optimizer module (`make_optimizer`, `load_learned_optimizer`, or
             `eqx.combine(state.theta, static)` during meta-training).
 
     Returns:
-        An `optax.GradientTransformation` whose state holds each coordinate's LSTM state
-        (and the preprocessing's, if any). Params must be floating arrays.
+        An `optax.GradientTransformation` whose state holds each leaf's optimizer state (for
+        the LSTM kind: each coordinate's LSTM state and the preprocessing's, if any). Params
+        must be floating arrays.
 
     Example:
         >>> tx = l2lgd.as_optax(l2lgd.make_optimizer(l2lgd.Config(hidden_size=4), key=jax.random.key(0)))
@@ -147,6 +157,7 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
         return LearnedOptimizerState(
             jax.tree.map(lambda p: opt.init_state(jnp.size(p), _compute_dtype(jnp.result_type(p))), params),
             leaf_shapes(params),
+            jax.tree.structure(params),
         )
 
     def update(grads, state, params=None):
@@ -154,14 +165,15 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
         _check_floating(grads, "gradients")
         leaves, treedef = jax.tree.flatten(grads)
         states = _states_for(grads, treedef, state)
-        elementwise = _elementwise(opt, sum(jnp.size(g) for g in leaves))
+        total = sum(jnp.size(g) for g in leaves)
         updates, new_states = [], []
         for g, s in zip(leaves, states):
             g = jnp.asarray(g)
             dtype = _compute_dtype(g.dtype)
-            u, s = _step_in_blocks(cast_optimizer(opt, dtype), g.reshape(-1).astype(dtype), s, elementwise)
+            flat = g.reshape(-1).astype(dtype)
+            u, s = _poison_non_finite(opt, flat, *_step_in_blocks(cast_optimizer(opt, dtype), flat, s, total))
             updates.append(u.reshape(g.shape).astype(g.dtype))
             new_states.append(s)
-        return treedef.unflatten(updates), LearnedOptimizerState(treedef.unflatten(new_states), state.shapes)
+        return treedef.unflatten(updates), LearnedOptimizerState(treedef.unflatten(new_states), state.shapes, state.structure)
 
     return optax.GradientTransformation(init, update)

@@ -26,11 +26,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from .._config import EVOLUTION, Config, stored_configs
+from .._config import Config, stored_configs
 from .._objectives import SOLVED
 from .._unroll import run_steps
 from .._errors import Mismatch, NonFiniteError, Stopped
 from .._evaluate import VALIDATION_SEED, host_log10, task_keys, unroll_losses
+from ..estimators._named import estimator_for
 from ..optimizers._optax_face import as_optax
 from ..tasks import TaskFamily, draw_task, family_name, task_family, training_family
 from ..tasks._mixture import FamilyMixture, check_members, members_of
@@ -73,22 +74,17 @@ class TrainResult:
     train_time: float
 
 
-def validation_score(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> float:
-    """Mean log10(f(x_T-1) + 1e-38) over the validation tasks: the model-selection score. For a
-    `FamilyMixture`, the mean over its members, each at its own horizon and floored at
-    log10(SOLVED) (so that no member that can be solved to 1e-20 outweighs the others)."""
-    return validation_summary(theta, static, config, keys, family)[0]
-
-
 def validation_summary(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> tuple[float, int]:
-    """`(score, non_finite)`: `validation_score`, the mean over the tasks whose final loss is finite,
-    and how many were not (NaN when none is finite)."""
+    """`(score, non_finite)`: the model-selection score, the mean log10(f(x_T-1) + 1e-38) over the
+    validation tasks whose final loss is finite, and how many were not (NaN when none is finite).
+    For a `FamilyMixture`, the mean over its members, each at the horizon its estimator trains at
+    and floored at log10(SOLVED) (so that no member that can be solved to 1e-20 outweighs the
+    others)."""
     if isinstance(family, FamilyMixture):
         floor = math.log10(SOLVED)
         parts = [validation_summary(theta, static, config, keys, m) for m in family.members]
         return float(np.mean([max(score, floor) for score, _ in parts])), sum(bad for _, bad in parts)
-    # Evolution estimators train at each family's own horizon, and are scored there.
-    num_steps = getattr(family, "horizon", None) if config.estimator in EVOLUTION else None
+    num_steps = estimator_for(config).validation_steps(config, family)
     losses = _validation_losses(theta, static, config, keys, family, num_steps)
     with np.errstate(invalid="ignore"):
         logs = host_log10(losses[:, -1])

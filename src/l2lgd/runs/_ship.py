@@ -8,7 +8,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ._exports import EXPORT, copy_export, load_learned_optimizer
+from ._exports import EXPORT, copy_export
+from ._loading import load_learned_optimizer
 from ._shipped import checkout_dir, shipped_folder
 
 

@@ -1,11 +1,12 @@
 """The suite's baselines, each tuned per task, and the disk cache that keeps their results.
 
 Each baseline is a learning rate -> optax transformation (given the task's horizon, for the
-cosine decay). Its learning rate is chosen on validation instances from a half-decade grid,
-widened where the choice sits at an edge (and marked if it still does). Results are cached on
-disk, keyed by the task's definition (the family's fields and the source of its class), the
-baseline's definition (its source) and the suite's settings: a change of any recomputes them,
-and a damaged or stale cache file is recomputed, not trusted.
+cosine decay), from the registry `l2lgd.optimizers._baselines.BASELINES`. Its learning rate is
+chosen on validation instances from a half-decade grid, widened where the choice sits at an edge
+(and marked if it still does). Results are cached on disk, keyed by the task's definition (the
+family's fields and the source of its class), the baseline's definition (its source) and the
+suite's settings: a change of any recomputes them, and a damaged or stale cache file is
+recomputed, not trusted.
 """
 
 from __future__ import annotations
@@ -15,56 +16,24 @@ import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-import optax
+from ..optimizers import _baselines as registry
 
 CACHE_VARIABLE = "L2LGD_SUITE_CACHE"
 CACHE_FORMAT = 1
 
 
-def _sgd(lr, horizon):
-    return optax.sgd(lr)
-
-
-def _momentum(lr, horizon):
-    return optax.sgd(lr, momentum=0.9)
-
-
-def _nesterov(lr, horizon):
-    return optax.sgd(lr, momentum=0.9, nesterov=True)
-
-
-def _rmsprop(lr, horizon):
-    return optax.rmsprop(lr)
-
-
-def _adam(lr, horizon):
-    return optax.adam(lr)
-
-
-def _adamw_cosine(lr, horizon):
-    return optax.adamw(optax.cosine_decay_schedule(lr, horizon), weight_decay=1e-4)
-
-
-BASELINES: dict[str, Callable[[Any, int], optax.GradientTransformation]] = {
-    "sgd": _sgd,
-    "momentum": _momentum,
-    "nesterov": _nesterov,
-    "rmsprop": _rmsprop,
-    "adam": _adam,
-    "adamw_cosine": _adamw_cosine,
+# The suite's own choice from the one registry of baselines (`l2lgd.optimizers._baselines`).
+BASELINES: dict[str, registry.Baseline] = {
+    name: registry.BASELINES[name] for name in ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw_cosine")
 }
 
 # Half-decade grids: log10 learning rates from -4 to 0 in steps of 0.5, widened by one decade at
-# an edge where the choice sits, down to 1e-7 and up to 1e2.
-GRID = tuple(np.arange(-4.0, 0.01, 0.5))
-GRID_LIMITS = (-7.0, 2.0)
-
-
-def grid_rates(exponents) -> list[float]:
-    return [float(10.0**e) for e in exponents]
+# an edge where the choice sits, down to 1e-7 and up to 1e2. `GRID` (its exponents) is part of
+# the cache key.
+LEARNING_RATES = registry.LearningRateGrid(low=-4.0, high=0.0, per_decade=2, floor=-7.0, ceiling=2.0)
+GRID = tuple(LEARNING_RATES.exponents())
 
 
 def cache_dir() -> Path:

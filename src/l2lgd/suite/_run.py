@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._evaluate import _run_task, task_keys
+from .._evaluate import _run_task, ci95_half_width, task_keys
 from . import _baselines as baselines
 from ._tasks import INSTANCE_SEEDS, SuiteTask, select
 
@@ -36,7 +36,8 @@ class Settings:
         if isinstance(self.horizon_scale, bool) or not isinstance(self.horizon_scale, int) or self.horizon_scale < 1:
             raise ValueError(f"Settings.horizon_scale must be a positive integer, got {self.horizon_scale!r}.")
 
-    def horizon(self, task: SuiteTask) -> int:
+    def steps_for(self, task: SuiteTask) -> int:
+        """The steps `task` runs for: its horizon times `horizon_scale`, at most `horizon_cap`."""
         horizon = task.horizon * self.horizon_scale
         return horizon if self.horizon_cap is None else min(horizon, self.horizon_cap)
 
@@ -49,10 +50,10 @@ def _instances(task: SuiteTask, kind: str, n: int) -> jax.Array:
     return task_keys(INSTANCE_SEEDS[kind], n)
 
 
-# XLA's backend optimizations cost a baseline's program about 7x in compile time (16 s instead of
-# 2.5 s for an MLP on 300 steps) and save it about 2.5x in run time; a baseline's program runs
-# about a dozen times, once per learning rate, so it compiles without them, except where the
-# unoptimized program is far slower (convolutions: minutes instead of seconds).
+# XLA's backend optimizations cost a baseline's program several times its compile time and save
+# it less in run time than that: a baseline's program runs about a dozen times, once per learning
+# rate, so it compiles without them, except where the unoptimized program is far slower
+# (convolutions).
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 OPTIMIZED_KINDS = ("conv",)
 
@@ -105,8 +106,7 @@ def _stats(values) -> dict[str, Any]:
     """Mean and 95% CI half-width over the finite values, and how many were not finite."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
-    half = 1.96 * finite.std(ddof=1) / np.sqrt(finite.size) if finite.size > 1 else math.nan
-    return {"mean": float(finite.mean()) if finite.size else math.inf, "ci95": float(half),
+    return {"mean": float(finite.mean()) if finite.size else math.inf, "ci95": ci95_half_width(finite),
             "nonfinite": int(values.size - finite.size)}
 
 
@@ -134,7 +134,7 @@ def _validation_score(metrics) -> float:
 def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path | None, lr: float | None = None) -> dict[str, Any]:
     """Baseline `name` on `task`: its learning rate tuned on validation instances (or `lr`, fixed),
     then its figures on the test instances. Cached (see `_baselines`)."""
-    horizon = settings.horizon(task)
+    horizon = settings.steps_for(task)
     described = dataclasses.asdict(settings)
     if described["horizon_scale"] == 1:  # as cached before the field existed
         del described["horizon_scale"]
@@ -149,24 +149,8 @@ def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path
     edge = False
     if lr is None:
         val_keys = _instances(task, "validation", settings.validation_instances)
-        exponents = list(baselines.GRID)
-        while True:
-            for e in exponents:
-                rate = float(10.0**e)
-                if rate not in scores:
-                    scores[rate] = _validation_score(run(jnp.float32(rate), val_keys)[1])
-            finite = {r: s for r, s in scores.items() if math.isfinite(s)}
-            best = min(finite, key=finite.get) if finite else min(scores)
-            low, high = math.log10(min(scores)), math.log10(max(scores))
-            at_low, at_high = math.isclose(math.log10(best), low), math.isclose(math.log10(best), high)
-            if at_low and low > baselines.GRID_LIMITS[0] + 1e-9:
-                exponents = [low - 1.0, low - 0.5]
-            elif at_high and high < baselines.GRID_LIMITS[1] - 1e-9:
-                exponents = [high + 0.5, high + 1.0]
-            else:
-                edge = at_low or at_high
-                break
-        lr = best
+        lr, scores, edge = baselines.LEARNING_RATES.search(
+            lambda rates: {rate: _validation_score(run(jnp.float32(rate), val_keys)[1]) for rate in rates})
     losses, metrics = _in_chunks(run, jnp.float32(lr), _instances(task, "test", settings.test_instances),
                                  settings.validation_instances)
     result = {"lr": lr, "grid_edge": edge, "validation": {f"{r:.3g}": s for r, s in sorted(scores.items())},
@@ -325,7 +309,7 @@ def resolve_optimizer(spec) -> tuple[str, optax.GradientTransformation]:
         if not isinstance(tx, optax.GradientTransformation):
             raise ValueError(f"optax.{name} is not an optimizer (it returned {type(tx).__name__}).")
         return text, tx
-    from ..runs._exports import load_optimizer
+    from ..runs._loading import load_optimizer
 
     try:
         return text, load_optimizer(text)
@@ -386,7 +370,7 @@ def run(
         t0 = time.perf_counter()
         tuned = {b: tune_baseline(task, b, settings, cache=cache_path) for b in chosen}
         baseline_seconds += time.perf_counter() - t0
-        horizon = settings.horizon(task)
+        horizon = settings.steps_for(task)
         losses, metrics = _runner(task.family, horizon, lambda _: tx)(0.0, _instances(task, "test", settings.test_instances))
         mine = summarize_run(losses, metrics)
         best = min(tuned, key=lambda b: tuned[b]["test"]["train_loss"]["mean"])

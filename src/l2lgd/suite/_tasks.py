@@ -56,9 +56,9 @@ def register_suite_task(name: str, kind: str, split: str, family: TaskFamily) ->
     if name in SUITE:
         raise ValueError(f"The suite already has a task named {name!r} ({SUITE[name].family!r}).")
     check_family(family)
-    if not isinstance(getattr(family, "horizon", None), int) or family.horizon <= 0:
+    if not isinstance(family.horizon, int) or family.horizon <= 0:
         raise ValueError(f"Suite task {name!r}: its family must declare a positive integer `horizon`, got "
-                         f"{getattr(family, 'horizon', None)!r}.")
+                         f"{family.horizon!r}.")
     _check_finite_at_init(name, family)
     task = SuiteTask(name, kind, split, family)
     SUITE[name] = task

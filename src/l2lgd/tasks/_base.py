@@ -25,8 +25,11 @@ class TaskFamily(eqx.Module):
     """A distribution over tasks: what a learned optimizer is meta-trained on.
 
     Subclasses declare `stochastic` (whether `loss_fn` draws a minibatch from its key) and
-    implement `sample`. A family is a pytree (an `eqx.Module`): keep its configuration in
-    static fields or arrays.
+    implement `sample`. A family may declare its `horizon`: how many optimizee steps its tasks
+    run for (a class attribute, or a static field to make it a setting); 0, the default, means
+    none, and whoever runs its tasks decides (a config's `steps_per_task`). The suite and
+    `FamilyMixture` members need a positive one. A family is a pytree (an `eqx.Module`): keep
+    its configuration in static fields or arrays.
 
     Example:
         >>> class Bowl(eqx.Module):  # a task's loss: an Equinox module of (params, key)
@@ -48,6 +51,9 @@ class TaskFamily(eqx.Module):
     """
 
     stochastic: ClassVar[bool] = False
+    # Not annotated, so not a dataclass (pseudo-)field: a subclass's `horizon` field then keeps its
+    # own place among the subclass's fields (a ClassVar here would move it first).
+    horizon = 0
 
     @abc.abstractmethod
     def sample(self, key: PRNGKeyArray) -> tuple[Callable[..., Float[Array, ""]], Any]:

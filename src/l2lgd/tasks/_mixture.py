@@ -17,7 +17,8 @@ from ._base import TaskFamily, check_family
 class FamilyMixture(TaskFamily):
     """Task families trained on together, named (`names`) for records and errors.
 
-    Each member must declare an integer `horizon` (its tasks' length in optimizee steps).
+    Each member must declare a positive integer `horizon` (its tasks' length in optimizee steps;
+    `TaskFamily.horizon`).
     `sample` draws from the first member only: a mixture's members are drawn by the estimators of
     `l2lgd.estimators` that support it (`es`, `pes`), one batch per member.
     """
@@ -34,7 +35,7 @@ class FamilyMixture(TaskFamily):
         for name, member in zip(self.names, self.members):
             if isinstance(member, FamilyMixture) or not isinstance(member, TaskFamily):
                 raise TypeError(f"FamilyMixture member {name!r} must be a TaskFamily (not a mixture), got {type(member).__name__}.")
-            horizon = getattr(member, "horizon", None)
+            horizon = member.horizon
             if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon <= 0:
                 raise ValueError(f"FamilyMixture member {name!r} must declare a positive integer `horizon`, got {horizon!r}.")
 

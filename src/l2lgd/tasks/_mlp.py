@@ -13,15 +13,36 @@ from ._base import TaskFamily, register_task_family
 from ._data import dataset_splits
 
 
-def mlp_apply(params: list[dict[str, Array]], x: Array, activation: str) -> Array:
-    act = jax.nn.sigmoid if activation == "sigmoid" else jax.nn.relu
+# The networks of every classifier family (here and in `_classifiers`): dense layers, their units,
+# and the loss.
+ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
+
+
+def dense_init(key: PRNGKeyArray, sizes: tuple[int, ...]) -> list[dict[str, Array]]:
+    """Layers `sizes[0] -> ... -> sizes[-1]`: weights ~ N(0, 1/fan_in), biases 0."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [{"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros(n)} for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def dense_apply(params: list[dict[str, Array]], x: Array, activation: str, final=None) -> Array:
+    """The MLP `params` (`dense_init`) on `x`: `activation` (a name of `ACTIVATIONS`) after every
+    layer but the last, `final` (if any) after the last."""
+    act = ACTIVATIONS[activation]
     for layer in params[:-1]:
         x = act(x @ layer["w"] + layer["b"])
-    return x @ params[-1]["w"] + params[-1]["b"]
+    x = x @ params[-1]["w"] + params[-1]["b"]
+    return x if final is None else final(x)
 
 
 def cross_entropy(logits: Array, labels: Array) -> Float[Array, ""]:
+    """Mean softmax cross-entropy of `logits` [N, classes] against integer `labels` [N]."""
     return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0])
+
+
+def dataset_sizes(dataset: str) -> tuple[int, int]:
+    """`(inputs, classes)` of a classification data set."""
+    data = dataset_splits(dataset)
+    return data["x_train"].shape[1], int(max(data["y_train"].max(), data["y_test"].max())) + 1
 
 
 class DigitsLoss(eqx.Module):
@@ -42,26 +63,20 @@ class DigitsLoss(eqx.Module):
                 raise ValueError("DigitsLoss on the training split needs a minibatch key.")
             idx = jax.random.randint(key, (self.minibatch,), 0, len(x))
             x, y = jnp.asarray(x)[idx], jnp.asarray(y)[idx]
-        return cross_entropy(mlp_apply(params, jnp.asarray(x), self.activation), jnp.asarray(y))
+        return cross_entropy(dense_apply(params, jnp.asarray(x), self.activation), jnp.asarray(y))
 
     def accuracy(self, params) -> Float[Array, ""]:
         """Accuracy on the whole split (the training split for "train")."""
         data = dataset_splits(self.dataset)
         part = "test" if self.split == "test" else "train"
-        logits = mlp_apply(params, jnp.asarray(data[f"x_{part}"]), self.activation)
+        logits = dense_apply(params, jnp.asarray(data[f"x_{part}"]), self.activation)
         return jnp.mean(jnp.argmax(logits, axis=-1) == jnp.asarray(data[f"y_{part}"]))
 
 
 def init_mlp(key: PRNGKeyArray, hidden_units: tuple[int, ...], dataset: str) -> list[dict[str, Array]]:
     """A fresh MLP inputs -> hidden_units -> classes of `dataset`: weights ~ N(0, 1/fan_in), biases 0."""
-    data = dataset_splits(dataset)
-    inputs, classes = data["x_train"].shape[1], int(max(data["y_train"].max(), data["y_test"].max())) + 1
-    sizes = (inputs, *hidden_units, classes)
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros(n)}
-        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
-    ]
+    inputs, classes = dataset_sizes(dataset)
+    return dense_init(key, (inputs, *hidden_units, classes))
 
 
 def sample_digits(key: PRNGKeyArray, hidden_units: tuple[int, ...], activation: str, minibatch: int, dataset: str = "digits"):

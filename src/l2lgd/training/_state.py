@@ -8,23 +8,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Int, PRNGKeyArray
+from jaxtyping import Array, Int
 
-from .._config import EVOLUTION, Config
+from .._config import Config
+from ..estimators._base import MetaGradientEstimator
 from ..estimators._named import estimator_for
-from ..optimizers._learned import LearnedOptimizer, make_optimizer
-from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily, draw_rescaled, training_family
-from ._evolve import init_particles
-
-
-class Inner(NamedTuple):
-    """The optimizees carried from one truncated unroll to the next (batched)."""
-
-    loss_fn: Any
-    params: Any
-    opt_state: Any
-    key: Any  # uint32 key data of each task's minibatch stream
+from ..optimizers._base import LearnedOptimizer
+from ..optimizers._kinds import make_optimizer
+from ..tasks import TaskFamily
 
 
 class TrainState(NamedTuple):
@@ -36,7 +27,7 @@ class TrainState(NamedTuple):
     skipped: Int[Array, ""]  # meta-steps whose non-finite update was dropped, in total
     consecutive_skips: Int[Array, ""]
     key: Any  # the run's key data (uint32); step keys are fold_in(key, step)
-    inner: Any = ()  # truncated training: the `Inner` optimizees in flight; es/pes: each member's `Particles`
+    inner: Any = ()  # the estimator's state (`Estimation.init`): optimizees in flight, or particles
 
 
 def meta_optimizer(config: Config) -> optax.GradientTransformation:
@@ -51,13 +42,24 @@ class Initial(NamedTuple):
     static: LearnedOptimizer  # the optimizer's static part: `eqx.combine(state.theta, static)` is the optimizer
 
 
-def init_state(config: Config, family: TaskFamily | None = None) -> Initial:
+def default_estimator(config: Config, estimator: MetaGradientEstimator | None = None) -> MetaGradientEstimator:
+    """`estimator`, or the one `config.estimator` names (with the config's settings)."""
+    if estimator is None:
+        return estimator_for(config)
+    if not isinstance(estimator, MetaGradientEstimator):
+        raise TypeError(f"estimator must be an l2lgd MetaGradientEstimator, got {type(estimator).__name__}.")
+    return estimator
+
+
+def init_state(config: Config, family: TaskFamily | None = None, *, estimator: MetaGradientEstimator | None = None) -> Initial:
     """The state before the first meta-step, and the optimizer's static part (what
     `make_meta_loss`, `make_meta_gradient`, `make_meta_step` and `make_train_chunk` take).
 
     Args:
         config: the run; `config.seed` draws the initial weights and every later task.
-        family: draws the first tasks of truncated training (default: the config's family).
+        family: what the estimator's state starts from (default: the config's family).
+        estimator: whose state `TrainState.inner` holds (default: the one the config names);
+            pass the same one to `make_train_chunk`.
 
     Returns:
         `Initial(state, static)`: the `TrainState` (its `theta` the optimizer's arrays) and
@@ -65,23 +67,16 @@ def init_state(config: Config, family: TaskFamily | None = None) -> Initial:
 
     Example:
         >>> state, static = l2lgd.init_state(l2lgd.Config(hidden_size=4))
-        >>> opt = eqx.combine(state.theta, static)  # the LearnedOptimizer
+        >>> opt = eqx.combine(state.theta, static)  # the learned optimizer
         >>> int(state.step), type(opt).__name__
-        (0, 'LearnedOptimizer')
+        (0, 'LSTMOptimizer')
     """
     key = jax.random.key(config.seed)
     init_key, run_key = jax.random.split(key)
     opt = make_optimizer(config, key=init_key)
     theta, static = eqx.partition(opt, eqx.is_array)
     zero = jnp.zeros((), jnp.int32)
-    inner = ()
-    if config.estimator in EVOLUTION:
-        family = family if family is not None else training_family(config)
-        inner = init_particles(config, static, theta, family, estimator_for(config), jax.random.fold_in(run_key, 2**31 - 1))
-    elif config.truncations > 1:
-        loss_fn, x0, keys = make_task_batch(config, family)(jax.random.key_data(run_key), zero)
-        tx = as_optax(opt)
-        inner = Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)
+    estimation = default_estimator(config, estimator).bind(config, static, family, mesh=None)
     state = TrainState(
         theta=theta,
         opt_state=meta_optimizer(config).init(theta),
@@ -89,22 +84,6 @@ def init_state(config: Config, family: TaskFamily | None = None) -> Initial:
         skipped=zero,
         consecutive_skips=zero,
         key=jax.random.key_data(run_key),
-        inner=inner,
+        inner=estimation.init(theta, run_key),
     )
     return Initial(state, static)
-
-
-def make_task_batch(config: Config, family: TaskFamily | None = None):
-    """`tasks(key_data, step)`: the batch of tasks `(loss_fn, params0, minibatch_key)` drawn
-    at meta-step `step`.
-
-    Its key is `fold_in(run_key, step)`, so a resumed run draws exactly what an uninterrupted
-    run draws, however the steps are chunked.
-    """
-    family = family if family is not None else training_family(config)
-
-    def tasks(key_data, step):
-        step_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
-        return jax.vmap(lambda k: draw_rescaled(family, k, config.reparam_scale))(jax.random.split(step_key, config.batch_size))
-
-    return tasks

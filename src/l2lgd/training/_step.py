@@ -1,14 +1,14 @@
-"""The pure meta-training step: estimate the meta-gradient of a batch of tasks, update theta.
+"""The pure meta-training step: the estimator's estimate (`estimators`), then the meta-optimizer's
+update of theta, skipped and counted when not finite.
 
 `make_train_chunk(config, static)` returns one jitted function that runs many meta-steps in a
-single compiled call (`lax.scan` over meta-steps, `vmap` over the batch of tasks).
+single compiled call (`lax.scan` over meta-steps); it knows the estimator only by its protocol.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,17 +16,12 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
-from .._config import EVOLUTION, Config
-from .._objectives import log10_loss
+from .._config import Config
 from .._process import cpu_compiler_options
-from ..estimators._base import MetaGradientEstimator
-from ..estimators._evolution import Evolution
-from ..estimators._named import estimator_for
-from ..optimizers._learned import LearnedOptimizer
-from ..optimizers._optax_face import as_optax
-from ..tasks import TaskFamily, training_family
-from ._evolve import divisor_mesh, make_evolution_gradient, particle_mesh
-from ._state import Inner, TrainState, make_task_batch, meta_optimizer
+from ..estimators._base import Estimate, MetaGradientEstimator, all_finite
+from ..optimizers._base import LearnedOptimizer
+from ..tasks import TaskFamily
+from ._state import TrainState, default_estimator, meta_optimizer
 
 
 class StepRecord(NamedTuple):
@@ -35,15 +30,6 @@ class StepRecord(NamedTuple):
     final_log10: Float[Array, ""]  # mean over the batch of log10(f(x_{T-1}) + 1e-38)
     meta_loss: Float[Array, ""]
     skipped: Array  # bool: this step's update was dropped
-
-
-def _all_finite(tree) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def default_estimator(config: Config) -> MetaGradientEstimator:
-    """The estimator used when none is given: the one `config.estimator` names."""
-    return estimator_for(config)
 
 
 def make_meta_gradient(config: Config, static: LearnedOptimizer, *, estimator: MetaGradientEstimator | None = None):
@@ -56,9 +42,10 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, estimator: M
     Args:
         config: the unroll (`num_steps`, `objective`, `second_order`, `per_task_clip`, ...).
         static: the optimizer's static part (`init_state(config).static`).
-        estimator: how it is estimated, a `MetaGradientEstimator` (default `FusedBackprop()`,
-            the hand-written backward pass; `Autodiff()` is `jax.grad` of the generic unroll,
-            the reference it is tested against: equal to float32 rounding).
+        estimator: how it is estimated, a `MetaGradientEstimator` (default: the one
+            `config.estimator` names with the config's settings, e.g. `FusedBackprop`, the
+            hand-written backward pass; `Autodiff()` is `jax.grad` of the generic unroll, the
+            reference it is tested against: equal to float32 rounding).
 
     Returns:
         `meta_gradient(theta, tasks, opt_states=None, start=0)`, a pure function of a batch of
@@ -73,10 +60,7 @@ def make_meta_gradient(config: Config, static: LearnedOptimizer, *, estimator: M
         >>> result.final_losses.shape, jax.tree.structure(result.grads) == jax.tree.structure(state.theta)
         ((2,), True)
     """
-    estimator = default_estimator(config) if estimator is None else estimator
-    if not isinstance(estimator, MetaGradientEstimator):
-        raise TypeError(f"estimator must be an l2lgd MetaGradientEstimator, got {type(estimator).__name__}.")
-    return estimator.make(config, static)
+    return default_estimator(config, estimator).make(config, static)
 
 
 def make_meta_step(
@@ -85,95 +69,49 @@ def make_meta_step(
     *,
     estimator: MetaGradientEstimator | None = None,
     family: TaskFamily | None = None,
+    mesh: Mesh | None | str = None,
 ):
-    """`meta_step(state, tasks) -> (state, StepRecord)`: one meta-step on a batch of tasks.
+    """`meta_step(state, draw, step=state.step) -> (state, StepRecord)`: one meta-step.
 
-    With an evolution estimator (`Config.estimator` "es" or "pes") it is `meta_step(state,
-    step)`: the particles in `state.inner` draw their own tasks of `family` (default: the
-    config's; a `FamilyMixture` gives every member its batch).
+    `draw` is what the estimator consumes at this step (`Estimation.draws`): for
+    backpropagation a batch of tasks (`make_task_batch`), for evolution strategies the step's key
+    (the particles in `state.inner` draw their own tasks of `family`, default the config's).
 
     An update whose meta-loss or meta-gradient is not finite is dropped (theta and Adam state
     unchanged) and counted. `estimator`: see `make_meta_gradient`. (The driver checks the weights
     and Adam state after each chunk; checking them here too would change XLA's fusion of the
     update, and so the trained weights at float32 rounding.)
     """
-    estimator = default_estimator(config) if estimator is None else estimator
-    if isinstance(estimator, Evolution):
-        return _evolution_step(config, static, family, estimator)
-    batch_grads = make_meta_gradient(config, static, estimator=estimator)
-    apply = _make_apply(config)
-
-    def current_tasks(state: TrainState, tasks):
-        """Fresh tasks, or (truncated training, not at a task's start) the carried ones."""
-        if config.truncations == 1:
-            return tasks, None, 0, state.inner
-        loss_fn, x0, keys = tasks
-        learned = as_optax(eqx.combine(state.theta, static))
-        fresh = Inner(loss_fn, x0, jax.vmap(learned.init)(x0), keys)
-        index = state.step % config.truncations
-        inner = jax.tree.map(lambda f, c: jnp.where(index == 0, f, c), fresh, state.inner)
-        return (inner.loss_fn, inner.params, inner.key), inner.opt_state, index * config.num_steps, inner
-
-    def meta_step(state: TrainState, tasks) -> tuple[TrainState, StepRecord]:
-        tasks, opt_states, start, inner = current_tasks(state, tasks)
-        objective, finals, grads, carries = batch_grads(state.theta, tasks, opt_states, start)
-        if config.truncations > 1:
-            params, opt_states = lax.stop_gradient(carries)
-            inner = inner._replace(params=params, opt_state=opt_states)
-        return apply(state, grads, objective, jnp.mean(log10_loss(finals)), inner)
-
-    return meta_step
-
-
-def _make_apply(config: Config):
-    """`apply(state, grads, objective, final_log10, inner) -> (state, StepRecord)`: the
-    meta-optimizer's update, dropped (theta and Adam state unchanged) and counted when the
-    objective or the meta-gradient is not finite."""
+    estimation = default_estimator(config, estimator).bind(config, static, family, mesh)
     tx = meta_optimizer(config)
 
-    def apply(state: TrainState, grads, objective, final_log10, inner):
-        finite = jnp.isfinite(objective) & _all_finite(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.theta)
-        theta = optax.apply_updates(state.theta, updates)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        skip = (~finite).astype(jnp.int32)
-        new_state = TrainState(
-            theta=keep(theta, state.theta),
-            opt_state=keep(opt_state, state.opt_state),
-            step=state.step + 1,
-            skipped=state.skipped + skip,
-            consecutive_skips=(state.consecutive_skips + 1) * skip,
-            key=state.key,
-            inner=inner,
-        )
-        return new_state, StepRecord(final_log10, objective, ~finite)
+    def meta_step(state: TrainState, draw, step=None) -> tuple[TrainState, StepRecord]:
+        step = state.step if step is None else step
+        estimate, inner = estimation.estimate(state.theta, state.inner, draw, step)
+        return _apply(tx, state, estimate, inner)
 
-    return apply
-
-
-def _evolution_step(config: Config, static, family: TaskFamily | None, estimator: Evolution, mesh=None):
-    """The meta-step of an evolution estimator: `meta_step(state, step)`, the particles in
-    `state.inner` (one `Particles` per member of the family), split over `mesh` if given."""
-    if config.estimator not in EVOLUTION:
-        raise ValueError(
-            f"{type(estimator).__name__} keeps particles in the training state, which init_state builds for "
-            f"Config.estimator='es' or 'pes', not {config.estimator!r}: set the config's estimator instead."
-        )
-    family = family if family is not None else training_family(config)
-    gradient = make_evolution_gradient(config, static, family, estimator, mesh)
-    apply = _make_apply(config)
-
-    def meta_step(state: TrainState, step):
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
-        grads, objective, final_log10, particles = gradient(state.theta, state.inner, key)
-        return apply(state, grads, objective, final_log10, lax.stop_gradient(particles))
-
+    meta_step.estimation = estimation
     return meta_step
 
 
-def batch_mesh(config: Config, devices=None) -> Mesh | None:
-    """A 1-D mesh ("batch") over the devices (of all hosts) that divide the batch, or None for one device."""
-    return divisor_mesh(config.batch_size, "batch", devices)
+def _apply(tx, state: TrainState, estimate: Estimate, inner) -> tuple[TrainState, StepRecord]:
+    """The meta-optimizer's update, dropped (theta and Adam state unchanged) and counted when the
+    objective or the meta-gradient is not finite."""
+    finite = jnp.isfinite(estimate.objective) & all_finite(estimate.grads)
+    updates, opt_state = tx.update(estimate.grads, state.opt_state, state.theta)
+    theta = optax.apply_updates(state.theta, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    skip = (~finite).astype(jnp.int32)
+    new_state = TrainState(
+        theta=keep(theta, state.theta),
+        opt_state=keep(opt_state, state.opt_state),
+        step=state.step + 1,
+        skipped=state.skipped + skip,
+        consecutive_skips=(state.consecutive_skips + 1) * skip,
+        key=state.key,
+        inner=inner,
+    )
+    return new_state, StepRecord(estimate.final_log10, estimate.objective, ~finite)
 
 
 def make_train_chunk(
@@ -186,18 +124,18 @@ def make_train_chunk(
 ):
     """`train_chunk(state, meta_steps) -> (state, StepRecord of [meta_steps] arrays)`, jitted.
 
-    The chunk's tasks are drawn up front in one batched call, then a `lax.scan` runs the
-    meta-steps. `meta_steps` is static: each distinct value compiles once. The batch of tasks
-    is sharded over `mesh` (default: all devices that divide the batch size; for an evolution
-    estimator, each task's particles over the devices that divide their number); the
-    meta-parameters are replicated.
+    What the chunk's meta-steps consume (`Estimation.draws`: batches of tasks, or step keys) is
+    drawn up front in one batched call, then a `lax.scan` runs the meta-steps. `meta_steps` is
+    static: each distinct value compiles once. The estimator splits its work over `mesh`
+    (default: the devices that divide it, e.g. the batch of tasks for backpropagation, each task's
+    particles for evolution strategies); the chunk takes and returns the state replicated.
 
     Args:
         config, static: as for `make_meta_gradient`; `config.meta_lr` and `clip_norm` set the
             meta-optimizer (`meta_optimizer`).
         family: the `TaskFamily` to draw from (default: the config's).
-        mesh: "auto", a `jax.sharding.Mesh` with a "batch" axis (evolution: "particles"), or None
-            (one device).
+        mesh: "auto", a `jax.sharding.Mesh` with the estimator's axis ("batch" for
+            backpropagation, "particles" for evolution strategies), or None (one device).
         estimator: as for `make_meta_gradient`.
 
     Returns:
@@ -211,41 +149,26 @@ def make_train_chunk(
         >>> int(state.step), record.final_log10.shape
         (5, (5,))
     """
-    estimator = default_estimator(config) if estimator is None else estimator
-    if isinstance(estimator, Evolution):
-        # Each device unrolls its share of every task's particles; the chunk takes and returns the
-        # state replicated, so that it is the same on every host (each can read and save it) and
-        # every chunk runs one compiled program.
-        mesh = particle_mesh(config, estimator) if mesh == "auto" else mesh
-        meta_step = _evolution_step(config, static, family, estimator, mesh)
-
-        def evolution_chunk(state: TrainState, meta_steps: int):
-            return lax.scan(meta_step, state, state.step + jnp.arange(meta_steps, dtype=state.step.dtype))
-
-        if mesh is None:
-            return jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
-        replicated = NamedSharding(mesh, PartitionSpec())
-        jitted = jax.jit(evolution_chunk, static_argnums=1, compiler_options=cpu_compiler_options(),
-                         in_shardings=replicated, out_shardings=replicated)
-
-        # A state not yet placed (fresh from init_state, restored, or broadcast from process 0) is
-        # put replicated first: given as it is, it would lower to a second program.
-        def placed_chunk(state: TrainState, meta_steps: int):
-            return jitted(jax.device_put(state, replicated), meta_steps)
-
-        placed_chunk.lower = lambda state, meta_steps: jitted.lower(jax.device_put(state, replicated), meta_steps)
-        return placed_chunk
-    meta_step = make_meta_step(config, static, estimator=estimator, family=family)
-    mesh = batch_mesh(config) if mesh == "auto" else mesh
-    tasks = make_task_batch(config, family)
+    meta_step = make_meta_step(config, static, estimator=estimator, family=family, mesh=mesh)
+    estimation = meta_step.estimation
 
     def train_chunk(state: TrainState, meta_steps: int):
         steps = state.step + jnp.arange(meta_steps, dtype=state.step.dtype)
-        batches = jax.vmap(tasks, in_axes=(None, 0))(state.key, steps)
-        if mesh is not None:
-            # Each device meta-differentiates its share of the batch; XLA adds the all-reduce.
-            spec = NamedSharding(mesh, PartitionSpec(None, "batch"))
-            batches = jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), batches)
-        return lax.scan(meta_step, state, batches)
+        draws = estimation.draws(state.key, steps)
+        return lax.scan(lambda s, x: meta_step(s, *x), state, (draws, steps))
 
-    return jax.jit(train_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
+    if estimation.mesh is None:
+        return jax.jit(train_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
+    # The chunk takes and returns the state replicated, so that it is the same on every host (each
+    # can read and save it) and every chunk runs one compiled program.
+    replicated = NamedSharding(estimation.mesh, PartitionSpec())
+    jitted = jax.jit(train_chunk, static_argnums=1, compiler_options=cpu_compiler_options(),
+                     in_shardings=replicated, out_shardings=replicated)
+
+    # A state not yet placed (fresh from init_state, restored, or broadcast from process 0) is put
+    # replicated first: given as it is, it would lower to a second program.
+    def placed_chunk(state: TrainState, meta_steps: int):
+        return jitted(jax.device_put(state, replicated), meta_steps)
+
+    placed_chunk.lower = lambda state, meta_steps: jitted.lower(jax.device_put(state, replicated), meta_steps)
+    return placed_chunk

@@ -1,0 +1,62 @@
+"""The learned optimizer interface: what a kind of learned optimizer declares, and what the rest
+of the package (the optax face, the estimators, storage and loading) relies on.
+
+A kind is an Equinox module whose array leaves are its meta-parameters (theta) and whose other
+fields are static settings. It works on one leaf of the optimizee's params at a time, flattened:
+`init_state(n, dtype)` gives the leaf's state (per-coordinate arrays, and per-tensor ones if the
+kind has them), `step(g, state, ...)` its update. The optax face (`_optax_face.as_optax`) runs
+every leaf through it; meta-training perturbs or differentiates its array leaves; storage saves
+them and rebuilds the module from the stored config (`_kinds.make_optimizer`). A kind registers
+under a name (`_kinds.register_optimizer_kind`) that `OptimizerConfig.kind` selects.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+class LearnedOptimizer(eqx.Module):
+    """A learned optimizer of one leaf of coordinates (the extension point).
+
+    A kind implements `from_config`, `init_state` and `step`. It sets `coordinatewise = False`
+    if a coordinate's update depends on other coordinates of its leaf (per-tensor statistics):
+    the face then never splits a large leaf into blocks.
+    """
+
+    # Each coordinate's update and state depend on that coordinate alone, so a large leaf may run
+    # in blocks of coordinates (`coordinate_axes` says where the coordinate axis of each state is).
+    coordinatewise: ClassVar[bool] = True
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: Any, *, key: PRNGKeyArray) -> "LearnedOptimizer":
+        """A freshly initialised optimizer from an `OptimizerConfig` (its settings), its weights
+        drawn from `key`."""
+
+    @abc.abstractmethod
+    def init_state(self, n: int, dtype=jnp.float32) -> Any:
+        """The state of one leaf of `n` coordinates (a pytree of arrays of `dtype`)."""
+
+    @abc.abstractmethod
+    def step(self, g: Float[Array, " n"], state: Any, *, total: int = 0) -> tuple[Float[Array, " n"], Any]:
+        """The update of one leaf (x += update) for its flattened gradient `g`, and its new state.
+        `total` is the number of coordinates of the whole update (every leaf), which a kind may use
+        to choose how to compute (not what)."""
+
+    def coordinate_axes(self, state: Any, n: int) -> Any:
+        """For a `coordinatewise` kind: each state array's coordinate axis (None: shared by all
+        coordinates). By default the first axis of length `n`."""
+        def axis(x):
+            return next((i for i, size in enumerate(jnp.shape(x)) if size == n), None)
+        return jax.tree.map(axis, state)
+
+
+def cast_optimizer(opt: LearnedOptimizer, dtype) -> LearnedOptimizer:
+    """`opt` with its floating arrays cast to `dtype` (a no-op when they already are)."""
+    return jax.tree.map(lambda w: w.astype(dtype) if eqx.is_inexact_array(w) else w, opt)
