@@ -9,7 +9,7 @@ SEED ?=
 SEEDS ?=
 STEPS ?=
 OUT ?=
-OPT ?= adam:1e-3
+OPT ?=
 
 TRAIN_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STEPS),--steps $(STEPS)) $(if $(OUT),--out "$(OUT)")
 
@@ -39,6 +39,7 @@ paper: $(STAMP)
 	$(PY) -m l2lgd paper $(ARGS)
 
 suite: $(STAMP)
+	@test -n "$(OPT)" || { echo "usage: make suite OPT=NAME|RUN_DIR|OPTAX_SPEC [ARGS='--tasks heldout --quick'] (e.g. OPT=general, OPT=adam:1e-3); the first run computes the tuned baselines of every task (about 45 minutes on 2 cores, cached after; --quick: a few minutes)" >&2; exit 2; }
 	$(PY) -m l2lgd suite $(OPT) $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 bench: $(STAMP)

@@ -132,6 +132,7 @@ def test_a_meta_step_whose_every_particle_went_non_finite_is_skipped_and_recorde
     new, record = l2lgd.make_train_chunk(config, static)(state, 4)
     assert int(new.skipped) == 4 and bool(np.all(record.skipped))
     assert np.all(np.isnan(record.meta_loss)) and np.all(np.isnan(record.final_log10))
+    np.testing.assert_array_equal(record.usable, 0.0)  # the record says how much was usable
     chex.assert_trees_all_equal(new.theta, state.theta)
 
 
@@ -140,3 +141,13 @@ def test_backpropagation_refuses_a_mixture_of_families():
     config = l2lgd.Config(hidden_size=2, num_layers=1, num_steps=5, estimator="fused")
     with pytest.raises(ValueError, match="not a mixture of 2.*'pes'"):
         l2lgd.init_state(config, mixture)
+
+
+def test_a_run_whose_particles_all_go_non_finite_stops_at_max_skips_and_exports_nothing(tmp_path):
+    config = l2lgd.Config(name="boom", hidden_size=2, num_layers=1, num_steps=5, horizon=10, estimator="pes",
+                          perturbations=2, sigma=1e30, meta_steps=20)
+    options = l2lgd.RunOptions(checkpoint_every=10, chunk_size=10, validation_tasks=4, max_consecutive_skips=5, progress=False)
+    with pytest.raises(l2lgd.NonFiniteError, match="5 consecutive meta-steps"):
+        l2lgd.train(config, tmp_path / "run", options)
+    assert not (tmp_path / "run" / "optimizer").exists()
+    assert np.all(np.isnan(l2lgd.load_record(tmp_path / "run")))

@@ -19,6 +19,7 @@ from .tasks import TASK_FAMILIES
 from .tasks._data import DATASETS
 
 ACTIVATIONS = ("sigmoid", "relu")
+MAX_HORIZON = 2**24  # float32 holds every whole number up to here: drawn horizons stay whole truncations
 
 NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
@@ -164,6 +165,9 @@ class MetaTrainingConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"Config.{field} must be 0 or a positive integer, got {value!r}.")
+        if self.max_horizon > MAX_HORIZON:
+            raise ValueError(f"Config.max_horizon={self.max_horizon} is beyond {MAX_HORIZON:,} optimizee steps, where "
+                             "horizons drawn in float32 are no longer whole numbers of truncations.")
         if (self.min_horizon == 0) != (self.max_horizon == 0) or self.max_horizon < self.min_horizon:
             raise ValueError(
                 f"Config.min_horizon={self.min_horizon} and max_horizon={self.max_horizon} must both be 0 (the "

@@ -133,16 +133,20 @@ def _train_seeds(args: argparse.Namespace, config) -> None:
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
+    """The run `eval`/`figures` read: `--out`, else the shipped optimizer of that name, else where
+    `train` puts the experiment's run by default (`runs/NAME`, also for an experiment file)."""
     from .lab.compare import require_trained
     from .runs._experiments import load_experiment
+    from .runs._exports import EXPORT
+    from .runs._shipped import shipped_folder
 
-    load_experiment(args.experiment)  # an unknown name fails here, listing the known ones
+    config = load_experiment(args.experiment).config  # an unknown name fails here, listing the known ones
     if args.out:
         run_dir = Path(args.out)
     else:
-        from .runs._shipped import shipped_folder
-
-        run_dir = shipped_folder(args.experiment) or Path("checkpoints") / args.experiment
+        shipped = shipped_folder(config.name)
+        trained = default_out(config.name, config.seed, config.seed)
+        run_dir = shipped if shipped is not None and (shipped / EXPORT).is_dir() else trained
     require_trained(run_dir, args.experiment)
     return run_dir
 
@@ -151,8 +155,15 @@ def _check_single_family(experiment, command: str) -> None:
     from .tasks._mixture import FamilyMixture
 
     if isinstance(experiment.family, FamilyMixture):
-        sys.exit(f"error: {experiment.config.name} trains on a mixture of families ({', '.join(experiment.family.names)}); "
-                 f"`{command}` scores one family: judge it with `make suite OPT={experiment.config.name}`.")
+        from .runs._exports import EXPORT
+        from .runs._shipped import shipped_folder
+
+        name = experiment.config.name
+        shipped = shipped_folder(name)
+        trained = shipped is not None and (shipped / EXPORT).is_dir()
+        target = name if trained else default_out(name, experiment.config.seed, experiment.config.seed)
+        sys.exit(f"error: {name} trains on a mixture of families ({', '.join(experiment.family.names)}); "
+                 f"`{command}` scores one family: judge it with `make suite OPT={target}`.")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

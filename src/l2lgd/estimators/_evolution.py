@@ -106,6 +106,8 @@ class Evolution(MetaGradientEstimator):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}.{field} must be 0 or a positive integer, got {value!r}.")
+        if self.max_horizon > 2**24:  # float32 draws (`draw_horizons`) stay whole numbers below it
+            raise ValueError(f"{name}.max_horizon={self.max_horizon} is beyond 2**24 optimizee steps.")
         if (self.min_horizon == 0) != (self.max_horizon == 0) or self.max_horizon < self.min_horizon:
             raise ValueError(f"{name}.min_horizon={self.min_horizon} and max_horizon={self.max_horizon} must both be 0 "
                              "(the family's horizon) or satisfy 0 < min_horizon <= max_horizon.")

@@ -53,7 +53,7 @@ def require_trained(run_dir: Path, experiment: str) -> None:
     if not (run_dir / EXPORT).is_dir():
         raise FileNotFoundError(
             f"{run_dir} holds no trained optimizer: train it first with `make train EXP={experiment}"
-            + (f" OUT={run_dir}" if run_dir != Path("checkpoints") / experiment else "")
+            + (f" OUT={run_dir}" if run_dir.parts[:1] != ("runs",) or len(run_dir.parts) != 2 else "")
             + "`."
         )
 

@@ -215,7 +215,7 @@ def ablate(
     base = declared.ablation_base  # changes applied to every variant (e.g. fewer meta-steps)
     shipped = "as shipped" + (f" ({', '.join(f'{k}={v!r}' for k, v in base.items())})" if base else "")
     variants = {shipped: {}, **declared.ablations}
-    root = Path(root) / experiment
+    root = Path(root) / declared.config.name  # an experiment file's path names no folder
     jobs = []
     for i, (name, changes) in enumerate(variants.items()):
         extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]

@@ -109,8 +109,9 @@ def _check_trainable(config: Config, family: TaskFamily) -> None:
     have = _memory_bytes()
     if have and 4 * need > have:  # the state, its update and the unroll's working set
         raise ValueError(f"Config {', '.join(f'{k}={getattr(config, k)!r}' for k in ('hidden_size', 'num_layers', 'batch_size'))}"
-                           f" needs a training state of {need / 2**30:.1f} GiB (and a few times that while training); "
-                           f"this machine has {have / 2**30:.1f} GiB. Use a smaller network, batch or task.")
+                           f" with the estimator {estimator_for(config)!r} needs a training state of {need / 2**30:.1f} GiB "
+                           f"(and a few times that while training); this machine has {have / 2**30:.1f} GiB. Use a smaller "
+                           "network, batch, task or estimator (e.g. fewer perturbations).")
 
 
 def _memory_bytes() -> int | None:
@@ -414,6 +415,7 @@ def _run_chunks(run: Run, state: TrainState, recent: deque) -> tuple[TrainState,
         return validation_summary(theta, run.static, config, val_keys, run.validation)
 
     train_chunk = make_train_chunk(config, run.static, run.family)
+    usable: deque = deque(maxlen=1000)  # the fraction of each meta-step's tasks (particles) that stayed finite
     chunk = min(options.chunk_size, options.checkpoint_every)
     step = int(state.step)
     train_time = 0.0
@@ -430,16 +432,20 @@ def _run_chunks(run: Run, state: TrainState, recent: deque) -> tuple[TrainState,
             train_time += time.perf_counter() - t0
             _check_chunk(run, before, state, np.asarray(rec.skipped), finals)
             step = int(state.step)
+            at_snapshot = step % options.checkpoint_every == 0 or step == config.meta_steps
+            if received and not at_snapshot:  # this chunk is thrown away: it shows nowhere
+                raise Stopped(received[0], _stopped_message(run.run_dir, int(before.step), checkpoints))
             recent.extend(finals.tolist())
+            usable.extend(np.asarray(rec.usable).tolist())
             if checkpoints is not None:
                 append_record(run.run_dir, finals)
             bar.update(n)
-            bar.set_postfix(log10_final=f"{np.nanmean(recent) if recent else float('nan'):.2f}", skipped=int(state.skipped), refresh=False)
-            at_snapshot = step % options.checkpoint_every == 0 or step == config.meta_steps
-            if received and not at_snapshot:
-                raise Stopped(received[0], _stopped_message(run.run_dir, step, checkpoints))
+            postfix = {"log10_final": f"{np.nanmean(recent) if recent else float('nan'):.2f}", "skipped": int(state.skipped)}
+            if min(usable, default=1.0) < 1.0:  # evolution strategies: some particles went non-finite
+                postfix["usable"] = f"{np.mean(usable):.3f}"
+            bar.set_postfix(postfix, refresh=False)
             if checkpoints is not None and at_snapshot:
-                _save_snapshot(run, state, recent, score)
+                _save_snapshot(run, state, recent, score, usable)
                 if received and step < config.meta_steps:
                     raise Stopped(received[0], _stopped_message(run.run_dir, step, checkpoints))
     return state, train_time
@@ -465,9 +471,10 @@ def _check_chunk(run: Run, before: TrainState, state: TrainState, skipped: np.nd
         )
 
 
-def _save_snapshot(run: Run, state: TrainState, recent: deque, score) -> None:
+def _save_snapshot(run: Run, state: TrainState, recent: deque, score, usable: deque = ()) -> None:
     """Saves `state` with its metrics: the rolling training figure and `score(theta)`, the
-    validation figure."""
+    validation figure (and, when some meta-step's tasks went non-finite, the rolling usable
+    fraction)."""
     # Several processes: the replicated state as host arrays, scored and saved by this one alone.
     saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 else state
     value, non_finite = score(saved.theta)
@@ -480,6 +487,8 @@ def _save_snapshot(run: Run, state: TrainState, recent: deque, score) -> None:
     }
     if non_finite:
         metrics["validation_non_finite"] = non_finite
+    if min(usable, default=1.0) < 1.0:
+        metrics["rolling_usable_fraction"] = float(np.mean(usable))
     run.checkpoints.save(saved, run.config, metrics)
 
 
@@ -510,8 +519,15 @@ def _last_snapshot(run_dir: Path, checkpoints: RunCheckpoints | None) -> str:
 def _stopped_message(run_dir: Path, step: int, checkpoints: RunCheckpoints | None) -> str:
     snapshots = checkpoints.steps() if checkpoints is not None else []
     last = f"last snapshot at meta-step {snapshots[-1]:,}" if snapshots else "no snapshot yet"
-    return (f"stopped at meta-step {step:,} ({last}); resume with: python -m l2lgd train "
+    return (f"stopped at meta-step {step:,} ({last}); resume with: {python_command()} -m l2lgd train "
             f"{' '.join(sys.argv[2:]) if len(sys.argv) > 2 else '... --out ' + str(run_dir)}")
+
+
+def python_command() -> str:
+    """This interpreter as a user would type it here (`.venv/bin/python` in a checkout), so that a
+    printed command works without an activated virtual environment."""
+    relative = os.path.relpath(sys.executable)
+    return relative if not relative.startswith("..") else sys.executable
 
 
 def _export_best(run_dir: Path, checkpoints: RunCheckpoints, family: TaskFamily) -> tuple[int, float]:

@@ -62,6 +62,12 @@ def load_learned_optimizer(
                 f"{path} holds only its exported optimizer, no snapshots (shipped optimizers ship none): load it "
                 "without step=, or pass a run folder of your own with snapshots/."
             )
+        snapshots = find_steps(path / SNAPSHOTS) if item == "weights" and (path / SNAPSHOTS).is_dir() else []
+        if snapshots:
+            raise ValueError(
+                f"{path} holds a run that has not exported an optimizer yet (it exports when it finishes): load one "
+                f"of its snapshots with step= (it has {', '.join(map(str, snapshots))}), or resume the run to its end."
+            )
         raise ValueError(
             f"{path} is not an l2lgd checkpoint: it has no {folder.name}/ folder "
             "(train one with `make train EXP=...`)."

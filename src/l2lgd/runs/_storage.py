@@ -51,7 +51,14 @@ def manager(directory: Path) -> ocp.CheckpointManager:
         create=not several, enable_async_checkpointing=False, cleanup_tmp_directories=True,
         multiprocessing_options=processes(),
     )
-    return ocp.CheckpointManager(directory.absolute(), options=options, handler_registry=registry())
+    made = ocp.CheckpointManager(directory.absolute(), options=options, handler_registry=registry())
+    # Orbax cleans up unfinished temporary folders in a background thread that `close()` does not
+    # wait for: a process that exits at once (a refused resume, a damaged snapshot) then printed
+    # that thread's tracebacks at interpreter shutdown. Wait for it here: it is a folder listing.
+    cleanup = getattr(made, "_cleanup_tmp_directory_future", None)
+    if cleanup is not None:
+        cleanup.result()
+    return made
 
 
 def config_json(config: Config) -> dict[str, Any]:

@@ -27,9 +27,10 @@ from ._state import TrainState, default_estimator, meta_optimizer
 class StepRecord(NamedTuple):
     """What one meta-step leaves behind."""
 
-    final_log10: Float[Array, ""]  # mean over the batch of log10(f(x_{T-1}) + 1e-38)
+    final_log10: Float[Array, ""]  # mean over the batch of log10(f(x_{T-1}) + 1e-38); NaN when nothing was usable
     meta_loss: Float[Array, ""]
     skipped: Array  # bool: this step's update was dropped
+    usable: Float[Array, ""]  # the fraction of the estimate's tasks (particles) that stayed finite
 
 
 def make_meta_gradient(config: Config, static: LearnedOptimizer, *, estimator: MetaGradientEstimator | None = None):
@@ -111,7 +112,7 @@ def _apply(tx, state: TrainState, estimate: Estimate, inner) -> tuple[TrainState
         key=state.key,
         inner=inner,
     )
-    return new_state, StepRecord(estimate.final_log10, estimate.objective, ~finite)
+    return new_state, StepRecord(estimate.final_log10, estimate.objective, ~finite, estimate.usable)
 
 
 def make_train_chunk(
