@@ -13,7 +13,7 @@ ORDER = [
     "l2lgd._version", "l2lgd._errors", "l2lgd._process", "l2lgd._objectives", "l2lgd._unroll",
     "l2lgd.optimizers", "l2lgd.estimators", "l2lgd.training", "l2lgd.runs", "l2lgd.lab",
     "l2lgd.tasks._base", "l2lgd.tasks._data", "l2lgd.tasks._quadratic", "l2lgd.tasks._mlp", "l2lgd.tasks._classifiers",
-    "l2lgd.tasks._regression", "l2lgd.tasks._functions", "l2lgd.tasks._sequence", "l2lgd.tasks._reparam", "l2lgd.tasks._mixture", "l2lgd.tasks",
+    "l2lgd.tasks._regression", "l2lgd.tasks._functions", "l2lgd.tasks._sequence", "l2lgd.tasks._transformer", "l2lgd.tasks._reparam", "l2lgd.tasks._mixture", "l2lgd.tasks",
     "l2lgd.optimizers._preprocessing", "l2lgd.optimizers._lstm", "l2lgd.optimizers._base",
     "l2lgd.optimizers._lstm_optimizer", "l2lgd.optimizers._kinds", "l2lgd.optimizers._optax_face",
     "l2lgd.optimizers._baselines",

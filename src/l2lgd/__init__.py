@@ -94,6 +94,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .tasks._quadratic import PaperQuadratics as PaperQuadratics, Quadratic as Quadratic, Quadratics as Quadratics, sample_quadratic as sample_quadratic
     from .tasks._regression import LinearRegression as LinearRegression, LogisticRegression as LogisticRegression
     from .tasks._sequence import RNNAdding as RNNAdding
+    from .tasks._transformer import TransformerLM as TransformerLM
     from .training._state import Initial as Initial, TrainState as TrainState, init_state as init_state, meta_optimizer as meta_optimizer
     from .training._step import make_meta_gradient as make_meta_gradient, make_meta_step as make_meta_step, make_train_chunk as make_train_chunk
 

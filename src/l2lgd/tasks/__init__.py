@@ -1,8 +1,8 @@
 """Task families: the interface and registry (`_base`), then one file per kind: the reference's
 and the paper's quadratics (`_quadratic`), the digits MLPs (`_mlp`), classifiers, a convnet and
 an autoencoder on data sets (`_classifiers`, data in `_data`), linear and logistic regression
-(`_regression`), test functions (`_functions`) and a recurrent network (`_sequence`); the
-augmentation meta-training may apply to any of them (`_reparam`).
+(`_regression`), test functions (`_functions`), a recurrent network (`_sequence`) and a causal
+transformer language model on generated sequences (`_transformer`); the augmentation meta-training may apply to any of them (`_reparam`).
 
 Importing this package registers the built-in kinds (`TASK_FAMILIES`).
 """
@@ -24,6 +24,7 @@ from ._classifiers import Autoencoder as Autoencoder, ConvDigits as ConvDigits, 
 from ._functions import ConditionedQuadratics as ConditionedQuadratics, RosenbrockFunctions as RosenbrockFunctions
 from ._regression import LinearRegression as LinearRegression, LogisticRegression as LogisticRegression
 from ._sequence import RNNAdding as RNNAdding
+from ._transformer import TransformerLM as TransformerLM
 from ._reparam import Reparameterized as Reparameterized, draw_rescaled as draw_rescaled, reparameterize as reparameterize
 
 BUILTIN_FAMILIES.update(TASK_FAMILIES)
