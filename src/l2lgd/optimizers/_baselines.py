@@ -6,6 +6,10 @@ SGD, momentum, Nesterov, RMSProp, Adam and AdamW with cosine decay, and the refe
 hand-written `g_sgd` and `g_rms` (`reference_sgd`, `reference_rmsprop`). `make eval`, the paper's
 tables (`lab/compare.py`, `lab/paper.py`) and the suite (`suite/`) all take theirs from it.
 
+`TUNING_FREE` names the tuning-free rivals at their defaults (Prodigy, D-Adaptation, DoG, DoWG,
+COCOB, Mechanic around Adam, schedule-free AdamW scored at its averaged iterate, and Adam at
+1e-3), each a `Rival`.
+
 `LearningRateGrid` is the one grid of log-spaced learning rates they are tuned on, widened by a
 decade where the best rate sits at an edge (`LearningRateGrid.search`).
 
@@ -105,6 +109,32 @@ BASELINES: dict[str, Baseline] = {
     "adamw_cosine": _adamw_cosine,
     "reference_sgd": _reference_sgd,
     "reference_rmsprop": _reference_rmsprop,
+}
+
+
+class Rival(NamedTuple):
+    """A tuning-free optimizer at its defaults: what a user without a tuning budget has."""
+
+    make: Callable[[], optax.GradientTransformation]  # the optimizer, at its authors' defaults
+    # The params to score at the end (schedule-free: its averaged iterate), or None: the params.
+    eval_params: Callable[[Any, Any], Any] | None = None
+
+
+def _schedule_free_eval(state, params):
+    return optax.contrib.schedule_free_eval_params(state, params)
+
+
+# The tuning-free rivals of a learned optimizer, at optax's defaults (none takes a learning rate
+# from us; `adam:1e-3` is the default a user starts from).
+TUNING_FREE: dict[str, Rival] = {
+    "prodigy": Rival(lambda: optax.contrib.prodigy()),
+    "dadapt_adamw": Rival(lambda: optax.contrib.dadapt_adamw()),
+    "dog": Rival(lambda: optax.contrib.dog()),
+    "dowg": Rival(lambda: optax.contrib.dowg()),
+    "cocob": Rival(lambda: optax.contrib.cocob()),
+    "mechanize": Rival(lambda: optax.contrib.mechanize(optax.adam(1e-3))),
+    "schedule_free_adamw": Rival(lambda: optax.contrib.schedule_free_adamw(), _schedule_free_eval),
+    "adam:1e-3": Rival(lambda: optax.adam(1e-3)),
 }
 
 
