@@ -78,6 +78,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .optimizers._base import LearnedOptimizer as LearnedOptimizer
     from .optimizers._kinds import make_optimizer as make_optimizer, register_optimizer_kind as register_optimizer_kind
     from .optimizers._lstm_optimizer import LSTMOptimizer as LSTMOptimizer
+    from .optimizers._adam_controller import AdamController as AdamController
     from .optimizers._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
     from .optimizers._optax_face import as_optax as as_optax
     from .optimizers._preprocessing import Identity as Identity, LearningRateRatio as LearningRateRatio, LogRescale as LogRescale, Moments as Moments, AdaptiveMoments as AdaptiveMoments, PaperPreprocessing as PaperPreprocessing, Preprocessing as Preprocessing, make_preprocessing as make_preprocessing, register_preprocessing as register_preprocessing

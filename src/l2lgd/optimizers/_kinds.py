@@ -8,11 +8,13 @@ from typing import Callable
 
 from jaxtyping import PRNGKeyArray
 
+from ._adam_controller import AdamController
 from ._base import LearnedOptimizer
 from ._lstm_optimizer import LSTMOptimizer
 
 OPTIMIZER_KINDS: dict[str, type[LearnedOptimizer]] = {
     "lstm": LSTMOptimizer,
+    "adam_controller": AdamController,
 }
 
 

@@ -1,0 +1,98 @@
+"""A learned controller over Adam (`OptimizerConfig(kind="adam_controller")`): Adam's direction,
+with a step size per tensor that a small learned network steers from per-tensor statistics, in
+the spirit of Celo-Adam and STAR (a hand-designed nominal step, a learned magnitude).
+
+Per leaf (one tensor) and step:
+- Adam's moments m, v (decays 0.9, 0.999, bias-corrected): the direction d = m_hat / (sqrt(v_hat) + eps);
+- per-tensor features, each a scalar on a log or unit scale, so that no tensor's scale is baked in:
+  log RMS of the gradient, of d and of the gradient over sqrt(v_hat); the cosine of the gradient
+  with the momentum; the log step size carried so far; log(1 + t) / 10;
+- an MLP (features -> `hidden_size` tanh units -> 2) gives a change of the carried log step size
+  (at most `MAX_CHANGE` a step, within [log 1e-6, log 1], from a learned start) and a learned
+  weight of the normalized gradient added to d (a Nesterov-like correction);
+- update = -exp(log step size) * (d + c * g / (sqrt(v_hat) + eps)).
+
+The state is Adam's (8 bytes a coordinate in float32) and three scalars a tensor; the extra cost
+over Adam is a few reductions over the tensor and a tiny network per tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._base import LearnedOptimizer
+
+B1, B2, EPS = 0.9, 0.999, 1e-8
+MAX_CHANGE = 0.1  # the most the log step size moves in one step
+LOG_LR_RANGE = (math.log(1e-6), 0.0)
+TINY = 1e-30
+NUM_FEATURES = 6
+
+
+class ControllerState(NamedTuple):
+    """One tensor's state: Adam's moments per coordinate, and its scalars."""
+
+    m: Float[Array, " n"]
+    v: Float[Array, " n"]
+    t: Float[Array, ""]  # steps done
+    log_lr: Float[Array, ""]  # the carried log step size (before the first step: the learned start)
+
+
+class AdamController(LearnedOptimizer):
+    """Adam's direction at a per-tensor step size a learned MLP steers (see the module)."""
+
+    w1: Float[Array, "features hidden"]
+    b1: Float[Array, " hidden"]
+    w2: Float[Array, "hidden 2"]
+    b2: Float[Array, " 2"]
+    log_lr0: Float[Array, ""]  # the learned starting log step size
+
+    coordinatewise: ClassVar[bool] = False  # its features are statistics of the whole tensor
+
+    @classmethod
+    def from_config(cls, config, *, key: PRNGKeyArray) -> "AdamController":
+        """An MLP of `hidden_size` units, its output layer at zero (so that it starts as Adam at
+        step size 1e-3 on every tensor)."""
+        hidden = config.hidden_size
+        k1, _ = jax.random.split(key)
+        return cls(
+            w1=jax.random.normal(k1, (NUM_FEATURES, hidden)) / math.sqrt(NUM_FEATURES),
+            b1=jnp.zeros(hidden),
+            w2=jnp.zeros((hidden, 2)),
+            b2=jnp.zeros(2),
+            log_lr0=jnp.asarray(math.log(1e-3)),
+        )
+
+    def init_state(self, n: int, dtype=jnp.float32) -> ControllerState:
+        zeros = jnp.zeros(n, dtype)
+        return ControllerState(zeros, zeros, jnp.zeros((), dtype), jnp.zeros((), dtype))
+
+    def step(self, g: Float[Array, " n"], state: ControllerState, *, total: int = 0):
+        t = state.t + 1
+        m = B1 * state.m + (1 - B1) * g
+        v = B2 * state.v + (1 - B2) * jnp.square(g)
+        scale = jax.lax.rsqrt(v / (1 - B2**t) + EPS**2)  # ~ 1 / (sqrt(v_hat) + eps)
+        d = m / (1 - B1**t) * scale
+        normalized = g * scale
+        log_lr = jnp.where(state.t == 0, self.log_lr0.astype(g.dtype), state.log_lr)
+
+        rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)))
+        cosine = jnp.sum(g * m) / (jnp.sqrt(jnp.sum(jnp.square(g)) * jnp.sum(jnp.square(m))) + TINY)
+        features = jnp.stack([
+            jnp.log(rms(g) + TINY) / 10, jnp.log(rms(d) + TINY), jnp.log(rms(normalized) + TINY),
+            cosine, log_lr / 10, jnp.log1p(t) / 10,
+        ])
+        hidden = jnp.tanh(features @ self.w1 + self.b1)
+        change, correction = hidden @ self.w2 + self.b2
+        log_lr = jnp.clip(log_lr + MAX_CHANGE * jnp.tanh(change), *LOG_LR_RANGE)
+        update = -jnp.exp(log_lr) * (d + correction * normalized)
+        return update, ControllerState(m, v, t, log_lr)
+
+    def coordinate_axes(self, state: ControllerState, n: int) -> Any:
+        return ControllerState(0, 0, None, None)
