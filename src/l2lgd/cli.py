@@ -244,22 +244,36 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_suite(args: argparse.Namespace) -> None:
     configure_cpu(args.core if args.core is not None else free_core())
+    import dataclasses
+
     from . import suite
 
-    settings = None
-    if args.horizon_scale != 1 or args.instances:
-        validation, test = (int(x) for x in args.instances.split(",")) if args.instances else (16, 50)
-        settings = suite.Settings(validation_instances=validation, test_instances=test, horizon_scale=args.horizon_scale)
+    # Every check before any work: settings, where the run and its report go.
+    if args.quick and args.horizon_scale != 1:
+        raise ValueError("--quick caps every horizon at 50 steps, so --horizon-scale would change nothing: drop one of them.")
+    settings = suite.QUICK if args.quick else suite.Settings()  # --quick keeps its settings but what a flag sets
+    instances = suite._run.parse_instances(args.instances) if args.instances else None
+    if instances and instances != (settings.validation_instances, settings.test_instances):
+        settings = dataclasses.replace(settings, validation_instances=instances[0], test_instances=instances[1])
+    else:
+        instances = None
+    settings = dataclasses.replace(settings, horizon_scale=args.horizon_scale)
     chosen = tuple(b.strip() for b in args.baselines.split(",")) if args.baselines else None
+    tag = (("-quick" if args.quick else "") + (f"-i{instances[0]}-{instances[1]}" if instances else "")
+           + (f"-x{args.horizon_scale}" if args.horizon_scale != 1 else ""))
+    out = suite._report.check_out(Path(args.out) if args.out else Path("runs") / "suite" / (suite._report._slug(args.optimizer) + tag))
+    if args.report:
+        suite._report.check_report(args.report)
     result = suite.run(args.optimizer, args.tasks, quick=args.quick, cache=None if args.no_cache else "default",
                        progress=not args.no_progress, settings=settings, baselines_to_tune=chosen)
-    tag = ("-quick" if args.quick else "") + (f"-x{args.horizon_scale}" if args.horizon_scale != 1 else "")
-    out = Path(args.out) if args.out else Path("runs") / "suite" / (suite._report._slug(result.optimizer) + tag)
     suite.write(result, out)
     print(suite.markdown(result))
     print(f"written to {out} (suite.json, suite.md, figures/)")
     if args.report:
-        print(f"section {result.optimizer!r} written into {suite.write_section(args.report, result)}")
+        partial = suite._report.partial_run(result)
+        where = suite.write_section(args.report, result)
+        print(f"partial run ({partial}): its own section of {where}; a full section and the summary row are kept" if partial
+              else f"section {result.optimizer!r} written into {where}")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -341,7 +355,8 @@ def _lab_parsers(sub) -> None:
     suite = sub.add_parser("suite", help="put an optimizer through the benchmark suite against per-task tuned baselines")
     suite.add_argument("optimizer", help="a shipped optimizer's name, a run folder, or an optax spec NAME:LR (e.g. adam:1e-3)")
     suite.add_argument("--tasks", default="heldout", help="heldout (default), train, all, or comma-separated task names")
-    suite.add_argument("--quick", action="store_true", help="a smoke run in seconds: three cheap tasks, few instances, 50 steps")
+    suite.add_argument("--quick", action="store_true",
+                       help="a smoke run in seconds: three cheap tasks, 4,8 instances (or --instances), 50 steps")
     suite.add_argument("--horizon-scale", type=positive_int, default=1, help="run every task for N times its horizon")
     suite.add_argument("--baselines", help="comma-separated baselines to tune (default: all; adam among them)")
     suite.add_argument("--instances", help="VALIDATION,TEST instances per task (default 16,50)")

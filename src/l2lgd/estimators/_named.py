@@ -22,6 +22,9 @@ ESTIMATORS: dict[str, Callable[..., MetaGradientEstimator]] = {
     "pes": PES.from_config,
 }
 
+# The estimators `make bench` compares side by side (the others are the same estimates, slower).
+BENCHMARKED = ("fused", "pes", "es")
+
 
 def register_estimator(name: str, build: Callable[..., MetaGradientEstimator] | None = None):
     """Registers `build(training_config) -> estimator` (e.g. an estimator class's `from_config`) as

@@ -18,15 +18,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..estimators._named import estimator_for
+from ..estimators._named import BENCHMARKED, estimator_for
 from ..optimizers._kinds import make_optimizer
 from ..runs._experiments import load_experiment
 from ..tasks import draw_task, training_family
 from ..tasks._mixture import members_of
 from ..training._state import init_state
 from ..training._step import make_train_chunk
-
-KINDS = ("fused", "pes", "es")
 
 
 def dot_peak_gflops(n: int = 2048, min_seconds: float = 1.0) -> float:
@@ -115,7 +113,7 @@ def estimator_row(config, family, *, chunk: int = 20, min_seconds: float = 3.0, 
     return row
 
 
-def estimator_table(experiment: str, kinds=KINDS, min_seconds: float = 3.0) -> dict[str, Any]:
+def estimator_table(experiment: str, kinds=BENCHMARKED, min_seconds: float = 3.0) -> dict[str, Any]:
     declared = load_experiment(experiment)
     family = declared.family if declared.family is not None else training_family(declared.config)
     peak = dot_peak_gflops()

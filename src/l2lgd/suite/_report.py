@@ -4,14 +4,18 @@ and (with a report file) its section of `experiments/SUITE.md`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ._run import SuiteResult, TaskResult
+from ._baselines import BASELINES
+from ._run import Settings, SuiteResult, TaskResult
+from ._tasks import select
 
 
 def _fmt(x: float) -> str:
@@ -41,9 +45,11 @@ def _accuracy(r: TaskResult) -> str:
 def markdown(result: SuiteResult, title: str | None = None) -> str:
     """The table of a suite run (one row per task) and its summary."""
     s = result.summary
+    partial = partial_run(result)
     lines = [
         f"### `{result.optimizer}`" if title is None else title,
         "",
+        *([f"**Partial run** ({partial}): not comparable with a full run's figures.", ""] if partial else []),
         f"{s['tasks']} tasks, {result.settings['test_instances']} test instances each (baselines tuned on "
         f"{result.settings['validation_instances']}); {result.seconds:.0f} s ({result.baseline_seconds:.0f} s of it the baselines, "
         "0 when cached). Mean final training loss (full batch, after the last step) ± 95% CI; ratio < 1: the optimizer is lower.",
@@ -65,7 +71,7 @@ def markdown(result: SuiteResult, title: str | None = None) -> str:
     lines += [
         "",
         f"Median ratio to the best tuned baseline **{_fmt(s['median_ratio_to_best'])}** (geometric mean "
-        f"{_fmt(s['geomean_ratio_to_best'])}); below the best on {below['best']:.0%} of tasks; median ratio to tuned Adam "
+        f"{_fmt(s['geomean_ratio_to_best'])}); below the best on {below['best']:.0%} of tasks{_failures(s)}; median ratio to tuned Adam "
         f"{_fmt(s['median_ratio_to_adam'])}; median speed-up over tuned Adam {_fmt(s['median_speedup_over_adam'])}; "
         f"against Adam at one suite-wide learning rate ({_fmt(s['suite_adam_lr'])}): below on "
         f"{s['fraction_below_suite_adam']:.0%} of tasks, median ratio {_fmt(s['median_ratio_to_suite_adam'])}; "
@@ -81,6 +87,38 @@ def markdown(result: SuiteResult, title: str | None = None) -> str:
     ]
     lines += [f"| {k} | {v['tasks']} | {_fmt(v['median_ratio'])} | {v['below_best']:.0%} |" for k, v in s["per_kind"].items()]
     return "\n".join(lines)
+
+
+def _failures(summary) -> str:
+    """How many tasks had a non-finite run (each a loss against every baseline), when any did."""
+    failed = summary.get("tasks_with_nonfinite_runs", 0)
+    if not failed:
+        return ""
+    return (f" ({failed} task{'s' if failed != 1 else ''} with non-finite runs, {summary['nonfinite_runs']} runs in all, "
+            "each a loss against every baseline)")
+
+
+def partial_run(result: SuiteResult) -> str | None:
+    """None for a full run (every held-out task of the suite, `Settings()`, every baseline);
+    else what makes it partial, in words."""
+    s = {**dataclasses.asdict(Settings()), "horizon_scale": 1, **result.settings}
+    why = []
+    if s["horizon_cap"] is not None:
+        why.append(f"quick: horizons capped at {s['horizon_cap']} steps")
+    if s["horizon_scale"] != 1:
+        why.append(f"{s['horizon_scale']}x the horizons")
+    full = Settings()
+    if (s["validation_instances"], s["test_instances"]) != (full.validation_instances, full.test_instances):
+        why.append(f"{s['validation_instances']} validation and {s['test_instances']} test instances")
+    heldout = [t.name for t in select("heldout")]
+    names = [t.name for t in result.tasks]
+    if sorted(names) != sorted(heldout):
+        why.append(f"{len(names)} task{'s' if len(names) != 1 else ''}: {', '.join(names)}" if len(names) <= 4 else
+                   f"{len(names)} tasks, not the {len(heldout)} held-out ones")
+    tuned = list(result.tasks[0].baselines) if result.tasks else []
+    if sorted(tuned) != sorted(BASELINES):
+        why.append(f"baselines {', '.join(tuned)} only")
+    return "; ".join(why) or None
 
 
 def _slug(name: str) -> str:
@@ -133,9 +171,50 @@ def summary_figure(path: Path, result: SuiteResult) -> Path:
     return path
 
 
-def write(result: SuiteResult, out: str | Path, *, figures: bool = True) -> Path:
-    """Writes `out/suite.json`, `out/suite.md` and the figures (`out/figures/`)."""
+def _writable_place(path: Path, flag: str) -> None:
+    """Refuses `path` when it is inside the shipped optimizers (`checkpoints/`) or no folder above
+    it can be written into."""
+    from ..runs._shipped import is_shipped, shipped_dir
+
+    if is_shipped(path):
+        raise ValueError(f"{flag} {path} is inside the shipped optimizers' folder {shipped_dir('checkpoints')}: a suite run "
+                         "does not write there; choose another path (default runs/suite/OPT).")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {above} is not a folder this process can write into.")
+
+
+def check_out(out: str | Path) -> Path:
+    """`out` if a run's folder can be written there: a folder or nothing yet (not a file or a
+    device), writable, and not inside a shipped optimizer's folder; else a one-line error."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is not a folder (a run writes suite.json, suite.md and figures/ into one).")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is a folder this process cannot write into.")
+    _writable_place(out, "--out")
+    return out
+
+
+def check_report(report: str | Path) -> Path:
+    """`report` if a section can be written into it: a regular text file or nothing yet, in a
+    writable folder (its lock file goes beside it), not inside a shipped optimizer's folder;
+    else a one-line error."""
+    report = Path(report)
+    if report.exists() and not report.is_file():
+        raise ValueError(f"--report {report} is not a regular file (a report is a markdown file, e.g. experiments/SUITE.md).")
+    if report.is_file() and not os.access(report, os.R_OK | os.W_OK):
+        raise ValueError(f"--report {report} cannot be read and written by this process.")
+    _writable_place(report, "--report")
+    return report
+
+
+def write(result: SuiteResult, out: str | Path, *, figures: bool = True) -> Path:
+    """Writes `out/suite.json`, `out/suite.md` and the figures (`out/figures/`) (`out` checked by
+    `check_out`)."""
+    out = check_out(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "suite.json").write_text(json.dumps(result.to_dict(), indent=1, default=float) + "\n")
     (out / "suite.md").write_text(markdown(result) + "\n")
@@ -162,7 +241,8 @@ def _locked(path: Path):
 HEADER = """# The suite: every shipped optimizer on problems it never saw
 
 Written by `make suite OPT=... ARGS="--report experiments/SUITE.md"` (`python -m l2lgd suite OPT --report
-experiments/SUITE.md`), one section per optimizer; the held-out families were never used to
+experiments/SUITE.md`), one section per optimizer (a quick or partial run goes into a section of
+its own, marked partial, and into no row of the summary); the held-out families were never used to
 meta-train, select or tune any optimizer here. Figures of a run are in its `--out` folder
 (default `runs/suite/OPT/`). Ratios are of mean final training loss; below 1, the optimizer is
 lower.
@@ -197,11 +277,20 @@ def _replace_block(text: str, start: str, end: str, block: str) -> str:
 def write_section(report: str | Path, result: SuiteResult) -> Path:
     """Puts `result`'s table into `report` as the section of its optimizer (replacing an older one;
     sections are kept in the order they were first written) and its row into the report's summary
-    table (`<!-- suite_summary:start -->`). Safe for concurrent writers."""
-    report = Path(report)
+    table (`<!-- suite_summary:start -->`). A partial run (`partial_run`: quick, some tasks, other
+    settings or baselines) never replaces a full one: it goes into the optimizer's own partial
+    section (`<!-- suite:NAME.partial:start -->`), marked so, and adds no row to the summary.
+    Safe for concurrent writers."""
+    report = check_report(report)
     name = _slug(result.optimizer)
+    partial = partial_run(result)
     with _locked(report):
         text = report.read_text() if report.is_file() else HEADER
+        if partial:
+            section = markdown(result, title=f"### `{result.optimizer}` (partial run)")
+            text = _replace_block(text, f"<!-- suite:{name}.partial:start -->", f"<!-- suite:{name}.partial:end -->", section)
+            report.write_text(text)
+            return report
         summary = re.search(r"<!-- suite_summary:start -->\n(.*?)\n<!-- suite_summary:end -->", text, re.S)
         rows = [line for line in (summary.group(1).splitlines() if summary else []) if line.startswith("| `")]
         rows = [line for line in rows if not line.startswith(f"| `{result.optimizer}` |")] + [summary_row(result)]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,15 @@ class Settings:
     horizon_scale: int = 1  # run every task for this many times its horizon ("longer than it trained")
 
     def __post_init__(self):
-        for field in ("validation_instances", "test_instances"):
+        for field in ("validation_instances", "test_instances", "horizon_cap", "horizon_scale"):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"Settings.{field} must be an integer of at least 2, got {value!r}.")
-        if isinstance(self.horizon_scale, bool) or not isinstance(self.horizon_scale, int) or self.horizon_scale < 1:
-            raise ValueError(f"Settings.horizon_scale must be a positive integer, got {self.horizon_scale!r}.")
+            if field == "horizon_cap" and value is None:
+                continue
+            least = 2 if field.endswith("instances") else 1
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < least:
+                what = f"an integer of at least {least}" + (" or None" if field == "horizon_cap" else "")
+                raise ValueError(f"Settings.{field} must be {what}, got {value!r}.")
+            object.__setattr__(self, field, int(value))  # a NumPy integer is stored as Python's
 
     def steps_for(self, task: SuiteTask) -> int:
         """The steps `task` runs for: its horizon times `horizon_scale`, at most `horizon_cap`."""
@@ -54,7 +60,7 @@ def _instances(task: SuiteTask, kind: str, n: int) -> jax.Array:
 # it less in run time than that: a baseline's program runs about a dozen times, once per learning
 # rate, so it compiles without them, except where the unoptimized program is far slower
 # (convolutions).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
+FAST_COMPILE = baselines.FAST_COMPILE
 OPTIMIZED_KINDS = ("conv",)
 
 
@@ -74,10 +80,11 @@ def _runner(family, horizon: int, make_tx, *, fast_compile: bool = False):
 _BASELINE_RUNNERS: dict = {}
 
 
-def _baseline_runner(task: SuiteTask, name: str, horizon: int):
+def _baseline_runner(task: SuiteTask, name: str, horizon: int, identity: str = ""):
     """The compiled program of baseline `name` on `task` (one per process: the learning rate is
-    its argument)."""
-    key = (task.name, repr(task.family), name, horizon)
+    its argument; `identity`, a digest of the task's sources and fingerprint, tells a task whose
+    loss was redefined since)."""
+    key = (task.name, repr(task.family), name, horizon, identity)
     if key not in _BASELINE_RUNNERS:
         make = baselines.BASELINES[name]
         fast = task.kind not in OPTIMIZED_KINDS
@@ -85,7 +92,7 @@ def _baseline_runner(task: SuiteTask, name: str, horizon: int):
     made, runner = _BASELINE_RUNNERS[key]
     if made is not baselines.BASELINES[name]:  # redefined since: compile the new one
         del _BASELINE_RUNNERS[key]
-        return _baseline_runner(task, name, horizon)
+        return _baseline_runner(task, name, horizon, identity)
     return runner
 
 
@@ -131,32 +138,48 @@ def _validation_score(metrics) -> float:
     return float(finals.mean()) if np.all(np.isfinite(finals)) else math.inf
 
 
-def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path | None, lr: float | None = None) -> dict[str, Any]:
+def task_identity(task: SuiteTask) -> dict[str, Any]:
+    """What the cache checks a task's results against: the sources of its classes
+    (`_baselines.sources`, part of the key) and its `fingerprint` (checked on reading)."""
+    return {"sources": baselines.sources(task.family), "fingerprint": baselines.fingerprint(task.family)}
+
+
+def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path | None, lr: float | None = None,
+                  identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Baseline `name` on `task`: its learning rate tuned on validation instances (or `lr`, fixed),
-    then its figures on the test instances. Cached (see `_baselines`)."""
+    then its figures on the test instances. Cached (see `_baselines`); `identity`:
+    `task_identity(task)`, computed when not given."""
     horizon = settings.steps_for(task)
+    identity = identity or task_identity(task)
     described = dataclasses.asdict(settings)
     if described["horizon_scale"] == 1:  # as cached before the field existed
         del described["horizon_scale"]
-    definition = baselines.definition(task, name, {**described, "fixed_lr": lr, "grid": list(baselines.GRID)})
+    definition = baselines.definition(task, name, {**described, "fixed_lr": lr, "grid": list(baselines.GRID)},
+                                      identity["sources"])
+    metrics = [k.removeprefix("metric ") for k in identity["fingerprint"] if k.startswith("metric ")]
     if cache is not None:
-        cached = baselines.load_cached(cache, definition)
+        cached = baselines.load_cached(cache, definition, fingerprint=identity["fingerprint"], steps=horizon, metrics=metrics)
         if cached is not None:
             return cached
     start = time.perf_counter()
-    run = _baseline_runner(task, name, horizon)
+    digest = baselines.cache_key({"sources": identity["sources"], "fingerprint": identity["fingerprint"]})
+    run = _baseline_runner(task, name, horizon, digest)
     scores: dict[float, float] = {}
     edge = False
     if lr is None:
         val_keys = _instances(task, "validation", settings.validation_instances)
         lr, scores, edge = baselines.LEARNING_RATES.search(
             lambda rates: {rate: _validation_score(run(jnp.float32(rate), val_keys)[1]) for rate in rates})
-    losses, metrics = _in_chunks(run, jnp.float32(lr), _instances(task, "test", settings.test_instances),
-                                 settings.validation_instances)
+    losses, metrics_ = _in_chunks(run, jnp.float32(lr), _instances(task, "test", settings.test_instances),
+                                  settings.validation_instances)
     result = {"lr": lr, "grid_edge": edge, "validation": {f"{r:.3g}": s for r, s in sorted(scores.items())},
-              "test": summarize_run(losses, metrics), "seconds": time.perf_counter() - start}
+              "test": summarize_run(losses, metrics_), "seconds": time.perf_counter() - start}
     if cache is not None:
-        baselines.store(cache, definition, result)
+        try:
+            baselines.store(cache, definition, result, identity["fingerprint"])
+        except OSError as e:  # the result stands; only its cache entry is lost
+            warnings.warn(f"suite cache: could not write {name} on {task.name} into {cache} ({e.strerror or e}); "
+                          "it will be computed again next time.", stacklevel=2)
     return result
 
 
@@ -215,6 +238,19 @@ class SuiteResult:
         return dataclasses.asdict(self)
 
 
+# A win is a mean lower by more than this fraction. A copy of a baseline, compiled as another
+# program, differs from it by float rounding (a ratio of 0.9999999, or 1 - 1e-4 after hundreds of
+# float32 steps on a non-convex task), and the tables print ratios to three digits: a win must
+# show there as 0.999 or less.
+WIN_MARGIN = 1e-3
+
+
+def _failed(mine: dict[str, Any]) -> bool:
+    """Whether an optimizer's runs on a task include a non-finite one: a loss against every
+    baseline, whatever the mean of its finite runs."""
+    return mine.get("nonfinite_runs", 0) > 0 or not math.isfinite(mine["train_loss"]["mean"])
+
+
 def _ratio(a: float, b: float) -> float:
     if not math.isfinite(a):
         return math.inf
@@ -223,10 +259,40 @@ def _ratio(a: float, b: float) -> float:
     return a / b
 
 
+def _below(a: float, b: float) -> bool:
+    """Whether mean `a` is below mean `b` beyond float rounding (`WIN_MARGIN`)."""
+    return math.isfinite(a) and a < b - WIN_MARGIN * abs(b)
+
+
 def _separated_below(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether mean a is below mean b with their 95% CIs apart."""
     ca, cb = (x["ci95"] if math.isfinite(x["ci95"]) else 0.0 for x in (a, b))
     return a["mean"] + ca < b["mean"] - cb
+
+
+def _wins(r: TaskResult, other: dict[str, Any], *, separated: bool = False) -> bool:
+    """Whether the optimizer beats `other`'s final training loss on task `r`: no non-finite run,
+    and a lower mean (beyond rounding; `separated`: with the 95% CIs apart)."""
+    if _failed(r.optimizer):
+        return False
+    mine = r.optimizer["train_loss"]
+    return _separated_below(mine, other) if separated else _below(mine["mean"], other["mean"])
+
+
+def judge(task: SuiteTask, horizon: int, mine: dict[str, Any], tuned: dict[str, dict[str, Any]]) -> TaskResult:
+    """One task's `TaskResult`: the best baseline and the ratios to it and to tuned Adam. An
+    optimizer with a non-finite run on the task scores inf (and a speed-up of 0)."""
+    best = min(tuned, key=lambda b: tuned[b]["test"]["train_loss"]["mean"])
+    failed = _failed(mine)
+
+    def ratio(b):
+        return math.inf if failed else _ratio(mine["train_loss"]["mean"], tuned[b]["test"]["train_loss"]["mean"])
+
+    return TaskResult(
+        name=task.name, kind=task.kind, split=task.split, horizon=horizon, optimizer=mine, baselines=tuned,
+        best_baseline=best, ratio_to_best=ratio(best), ratio_to_adam=ratio("adam"),
+        speedup_over_adam=0.0 if failed else speedup(mine["curve"]["mean"], tuned["adam"]["test"]["curve"]["mean"]),
+    )
 
 
 def suite_wide_rate(results: list[TaskResult]) -> float | None:
@@ -252,18 +318,21 @@ def suite_wide_rate(results: list[TaskResult]) -> float | None:
 def summarize_suite(results: list[TaskResult]) -> dict[str, Any]:
     """Over the suite: per baseline the fraction of tasks the optimizer beats with separated CIs
     and with a lower mean; the median and geometric-mean ratio to the best baseline; the same per
-    kind; and against Adam at one suite-wide learning rate."""
+    kind; and against Adam at one suite-wide learning rate. A task where the optimizer had a
+    non-finite run is a loss against every baseline (its ratios are inf); a lower mean is a win
+    only beyond float rounding (`WIN_MARGIN`)."""
     ratios = np.array([r.ratio_to_best for r in results], dtype=np.float64)
     names = list(results[0].baselines) if results else []
-    beats = {b: float(np.mean([_separated_below(r.final(), r.final(b)) for r in results])) for b in names}
-    below = {b: float(np.mean([r.final()["mean"] < r.final(b)["mean"] for r in results])) for b in names}
-    below["best"] = float(np.mean(ratios < 1.0))
+    beats = {b: float(np.mean([_wins(r, r.final(b), separated=True) for r in results])) for b in names}
+    below = {b: float(np.mean([_wins(r, r.final(b)) for r in results])) for b in names}
+    below["best"] = float(np.mean([_wins(r, r.final(r.best_baseline)) for r in results])) if results else math.nan
     kinds = {}
     for kind in sorted({r.kind for r in results}):
-        mine = np.array([r.ratio_to_best for r in results if r.kind == kind])
-        kinds[kind] = {"tasks": int(mine.size), "median_ratio": float(np.median(mine)),
-                       "below_best": float(np.mean(mine < 1.0))}
-    suite_ratios = [r.ratio_to_suite_adam for r in results if r.ratio_to_suite_adam is not None]
+        mine = [r for r in results if r.kind == kind]
+        kinds[kind] = {"tasks": len(mine), "median_ratio": float(np.median([r.ratio_to_best for r in mine])),
+                       "below_best": float(np.mean([_wins(r, r.final(r.best_baseline)) for r in mine]))}
+    shared = [r for r in results if r.suite_adam is not None and r.ratio_to_suite_adam is not None]
+    suite_ratios = [r.ratio_to_suite_adam for r in shared]
     speedups = [r.speedup_over_adam for r in results]
     with np.errstate(divide="ignore"):
         geo = float(np.exp(np.mean(np.log(ratios)))) if ratios.size and np.all(ratios > 0) else math.nan
@@ -277,37 +346,88 @@ def summarize_suite(results: list[TaskResult]) -> dict[str, Any]:
         "median_speedup_over_adam": float(np.median([math.inf if s is None else s for s in speedups])) if speedups else math.nan,
         "per_kind": kinds,
         "suite_adam_lr": results[0].suite_adam["lr"] if results and results[0].suite_adam else None,
-        "fraction_below_suite_adam": float(np.mean(np.array(suite_ratios) < 1.0)) if suite_ratios else math.nan,
+        "fraction_below_suite_adam": float(np.mean([_wins(r, r.suite_adam["train_loss"]) for r in shared])) if shared else math.nan,
         "median_ratio_to_suite_adam": float(np.median(suite_ratios)) if suite_ratios else math.nan,
         "nonfinite_runs": int(sum(r.optimizer["nonfinite_runs"] for r in results)),
+        "tasks_with_nonfinite_runs": int(sum(_failed(r.optimizer) for r in results)),
     }
+
+
+# A learning rate as the command line takes it: digits, an optional fraction and exponent (no
+# sign, underscores, inf or nan), between these bounds (a float32 rate that means something).
+_PLAIN_RATE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+RATE_BOUNDS = (1e-30, 1e6)  # written out in `parse_rate`'s error
+FIRST_ORDER_EXAMPLES = "adam:1e-3, adamw:1e-3, sgd:0.1, rmsprop:1e-3, lion:1e-4, nadam:1e-3"
+
+
+def parse_rate(text: str) -> float:
+    """A learning rate written plainly (`1e-3`, `0.001`), positive, finite and within
+    `RATE_BOUNDS`; else a one-line error naming the value."""
+    if not _PLAIN_RATE.fullmatch(text):
+        raise ValueError(f"the learning rate {text!r} is not a plain positive number (e.g. 1e-3 or 0.001: digits, "
+                         "a point and an exponent; no sign, underscores, inf or nan)")
+    value = float(text)
+    if not RATE_BOUNDS[0] <= value <= RATE_BOUNDS[1]:
+        raise ValueError(f"the learning rate {text} is outside 1e-30 to 1e6 (what a float32 learning rate can mean)")
+    return value
+
+
+def parse_instances(text: str) -> tuple[int, int]:
+    """`"16,50"` -> `(16, 50)`: VALIDATION,TEST instances per task, each an integer of at least 2;
+    else a one-line error naming the value."""
+    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", str(text))
+    if not match or min(int(match[1]), int(match[2])) < 2:
+        raise ValueError(f"--instances expects VALIDATION,TEST: two integers of at least 2 (e.g. 16,50), got {text!r}.")
+    return int(match[1]), int(match[2])
+
+
+def _check_first_order(tx: optax.GradientTransformation, what: str, *, strict: bool = True) -> None:
+    """Fails at once, naming what is missing, when `tx` cannot update params from the gradients
+    and params alone (as the suite calls it): e.g. optax's line searches, which need the loss.
+    Traced on two small params (nothing is computed); `strict=False` (a transformation of the
+    user's, which may expect params of its own structure) refuses only missing arguments."""
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    try:
+        jax.eval_shape(lambda: tx.update(params, tx.init(params), params))
+    except Exception as e:  # noqa: BLE001 - an optax spec that fails here would fail inside the first task
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not strict and not (isinstance(e, TypeError) and "missing" in text and "argument" in text):
+            return
+        needs = text[text.index("missing"):] if "missing" in text else text
+        raise ValueError(f"{what} cannot run in the suite: its update needs more than the gradients and params ({needs}). "
+                         f"The suite gives an optimizer only those, as optax's first-order optimizers take them: "
+                         f"e.g. {FIRST_ORDER_EXAMPLES}, or pass a transformation of your own.") from None
 
 
 def resolve_optimizer(spec) -> tuple[str, optax.GradientTransformation]:
     """`(name, transformation)` of an optax transformation, a shipped optimizer's name, a run
     folder, or an optax spec `NAME:LEARNING_RATE` (e.g. `adam:1e-3`, any optax optimizer whose
-    first argument is the learning rate). Anything else is a one-line error."""
+    first argument is the learning rate and whose update needs only the gradients and params; the
+    rate written plainly, within `RATE_BOUNDS`). Anything else is a one-line error, before any
+    work."""
     if isinstance(spec, optax.GradientTransformation):
+        _check_first_order(spec, "This optax transformation", strict=False)
         return "optax transformation", spec
     if not isinstance(spec, (str, Path)) or not str(spec):
         raise ValueError(f"Expected an optax transformation, a shipped optimizer's name, a run folder or NAME:LR, got {spec!r}.")
     text = str(spec)
     name, sep, rate = text.partition(":")
     if sep and not Path(text).exists():
-        factory = getattr(optax, name, None)
+        factory = getattr(optax, name, None) if name.isidentifier() and not name.startswith("_") else None
+        if not callable(factory) or isinstance(factory, type):
+            raise ValueError(f"{text!r} is not an optax spec NAME:LEARNING_RATE: optax has no optimizer {name!r} "
+                             f"(e.g. {FIRST_ORDER_EXAMPLES}).")
         try:
-            value = float(rate)
-        except ValueError:
-            value = math.nan
-        if not callable(factory) or not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{text!r} is not an optax spec NAME:LEARNING_RATE with an optax optimizer and a positive rate "
-                             "(e.g. adam:1e-3).")
+            value = parse_rate(rate)
+        except ValueError as e:
+            raise ValueError(f"{text!r} is not an optax spec NAME:LEARNING_RATE: {e}.") from None
         try:
             tx = factory(value)
         except TypeError as e:
             raise ValueError(f"optax.{name}({value}) failed: {e}") from None
         if not isinstance(tx, optax.GradientTransformation):
             raise ValueError(f"optax.{name} is not an optimizer (it returned {type(tx).__name__}).")
+        _check_first_order(tx, f"optax.{name} ({text!r})")
         return text, tx
     from ..runs._loading import load_optimizer
 
@@ -319,7 +439,7 @@ def resolve_optimizer(spec) -> tuple[str, optax.GradientTransformation]:
 
 def run(
     optimizer,
-    tasks: str | list[str] = "heldout",
+    tasks: str | list[str] | None = "heldout",
     *,
     settings: Settings | None = None,
     quick: bool = False,
@@ -332,17 +452,20 @@ def run(
     Args:
         optimizer: an optax transformation, a shipped optimizer's name ("digits"), a run folder,
             or an optax spec "NAME:LR" ("adam:1e-3").
-        tasks: "heldout" (default), "train", "all", or task names (`l2lgd.suite.SUITE`).
+        tasks: "heldout" (default; also None), "train", "all", or task names (`l2lgd.suite.SUITE`).
         settings: instances per task (default `Settings()`: 16 validation, 50 test).
-        quick: a smoke run in seconds: at most three cheap tasks of the selection, 4 validation
-            and 8 test instances, horizons capped at 50 steps.
+        quick: a smoke run in seconds: at most three cheap tasks of the selection, and (unless
+            `settings` are given, which then hold) `QUICK`: 4 validation and 8 test instances,
+            horizons capped at 50 steps.
         cache: the baselines' cache folder ("default": `_baselines.cache_dir()`; None: no cache).
+            It must be writable (checked first).
         progress: a progress bar over tasks.
         baselines_to_tune: the baselines to tune (default: all of `BASELINES`; Adam must be among
             them), e.g. ("adam",) for a cheap check at `Settings(horizon_scale=5)`.
 
     Returns:
-        A `SuiteResult`: per task a `TaskResult`, and the suite's `summary`.
+        A `SuiteResult`: per task a `TaskResult`, and the suite's `summary`. A task where the
+        optimizer had a non-finite run counts as a loss against every baseline.
 
     Example:
         >>> result = l2lgd.suite.run("adam:1e-2", ["linreg_cond1e4"], quick=True, cache=None, progress=False)
@@ -354,6 +477,8 @@ def run(
     start = time.perf_counter()
     name, tx = resolve_optimizer(optimizer)
     selected = select(tasks)
+    if settings is not None and not isinstance(settings, Settings):
+        raise ValueError(f"settings must be an l2lgd.suite.Settings, got {settings!r}.")
     if quick:
         settings = settings or QUICK
         cheap = [t for t in selected if t.name in QUICK_TASKS]
@@ -365,29 +490,25 @@ def run(
         raise ValueError(f"baselines_to_tune must name baselines of {', '.join(baselines.BASELINES)} including 'adam', "
                          f"got {chosen!r}.")
     cache_path = baselines.cache_dir() if cache == "default" else (None if cache is None else Path(cache))
-    results, baseline_seconds = [], 0.0
+    if cache_path is not None:
+        baselines.check_writable(cache_path)
+    results, baseline_seconds, identities = [], 0.0, {}
     for task in tqdm(selected, desc=f"suite {name}", unit="task", disable=not progress):
+        identities[task.name] = identity = task_identity(task)  # (not the baselines' time: they may be cached)
         t0 = time.perf_counter()
-        tuned = {b: tune_baseline(task, b, settings, cache=cache_path) for b in chosen}
+        tuned = {b: tune_baseline(task, b, settings, cache=cache_path, identity=identity) for b in chosen}
         baseline_seconds += time.perf_counter() - t0
         horizon = settings.steps_for(task)
         losses, metrics = _runner(task.family, horizon, lambda _: tx)(0.0, _instances(task, "test", settings.test_instances))
-        mine = summarize_run(losses, metrics)
-        best = min(tuned, key=lambda b: tuned[b]["test"]["train_loss"]["mean"])
-        results.append(TaskResult(
-            name=task.name, kind=task.kind, split=task.split, horizon=horizon, optimizer=mine, baselines=tuned,
-            best_baseline=best,
-            ratio_to_best=_ratio(mine["train_loss"]["mean"], tuned[best]["test"]["train_loss"]["mean"]),
-            ratio_to_adam=_ratio(mine["train_loss"]["mean"], tuned["adam"]["test"]["train_loss"]["mean"]),
-            speedup_over_adam=speedup(mine["curve"]["mean"], tuned["adam"]["test"]["curve"]["mean"]),
-        ))
+        results.append(judge(task, horizon, summarize_run(losses, metrics), tuned))
     rate = suite_wide_rate(results)
     if rate is not None:
         t0 = time.perf_counter()
         for task, result in zip(selected, results):
-            shared = tune_baseline(task, "adam", settings, cache=cache_path, lr=rate)
+            shared = tune_baseline(task, "adam", settings, cache=cache_path, lr=rate, identity=identities[task.name])
             result.suite_adam = {"lr": rate, "train_loss": shared["test"]["train_loss"]}
-            result.ratio_to_suite_adam = _ratio(result.optimizer["train_loss"]["mean"], shared["test"]["train_loss"]["mean"])
+            result.ratio_to_suite_adam = (math.inf if _failed(result.optimizer) else
+                                          _ratio(result.optimizer["train_loss"]["mean"], shared["test"]["train_loss"]["mean"]))
         baseline_seconds += time.perf_counter() - t0
     return SuiteResult(name, dataclasses.asdict(settings), results, summarize_suite(results),
                        time.perf_counter() - start, baseline_seconds)

@@ -8,6 +8,7 @@ disjoint seeds (`INSTANCE_SEEDS`).
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import equinox as eqx
@@ -22,6 +23,8 @@ from ..tasks._regression import LinearRegression, LogisticRegression
 from ..tasks._sequence import RNNAdding
 
 SPLITS = ("train", "heldout")
+# What `select` reads as a whole selection, so no task may be named so.
+SELECTIONS = (*SPLITS, "all")
 # Seeds of each family's instance sets (meta-training draws from `train`; `l2lgd.train`'s own
 # keys come from the run's seed, split from these).
 INSTANCE_SEEDS = {"train": 11_000_003, "validation": 12_000_003, "test": 13_000_003}
@@ -48,17 +51,26 @@ SUITE: dict[str, SuiteTask] = {}
 def register_suite_task(name: str, kind: str, split: str, family: TaskFamily) -> SuiteTask:
     """Adds a family to the suite under `name`, after checking that it samples valid tasks whose
     loss, gradients and `train_loss` metric are finite at initialization (a family that is not
-    is refused, naming it). Returns the `SuiteTask`."""
-    if split not in SPLITS:
+    is refused, naming it). `name` is an identifier other than a selection's words (heldout,
+    train, all); `kind` a non-empty string; the family's `horizon` a positive integer (a Python
+    or NumPy integer, not a bool). Returns the `SuiteTask`."""
+    if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"A suite task's split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}.")
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"A suite task's name must be an identifier, got {name!r}.")
+    if name in SELECTIONS:
+        raise ValueError(f"A suite task may not be named {name!r}: {', '.join(SELECTIONS)} select whole splits "
+                         "(`--tasks heldout`); choose another name.")
+    if not isinstance(kind, str) or not kind.strip() or "|" in kind or "\n" in kind:
+        raise ValueError(f"Suite task {name!r}: its kind must be a non-empty string without '|' or line breaks (a "
+                         f"table cell, e.g. 'mlp'), got {kind!r}.")
     if name in SUITE:
         raise ValueError(f"The suite already has a task named {name!r} ({SUITE[name].family!r}).")
     check_family(family)
-    if not isinstance(family.horizon, int) or family.horizon <= 0:
+    horizon = getattr(family, "horizon", None)
+    if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, numbers.Integral) or horizon <= 0:
         raise ValueError(f"Suite task {name!r}: its family must declare a positive integer `horizon`, got "
-                         f"{family.horizon!r}.")
+                         f"{horizon!r}.")
     _check_finite_at_init(name, family)
     task = SuiteTask(name, kind, split, family)
     SUITE[name] = task
@@ -82,15 +94,20 @@ def _check_finite_at_init(name: str, family: TaskFamily) -> None:
         raise ValueError(f"Suite task {name!r} ({family!r}) is not finite at initialization: {', '.join(bad)}.")
 
 
-def select(tasks: str | list[str] | tuple[str, ...] = "heldout") -> list[SuiteTask]:
+def select(tasks: str | list[str] | tuple[str, ...] | None = "heldout") -> list[SuiteTask]:
     """The suite's tasks named by `tasks`: "heldout", "train", "all", or names (a list, or one
-    string of comma-separated names). An unknown name is an error that lists the known ones."""
+    string of comma-separated names); None is the default, "heldout". An unknown name is an error
+    that lists the known ones."""
+    if tasks is None:
+        tasks = "heldout"
     if isinstance(tasks, str):
         if tasks in SPLITS:
             return [t for t in SUITE.values() if t.split == tasks]
         if tasks == "all":
             return list(SUITE.values())
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
+        raise ValueError(f"Suite tasks are named by heldout, train, all, or a list of task names; got {tasks!r}.")
     unknown = [t for t in tasks if t not in SUITE]
     if unknown or not tasks:
         raise ValueError(f"Unknown suite task(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
