@@ -25,7 +25,7 @@ ORDER = [
     "l2lgd.runs._storage", "l2lgd.runs._snapshots", "l2lgd.runs._record", "l2lgd.runs._shipped",
     "l2lgd.runs._experiments", "l2lgd.runs._exports", "l2lgd.runs._loading", "l2lgd.runs._selection", "l2lgd.runs._ship",
     "l2lgd.runs._control", "l2lgd.runs._driver",
-    "l2lgd.suite._tasks", "l2lgd.suite._baselines", "l2lgd.suite._profiles", "l2lgd.suite._run", "l2lgd.suite._report", "l2lgd.suite",
+    "l2lgd.suite._tasks", "l2lgd.suite._baselines", "l2lgd.suite._profiles", "l2lgd.suite._run", "l2lgd.suite._report", "l2lgd.suite._compare", "l2lgd.suite",
     "l2lgd.lab.compare", "l2lgd.lab.figures", "l2lgd.lab.paper", "l2lgd.lab.report",
     "l2lgd.lab.bench_face", "l2lgd.lab.bench_estimators", "l2lgd.lab.bench",
     "l2lgd.cli", "l2lgd.__main__", "l2lgd",

@@ -1,5 +1,6 @@
 """The benchmark suite: its families, its baseline cache and its runner (tiny shapes)."""
 
+import dataclasses
 import functools
 import json
 
@@ -130,7 +131,8 @@ def test_the_runner_end_to_end_on_two_tiny_tasks(tiny_suite, tmp_path, monkeypat
     # Two of the six baselines (each compiles a program per task; they all run the same code path).
     monkeypatch.setattr(_baselines, "BASELINES", {k: _baselines.BASELINES[k] for k in ("sgd", "adam")})
     cache = tmp_path / "cache"
-    result = suite.run("adam:1e-2", tiny_suite, settings=TINY, cache=cache, progress=False)
+    rivals = ("dowg", "schedule_free_adamw")  # two of the tuning-free rivals (one scored at its eval params)
+    result = suite.run("adam:1e-2", tiny_suite, settings=TINY, cache=cache, progress=False, rivals=rivals)
     assert [t.name for t in result.tasks] == tiny_suite
     for t in result.tasks:
         assert set(t.baselines) == {"sgd", "adam"}
@@ -143,14 +145,57 @@ def test_the_runner_end_to_end_on_two_tiny_tasks(tiny_suite, tmp_path, monkeypat
     assert s["tasks"] == 2 and s["suite_adam_lr"] > 0 and set(s["per_kind"]) == {"linear", "function"}
     assert 0.0 <= s["fraction_with_lower_mean"]["best"] <= 1.0
     files = sorted(p.name.split("-")[1] for p in cache.glob("tiny_linreg-*.json"))
-    assert files.count("adam") == 2 and len(files) == 3  # the tuned baselines, and Adam at the suite-wide rate
-    again = suite.run("adam:1e-2", tiny_suite, settings=TINY, cache=cache, progress=False)
+    tuned = [f for f in files if not f.startswith("rival.")]
+    assert tuned.count("adam") == 2 and len(tuned) == 3  # the tuned baselines, and Adam at the suite-wide rate
+    assert sorted(set(files) - set(tuned)) == ["rival.dowg", "rival.schedule_free_adamw"]
+    # The rivals: each one's figures, the optimizer's ratio to it, and over the suite how often it is below.
+    for t in result.tasks:
+        assert set(t.rivals) == set(rivals) and set(t.ratio_to_rivals) == set(rivals)
+        for k in rivals:
+            mine, theirs = t.optimizer["train_loss"]["mean"], t.rivals[k]["test"]["train_loss"]["mean"]
+            assert t.ratio_to_rivals[k] == pytest.approx(mine / theirs) and len(t.rivals[k]["test"]["curve"]["mean"]) == 10
+            assert t.rivals[k]["test"]["nonfinite_runs"] == 0
+    for k in rivals:
+        figures = s["rivals"][k]
+        assert figures["fraction_below"] == np.mean([r.ratio_to_rivals[k] < 1 - 1e-3 for r in result.tasks])
+        iqm = figures["iqm_ratio"]
+        assert iqm["low"] <= iqm["value"] <= iqm["high"]
+    # Steps to the target (the best tuned baseline's final loss) of every optimizer in the comparison.
+    profiles = s["profiles"]
+    assert list(profiles["optimizers"]) == ["adam:1e-2", "tuned sgd", "tuned adam", *rivals]
+    for i, t in enumerate(result.tasks):
+        assert t.target == profiles["targets"][i] == t.baselines[t.best_baseline]["test"]["train_loss"]["mean"]
+        assert 1 <= t.steps_to_target[f"tuned {t.best_baseline}"] <= t.horizon + 1
+        assert set(t.steps_to_target) == set(profiles["optimizers"])
+    for v in profiles["optimizers"].values():
+        assert 0.0 <= v["score"] <= 1.0 and len(v["rho"]) == len(profiles["taus"])
+        assert v["speedup_over_adam"]["q25"] <= v["speedup_over_adam"]["median"] <= v["speedup_over_adam"]["q75"]
+    assert profiles["optimizers"]["tuned adam"]["iqm_ratio_to_adam"]["value"] == 1.0
+    assert profiles["optimizers"]["tuned adam"]["speedup_over_adam"]["median"] == 1.0
+    again = suite.run("adam:1e-2", tiny_suite, settings=TINY, cache=cache, progress=False, rivals=rivals)
     assert again.baseline_seconds < result.baseline_seconds
     assert again.tasks[0].baselines == json.loads(json.dumps(result.tasks[0].baselines))
+    assert again.tasks[0].rivals == json.loads(json.dumps(result.tasks[0].rivals))  # cached: its seconds as stored
     out = suite.write(again, tmp_path / "out")
     data = json.loads((out / "suite.json").read_text())
     assert data["optimizer"] == "adam:1e-2" and len(data["tasks"]) == 2
+    assert set(data["summary"]["rivals"]) == set(rivals) and "profiles" in data["summary"]
     assert (out / "figures" / "tiny_linreg.png").is_file() and (out / "figures" / "summary.png").is_file()
+    assert (out / "figures" / "profiles.png").is_file()
+    text = (out / "suite.md").read_text()
+    assert "| dowg | " in text and "profile score" in text and "best tuned baseline's mean final training loss" in text
+    # Several optimizers in one table and one figure: this run, a rival (cached) and a spec run afresh.
+    compared = suite.compare([again, "dowg", "sgd:0.1"], cache=cache, progress=False, runs_root=None)
+    assert compared.optimizers == ["adam:1e-2", "dowg", "sgd:0.1", "tuned adam"] and compared.tasks == tiny_suite
+    assert compared.losses["dowg"] == [t.rivals["dowg"]["test"]["train_loss"]["mean"] for t in again.tasks]
+    assert compared.profiles["optimizers"]["tuned adam"]["iqm_ratio_to_adam"]["value"] == 1.0
+    where = suite._compare.write(compared, tmp_path / "compare")
+    assert sorted(p.name for p in where.rglob("*") if p.is_file()) == ["compare.json", "compare.md", "profiles.png"]
+    table = (where / "compare.md").read_text()
+    assert table.count("| task | target |") == 1 and "profile score" in table and "| `tiny_rosenbrock` |" in table
+    other = dataclasses.replace(again, settings={**again.settings, "test_instances": 5})
+    with pytest.raises(ValueError, match="test_instances 4 vs 5"):
+        suite.compare([again, other], cache=cache, runs_root=None)
     assert suite.load(out).tasks[1].ratio_to_best == again.tasks[1].ratio_to_best
     report = suite.write_section(tmp_path / "SUITE.md", again)
     suite.write_section(report, again)  # replaced, not appended twice
@@ -165,11 +210,21 @@ def test_the_runner_end_to_end_on_two_tiny_tasks(tiny_suite, tmp_path, monkeypat
     assert np.isfinite(mine.tasks[0].ratio_to_best)
 
 
+def test_unknown_rivals_are_refused_listing_the_known_ones():
+    with pytest.raises(ValueError, match="Unknown tuning-free rival\\(s\\) 'nope'; the known ones: prodigy, .*adam:1e-3") as info:
+        suite.run("adam:1e-3", ["linreg_cond1e4"], quick=True, cache=None, progress=False, rivals=("dowg", "nope"))
+    assert "\n" not in str(info.value)
+    assert suite._run.check_rivals(None) == tuple(suite.TUNING_FREE) and suite._run.check_rivals(()) == ()
+
+
 def test_the_command_line_refuses_bad_input_in_one_line():
     import subprocess
     import sys
 
     for argv, message in ((["adam:1e-3", "--tasks", "nope"], "Unknown suite task(s) 'nope'; choose heldout"),
-                          (["adam:soon"], "is not an optax spec NAME:LEARNING_RATE")):
+                          (["adam:soon"], "is not an optax spec NAME:LEARNING_RATE"),
+                          (["adam:1e-3", "--rivals", "dowg,nope"], "Unknown tuning-free rival(s) 'nope'; the known ones: prodigy"),
+                          (["adam:1e-3", "sgd:0.1"], "suite takes one optimizer"),
+                          (["compare", "adam:1e-3", "nope:1"], "optax has no optimizer 'nope'")):
         done = subprocess.run([sys.executable, "-m", "l2lgd", "suite", *argv], capture_output=True, text=True)
         assert done.returncode == 1 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -356,3 +356,51 @@ def test_a_transformation_of_ones_own_that_needs_the_loss_is_refused_but_not_one
     # One written for params of another structure is not judged on the probe's: it runs.
     masked = optax.masked(optax.adam(1e-3), {"w": True, "b": False, "other": True})
     assert suite.resolve_optimizer(masked)[1] is masked
+
+
+# The field's figures: a copy of tuned Adam scores as tuned Adam does.
+
+
+def test_a_copy_of_tuned_adam_scores_its_profile_like_adam():
+    tasks = [_fake_task(name, 1.0, best=1.0) for name in "abcd"]
+    for r in tasks:
+        r.optimizer = r.baselines["adam"]["test"]
+        slow = {"mean": [2.0, 2.0], "p10": [2.0, 2.0], "p90": [2.0, 2.0]}
+        r.baselines["sgd"] = {**r.baselines["sgd"], "test": {**r.baselines["sgd"]["test"], "curve": slow}}
+    s = _run.summarize_suite(tasks, "copy")
+    copy, adam = s["profiles"]["optimizers"]["copy"], s["profiles"]["optimizers"]["tuned adam"]
+    assert copy["score"] == adam["score"] == 1.0 and copy["rho"] == adam["rho"]
+    assert copy["steps_to_target"] == adam["steps_to_target"]
+    assert copy["iqm_ratio_to_adam"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert copy["speedup_over_adam"] == {"median": 1.0, "q25": 1.0, "q75": 1.0}
+    sgd = s["profiles"]["optimizers"]["tuned sgd"]  # never at the target (the best's final loss): a profile of 0
+    assert sgd["score"] == 0.0 and sgd["speedup_over_adam"]["median"] == 0.0 and sgd["iqm_ratio_to_adam"]["value"] == 2.0
+    assert s["rivals"] == {}
+
+
+def test_rivals_and_compare_on_the_command_line(command_line, monkeypatch):
+    main, calls = command_line
+    main("adam:1e-3", "--quick", "--rivals", "none")
+    assert calls["run"]["rivals"] == ()
+    main("adam:1e-3", "--quick", "--rivals", "dowg, prodigy")
+    assert calls["run"]["rivals"] == ("dowg", "prodigy")
+    main("adam:1e-3", "--quick")
+    assert calls["run"]["rivals"] is None  # all of them
+    with pytest.raises(SystemExit, match=r"Unknown tuning-free rival\(s\) 'nope'; the known ones: prodigy, dadapt_adamw"):
+        main("adam:1e-3", "--rivals", "nope")
+    compared = {}
+
+    def fake_compare(specs, tasks, **kwargs):
+        compared.update(specs=specs, tasks=tasks, **kwargs)
+        return "comparison"
+
+    monkeypatch.setattr(suite, "compare", fake_compare)
+    monkeypatch.setattr(suite._compare, "write", lambda c, out: compared.setdefault("out", out))
+    monkeypatch.setattr(suite._compare, "markdown", lambda c: "")
+    main("compare", "adam:1e-3", "prodigy", "--quick")
+    assert compared["specs"] == ["adam:1e-3", "prodigy"] and compared["out"].name == "compare-adam_1e-3-prodigy-quick"
+    assert compared["settings"] == suite.QUICK and "run" not in calls
+    with pytest.raises(SystemExit, match="suite compare needs optimizers"):
+        main("compare")
+    with pytest.raises(SystemExit, match="--report is for one optimizer's suite run"):
+        main("compare", "adam:1e-3", "--report", "x.md")

@@ -248,6 +248,12 @@ def cmd_suite(args: argparse.Namespace) -> None:
 
     from . import suite
 
+    if args.optimizer == "compare":
+        return cmd_compare(args)
+    if args.more:
+        raise ValueError(f"suite takes one optimizer, got {args.optimizer!r} and {' '.join(args.more)!r} "
+                         "(several: `suite compare A B ...`).")
+    rivals = _rivals(args.rivals)
     # Every check before any work: settings, where the run and its report go.
     if args.quick and args.horizon_scale != 1:
         raise ValueError("--quick caps every horizon at 50 steps, so --horizon-scale would change nothing: drop one of them.")
@@ -265,7 +271,7 @@ def cmd_suite(args: argparse.Namespace) -> None:
     if args.report:
         suite._report.check_report(args.report)
     result = suite.run(args.optimizer, args.tasks, quick=args.quick, cache=None if args.no_cache else "default",
-                       progress=not args.no_progress, settings=settings, baselines_to_tune=chosen)
+                       progress=not args.no_progress, settings=settings, baselines_to_tune=chosen, rivals=rivals)
     suite.write(result, out)
     print(suite.markdown(result))
     print(f"written to {out} (suite.json, suite.md, figures/)")
@@ -274,6 +280,49 @@ def cmd_suite(args: argparse.Namespace) -> None:
         where = suite.write_section(args.report, result)
         print(f"partial run ({partial}): its own section of {where}; a full section and the summary row are kept" if partial
               else f"section {result.optimizer!r} written into {where}")
+
+
+def _rivals(text: str | None) -> tuple[str, ...] | None:
+    """--rivals: None (all), `none`, or comma-separated names (checked: an unknown one lists the known)."""
+    from .suite._run import check_rivals
+
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    return check_rivals(tuple(k.strip() for k in text.split(",") if k.strip()))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """`suite compare A B ...`: several optimizers on the same tasks, one table and one figure."""
+    import dataclasses
+
+    from . import suite
+
+    specs = list(args.more)
+    if not specs:
+        raise ValueError("suite compare needs optimizers to compare: `suite compare A B ...` (shipped names, run folders, "
+                         "suite result folders, NAME:LR, or tuning-free rivals such as prodigy).")
+    if args.report:
+        raise ValueError("--report is for one optimizer's suite run, not for suite compare.")
+    if args.quick and args.horizon_scale != 1:
+        raise ValueError("--quick caps every horizon at 50 steps, so --horizon-scale would change nothing: drop one of them.")
+    settings = suite.QUICK if args.quick else suite.Settings()
+    instances = suite._run.parse_instances(args.instances) if args.instances else None
+    if instances and instances != (settings.validation_instances, settings.test_instances):
+        settings = dataclasses.replace(settings, validation_instances=instances[0], test_instances=instances[1])
+    else:
+        instances = None
+    settings = dataclasses.replace(settings, horizon_scale=args.horizon_scale)
+    chosen = tuple(b.strip() for b in args.baselines.split(",")) if args.baselines else None
+    tag = (("-quick" if args.quick else "") + (f"-i{instances[0]}-{instances[1]}" if instances else "")
+           + (f"-x{args.horizon_scale}" if args.horizon_scale != 1 else ""))
+    out = suite._report.check_out(Path(args.out) if args.out else suite._compare.default_out(specs, tag))
+    result = suite.compare(specs, args.tasks, quick=args.quick, cache=None if args.no_cache else "default",
+                           progress=not args.no_progress, settings=settings, baselines_to_tune=chosen)
+    suite._compare.write(result, out)
+    print(suite._compare.markdown(result))
+    print(f"written to {out} (compare.json, compare.md, figures/profiles.png)")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -353,7 +402,10 @@ def _lab_parsers(sub) -> None:
     paper.set_defaults(func=cmd_paper)
 
     suite = sub.add_parser("suite", help="put an optimizer through the benchmark suite against per-task tuned baselines")
-    suite.add_argument("optimizer", help="a shipped optimizer's name, a run folder, or an optax spec NAME:LR (e.g. adam:1e-3)")
+    suite.add_argument("optimizer", help="a shipped optimizer's name, a run folder, or an optax spec NAME:LR (e.g. adam:1e-3); "
+                       "`compare A B ...`: several optimizers (those, suite result folders or tuning-free rivals) in one table")
+    suite.add_argument("more", nargs="*", help=argparse.SUPPRESS)
+    suite.add_argument("--rivals", help="tuning-free rivals to run too: none, or comma-separated names (default: all)")
     suite.add_argument("--tasks", default="heldout", help="heldout (default), train, all, or comma-separated task names")
     suite.add_argument("--quick", action="store_true",
                        help="a smoke run in seconds: three cheap tasks, 4,8 instances (or --instances), 50 steps")

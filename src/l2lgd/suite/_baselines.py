@@ -128,6 +128,25 @@ def definition(task, baseline: str, settings: dict[str, Any], classes: dict[str,
     }
 
 
+def rival_definition(task, rival: str, settings: dict[str, Any], classes: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a tuning-free rival's cached result depends on: as `definition`, with the rival's
+    source (its `make` and `eval_params`) for the baseline's; its entry is named `rival.NAME`
+    (the tuned baselines' entries and keys are untouched)."""
+    made = registry.TUNING_FREE[rival]
+    return {
+        "format": CACHE_FORMAT,
+        "task": task.name,
+        "family": repr(task.family),
+        "sources": sources(task.family) if classes is None else classes,
+        "baseline": "rival." + "".join(c if c.isalnum() or c in "_." else "_" for c in rival),
+        "rival": rival,
+        "baseline_source": _source(made.make) + ("" if made.eval_params is None else _source(made.eval_params)),
+        "scored": "as run" if made.eval_params is None else "losses and metrics at eval_params, each step",
+        "settings": settings,
+        **versions(),
+    }
+
+
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 FINGERPRINT_INSTANCES = 2
 # How far a fingerprint may move and still be the task's. Processes with other XLA flags (threads,
@@ -214,19 +233,23 @@ def _stats_problem(stats) -> str | None:
     return None
 
 
-def problem(result, *, steps: int | None = None, metrics=None) -> str | None:
+def problem(result, *, steps: int | None = None, metrics=None, rival: bool = False) -> str | None:
     """What is wrong with a cached result (None: nothing): its schema, that of `tune_baseline`'s
-    result, with curves of `steps` values and the figures of `metrics` (when given)."""
+    result (`rival`: `run_rival`'s, without a learning rate), with curves of `steps` values and
+    the figures of `metrics` (when given)."""
     if not isinstance(result, dict):
         return "the result is not an object"
-    missing = {"lr", "grid_edge", "validation", "test", "seconds"} - set(result)
+    missing = ({"test", "seconds"} if rival else {"lr", "grid_edge", "validation", "test", "seconds"}) - set(result)
     if missing:
         return f"no {', '.join(sorted(missing))}"
-    if not _is_number(result["lr"]) or not (result["lr"] > 0 and math.isfinite(result["lr"])):
+    if rival:
+        if not _is_number(result["seconds"]):
+            return "seconds of the wrong type"
+    elif not _is_number(result["lr"]) or not (result["lr"] > 0 and math.isfinite(result["lr"])):
         return f"lr {result['lr']!r} is not a positive number"
-    if not isinstance(result["grid_edge"], bool) or not _is_number(result["seconds"]):
+    elif not isinstance(result["grid_edge"], bool) or not _is_number(result["seconds"]):
         return "grid_edge or seconds of the wrong type"
-    if not isinstance(result["validation"], dict) or not all(_is_number(v) for v in result["validation"].values()):
+    elif not isinstance(result["validation"], dict) or not all(_is_number(v) for v in result["validation"].values()):
         return "validation scores that are not numbers"
     test = result["test"]
     if not isinstance(test, dict) or "train_loss" not in test or "curve" not in test or "nonfinite_runs" not in test:
@@ -254,7 +277,7 @@ def problem(result, *, steps: int | None = None, metrics=None) -> str | None:
 
 
 def load_cached(directory: Path, definition: dict[str, Any], *, fingerprint: dict | None = None, steps: int | None = None,
-                metrics=None) -> dict[str, Any] | None:
+                metrics=None, rival: bool = False) -> dict[str, Any] | None:
     """The cached result for `definition`, or None when there is none, or it is damaged (not JSON,
     or not a result of that schema: `problem`) or stale (another definition, or a fingerprint
     other than `fingerprint`); a damaged or stale entry is reported with a warning."""
@@ -274,7 +297,7 @@ def load_cached(directory: Path, definition: dict[str, Any], *, fingerprint: dic
     if not isinstance(data, dict) or data.get("definition") != definition:
         warnings.warn(f"suite cache: {path} is damaged (not the entry of its key); recomputing it.", stacklevel=2)
         return None
-    why = problem(data.get("result"), steps=steps, metrics=metrics)
+    why = problem(data.get("result"), steps=steps, metrics=metrics, rival=rival)
     if why:
         warnings.warn(f"suite cache: {path} is damaged ({why}); recomputing it.", stacklevel=2)
         return None

@@ -86,7 +86,87 @@ def markdown(result: SuiteResult, title: str | None = None) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {k} | {v['tasks']} | {_fmt(v['median_ratio'])} | {v['below_best']:.0%} |" for k, v in s["per_kind"].items()]
+    lines += rivals_markdown(result)
+    lines += profiles_markdown(s.get("profiles"), [r.name for r in result.tasks])
     return "\n".join(lines)
+
+
+def _iqm(interval) -> str:
+    return f"{_fmt(interval['value'])} [{_fmt(interval['low'])}, {_fmt(interval['high'])}]"
+
+
+def rivals_markdown(result: SuiteResult) -> list[str]:
+    """The tuning-free rivals' tables: each one's mean final training loss per task (the
+    optimizer's ratio to it), and over the suite how often the optimizer is below it and the IQM
+    of the ratio."""
+    rivals = result.summary.get("rivals") or {}
+    if not rivals:
+        return []
+    names = list(rivals)
+    lines = ["", "Tuning-free rivals at their defaults (untuned; schedule-free scored at its averaged iterate): mean final "
+             "training loss on the test instances (the optimizer's ratio to it; non-finite runs).", "",
+             "| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for r in result.tasks:
+        cells = []
+        for k in names:
+            figures = r.rivals[k]["test"]
+            bad = figures["nonfinite_runs"]
+            cells.append(f"{_fmt(figures['train_loss']['mean'])} ({_fmt(r.ratio_to_rivals[k])})" + (f", {bad} non-finite" if bad else ""))
+        lines.append(f"| `{r.name}` | " + " | ".join(cells) + " |")
+    lines += ["", "| rival | optimizer below it | IQM of the ratio [95% bootstrap] | its non-finite runs |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['fraction_below']:.0%} | {_iqm(v['iqm_ratio'])} | {v['nonfinite_runs']} |" for k, v in rivals.items()]
+    return lines
+
+
+def profiles_markdown(profiles, task_names: list[str]) -> list[str]:
+    """The comparison's steps to target per task, and per optimizer its profile score, the IQM of
+    its ratio to tuned Adam and its speed-ups over tuned Adam."""
+    if not profiles or not profiles.get("optimizers"):
+        return []
+    optimizers = profiles["optimizers"]
+    lines = ["", f"Steps to target. Target: {profiles['target']}. Profile score: the area under the performance profile "
+             "rho(tau) (the fraction of tasks within tau times the fastest's steps) for tau in [1, 4], over 3 (1: "
+             "fastest everywhere). Ratios are of mean final training loss.", "",
+             "| optimizer | profile score | IQM ratio to tuned Adam [95% bootstrap] | speed-up over tuned Adam: median (quartiles) |",
+             "|---|---|---|---|"]
+    for k, v in optimizers.items():
+        q = v["speedup_over_adam"]
+        lines.append(f"| {k} | {v['score']:.3f} | {_iqm(v['iqm_ratio_to_adam'])} | "
+                     f"{_fmt(q['median'])} ({_fmt(q['q25'])}-{_fmt(q['q75'])}) |")
+    names = list(optimizers)
+    lines += ["", "| task | target | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for i, task in enumerate(task_names):
+        target = profiles["targets"][i]
+        lines.append(f"| `{task}` | {_fmt(target)} | " + " | ".join(
+            "—" if math.isinf(optimizers[k]["steps_to_target"][i]) else f"{optimizers[k]['steps_to_target'][i]:.0f}"
+            for k in names) + " |")
+    return lines
+
+
+def profile_figure(path: Path, profiles, title: str) -> Path:
+    """The performance profiles: rho(tau) against tau (log axis, 1 to 4), one line per optimizer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    taus = np.asarray(profiles["taus"], dtype=float)
+    for k, v in profiles["optimizers"].items():
+        ax.step(taus, np.asarray(v["rho"], dtype=float), where="post", label=f"{k} ({v['score']:.2f})",
+                linewidth=2.0 if not k.startswith("tuned ") else 1.0)
+    ax.set_xscale("log")
+    ax.set_xlim(1.0, taus[-1])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("tau (steps to target / the fastest's)")
+    ax.set_ylabel("fraction of tasks within tau")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def _failures(summary) -> str:
@@ -222,6 +302,8 @@ def write(result: SuiteResult, out: str | Path, *, figures: bool = True) -> Path
         for r in result.tasks:
             task_figure(out / "figures" / f"{r.name}.png", r, result.optimizer)
         summary_figure(out / "figures" / "summary.png", result)
+        if result.summary.get("profiles", {}).get("optimizers"):
+            profile_figure(out / "figures" / "profiles.png", result.summary["profiles"], f"{result.optimizer}: performance profiles")
     return out
 
 

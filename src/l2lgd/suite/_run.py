@@ -18,7 +18,9 @@ import numpy as np
 import optax
 
 from .._evaluate import _run_task, ci95_half_width, task_keys
+from ..optimizers._baselines import TUNING_FREE
 from . import _baselines as baselines
+from . import _profiles
 from ._tasks import INSTANCE_SEEDS, SuiteTask, select
 
 
@@ -144,6 +146,82 @@ def task_identity(task: SuiteTask) -> dict[str, Any]:
     return {"sources": baselines.sources(task.family), "fingerprint": baselines.fingerprint(task.family)}
 
 
+def _described(settings: Settings) -> dict[str, Any]:
+    described = dataclasses.asdict(settings)
+    if described["horizon_scale"] == 1:  # as cached before the field existed
+        del described["horizon_scale"]
+    return described
+
+
+def _store(cache: Path, definition, result, identity, what: str, task: SuiteTask) -> None:
+    try:
+        baselines.store(cache, definition, result, identity["fingerprint"])
+    except OSError as e:  # the result stands; only its cache entry is lost
+        warnings.warn(f"suite cache: could not write {what} on {task.name} into {cache} ({e.strerror or e}); "
+                      "it will be computed again next time.", stacklevel=3)
+
+
+def _rival_runner(task: SuiteTask, name: str, horizon: int):
+    """`run(_, keys) -> (losses [N, T], metrics)` of tuning-free rival `name` at its defaults. Where
+    it has `eval_params` (schedule-free: the averaged iterate), its losses and metrics are taken
+    there: before each step, the loss at the eval params of the state then, on that step's
+    minibatch; at the end, the metrics at the final eval params."""
+    from .._unroll import run_steps
+    from ..tasks import draw_task
+
+    rival = TUNING_FREE[name]
+    family = task.family
+
+    def at_eval_params(tx, loss_fn, x0, minibatch_key):
+        key = jax.random.wrap_key_data(minibatch_key)  # step t's minibatch: fold_in(key, t), as `run_steps` draws it
+
+        def body(carry, t):
+            x, state = carry
+            batch = jax.random.fold_in(key, t)
+            grads = jax.grad(loss_fn)(x, batch)
+            seen = loss_fn(rival.eval_params(state, x), batch)
+            updates, state = tx.update(grads, state, x)
+            return (optax.apply_updates(x, updates), state), seen
+
+        (x, state), losses = jax.lax.scan(body, (x0, tx.init(x0)), jnp.arange(horizon))
+        return rival.eval_params(state, x), losses
+
+    def run(_, keys):
+        def one(key):
+            tx = rival.make()
+            loss_fn, x0, minibatch_key = draw_task(family, key)
+            if rival.eval_params is None:
+                (params, _), losses = run_steps(tx, loss_fn, x0, tx.init(x0), num_steps=horizon, key=minibatch_key)
+            else:
+                params, losses = at_eval_params(tx, loss_fn, x0, minibatch_key)
+            return losses, family.metrics(loss_fn, params)
+
+        return jax.vmap(one)(keys)
+
+    return jax.jit(run, compiler_options=FAST_COMPILE if task.kind not in OPTIMIZED_KINDS else None)
+
+
+def run_rival(task: SuiteTask, name: str, settings: Settings, *, cache: Path | None,
+              identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tuning-free rival `name` (`TUNING_FREE`) on `task`'s test instances, untuned:
+    `{"test": summarize_run(...), "seconds"}`. Cached as the baselines are (entries `rival.NAME`)."""
+    horizon = settings.steps_for(task)
+    identity = identity or task_identity(task)
+    definition = baselines.rival_definition(task, name, _described(settings), identity["sources"])
+    metrics = [k.removeprefix("metric ") for k in identity["fingerprint"] if k.startswith("metric ")]
+    if cache is not None:
+        cached = baselines.load_cached(cache, definition, fingerprint=identity["fingerprint"], steps=horizon,
+                                       metrics=metrics, rival=True)
+        if cached is not None:
+            return cached
+    start = time.perf_counter()
+    losses, metrics_ = _rival_runner(task, name, horizon)(0.0, _instances(task, "test", settings.test_instances))
+    result = {"test": summarize_run(losses, metrics_), "seconds": time.perf_counter() - start}
+    if cache is not None:
+        _store(cache, definition, result, identity, f"rival {name}", task)
+    return result
+
+
 def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path | None, lr: float | None = None,
                   identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Baseline `name` on `task`: its learning rate tuned on validation instances (or `lr`, fixed),
@@ -151,9 +229,7 @@ def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path
     `task_identity(task)`, computed when not given."""
     horizon = settings.steps_for(task)
     identity = identity or task_identity(task)
-    described = dataclasses.asdict(settings)
-    if described["horizon_scale"] == 1:  # as cached before the field existed
-        del described["horizon_scale"]
+    described = _described(settings)
     definition = baselines.definition(task, name, {**described, "fixed_lr": lr, "grid": list(baselines.GRID)},
                                       identity["sources"])
     metrics = [k.removeprefix("metric ") for k in identity["fingerprint"] if k.startswith("metric ")]
@@ -175,11 +251,7 @@ def tune_baseline(task: SuiteTask, name: str, settings: Settings, *, cache: Path
     result = {"lr": lr, "grid_edge": edge, "validation": {f"{r:.3g}": s for r, s in sorted(scores.items())},
               "test": summarize_run(losses, metrics_), "seconds": time.perf_counter() - start}
     if cache is not None:
-        try:
-            baselines.store(cache, definition, result, identity["fingerprint"])
-        except OSError as e:  # the result stands; only its cache entry is lost
-            warnings.warn(f"suite cache: could not write {name} on {task.name} into {cache} ({e.strerror or e}); "
-                          "it will be computed again next time.", stacklevel=2)
+        _store(cache, definition, result, identity, name, task)
     return result
 
 
@@ -217,6 +289,10 @@ class TaskResult:
     speedup_over_adam: float | None
     suite_adam: dict[str, Any] | None = None  # Adam at the suite-wide learning rate
     ratio_to_suite_adam: float | None = None
+    rivals: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # tuning-free, untuned: `run_rival`
+    ratio_to_rivals: dict[str, float] = dataclasses.field(default_factory=dict)
+    target: float | None = None  # steps to target: the best tuned baseline's mean final training loss
+    steps_to_target: dict[str, float] = dataclasses.field(default_factory=dict)  # per optimizer of the comparison
 
     def final(self, who: str | None = None) -> dict[str, Any]:
         source = self.optimizer if who is None else self.baselines[who]["test"]
@@ -279,20 +355,116 @@ def _wins(r: TaskResult, other: dict[str, Any], *, separated: bool = False) -> b
     return _separated_below(mine, other) if separated else _below(mine["mean"], other["mean"])
 
 
-def judge(task: SuiteTask, horizon: int, mine: dict[str, Any], tuned: dict[str, dict[str, Any]]) -> TaskResult:
-    """One task's `TaskResult`: the best baseline and the ratios to it and to tuned Adam. An
-    optimizer with a non-finite run on the task scores inf (and a speed-up of 0)."""
+def judge(task: SuiteTask, horizon: int, mine: dict[str, Any], tuned: dict[str, dict[str, Any]],
+          rivals: dict[str, dict[str, Any]] | None = None) -> TaskResult:
+    """One task's `TaskResult`: the best baseline and the ratios to it, to tuned Adam and to each
+    tuning-free rival. An optimizer with a non-finite run on the task scores inf (and a speed-up
+    of 0)."""
     best = min(tuned, key=lambda b: tuned[b]["test"]["train_loss"]["mean"])
     failed = _failed(mine)
 
     def ratio(b):
         return math.inf if failed else _ratio(mine["train_loss"]["mean"], tuned[b]["test"]["train_loss"]["mean"])
 
+    rivals = rivals or {}
     return TaskResult(
         name=task.name, kind=task.kind, split=task.split, horizon=horizon, optimizer=mine, baselines=tuned,
         best_baseline=best, ratio_to_best=ratio(best), ratio_to_adam=ratio("adam"),
         speedup_over_adam=0.0 if failed else speedup(mine["curve"]["mean"], tuned["adam"]["test"]["curve"]["mean"]),
+        rivals=rivals,
+        ratio_to_rivals={r: math.inf if failed else _ratio(mine["train_loss"]["mean"], v["test"]["train_loss"]["mean"])
+                         for r, v in rivals.items()},
     )
+
+
+# The optimizers of a task's comparison (steps to target, performance profiles): the one under
+# test, each tuned baseline ("tuned NAME") and each tuning-free rival (its name).
+PROFILE_TAUS = tuple(float(t) for t in np.round(np.linspace(1.0, _profiles.TAU_MAX, 61), 6))
+
+
+def _evaluations(figures: dict[str, Any]) -> np.ndarray | None:
+    """An optimizer's mean loss at each evaluation of a task: the mean minibatch loss before each
+    step, then the mean full-batch training loss after the last ([1, steps + 1]); None when any
+    of its runs was non-finite (a failure)."""
+    if _failed(figures):
+        return None
+    return np.asarray([list(figures["curve"]["mean"]) + [figures["train_loss"]["mean"]]], dtype=np.float64)
+
+
+def contenders(r: TaskResult, name: str = "optimizer") -> dict[str, dict[str, Any]]:
+    """Label -> figures (`summarize_run`) of every optimizer in task `r`'s comparison: the one
+    under test (`name`; "NAME (tested)" where that is another's label), "tuned B" for each tuned
+    baseline, and each rival by its name."""
+    others = {**{f"tuned {b}": v["test"] for b, v in r.baselines.items()}, **{k: v["test"] for k, v in r.rivals.items()}}
+    label = name if name not in others else f"{name} (tested)"
+    return {label: r.optimizer, **others}
+
+
+def task_steps(r: TaskResult, entries: dict[str, dict[str, Any]]) -> tuple[float | None, dict[str, float]]:
+    """`(target, label -> evaluations to reach it)` on task `r`: the target is the best tuned
+    baseline's mean final training loss (None, and every count inf, where it is not finite)."""
+    target = r.baselines[r.best_baseline]["test"]["train_loss"]["mean"]
+    if not math.isfinite(target):
+        return None, {k: math.inf for k in entries}
+    steps = {}
+    for label, figures in entries.items():
+        ev = _evaluations(figures)
+        steps[label] = math.inf if ev is None else _profiles.steps_to_target(ev, target)
+    return target, steps
+
+
+def _interval(values) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or np.any(np.isnan(values)):
+        return {"value": math.nan, "low": math.nan, "high": math.nan}
+    return dict(_profiles.iqm_interval(values)._asdict())
+
+
+def _quartiles(values) -> dict[str, float]:
+    values = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if values.size == 0:
+        return {"median": math.nan, "q25": math.nan, "q75": math.nan}
+    q25, median, q75 = np.percentile(values, [25, 50, 75])
+    return {"median": float(median), "q25": float(q25), "q75": float(q75)}
+
+
+def profiles(results: list[TaskResult], entries: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Over tasks (`entries[i]`: label -> figures of task `results[i]`, the same labels on every
+    task): each optimizer's steps to target per task, performance profile rho(tau) on
+    `PROFILE_TAUS` and its AlgoPerf-style score (area for tau in [1, 4], over 3), the IQM (with a
+    bootstrap 95% interval) of its ratio of mean final training loss to tuned Adam's (inf where it
+    failed), and the median and quartiles of its speed-up over tuned Adam (tuned Adam's
+    evaluations to its own final loss over the optimizer's; 0 where it never gets there)."""
+    labels = list(entries[0]) if entries else []
+    steps = {k: [] for k in labels}
+    targets = []
+    for r, e in zip(results, entries):
+        target, counts = task_steps(r, e)
+        targets.append(target)
+        for k in labels:
+            steps[k].append(counts[k])
+    out: dict[str, Any] = {
+        "target": "per task, the best tuned baseline's mean final training loss; an optimizer's steps to it count its "
+                  "evaluations (the mean minibatch loss before each step, then the full-batch loss after the last), "
+                  "inf where it never gets there or had a non-finite run",
+        "targets": targets, "taus": list(PROFILE_TAUS), "optimizers": {},
+    }
+    if not labels:
+        return out
+    ratios = _profiles.performance_ratios({k: np.asarray(v) for k, v in steps.items()})
+    for k in labels:
+        to_adam, speedups = [], []
+        for r, e in zip(results, entries):
+            adam = r.baselines["adam"]["test"]
+            to_adam.append(math.inf if _failed(e[k]) else _ratio(e[k]["train_loss"]["mean"], adam["train_loss"]["mean"]))
+            reference, mine = _evaluations(adam), _evaluations(e[k])
+            speedups.append(math.nan if reference is None else 0.0 if mine is None else _profiles.speedup(reference, mine))
+        out["optimizers"][k] = {
+            "steps_to_target": steps[k], "score": _profiles.profile_score(ratios[k]),
+            "rho": _profiles.profile(ratios[k], np.asarray(PROFILE_TAUS)).tolist(),
+            "iqm_ratio_to_adam": _interval(to_adam), "speedup_over_adam": _quartiles(speedups),
+        }
+    return out
 
 
 def suite_wide_rate(results: list[TaskResult]) -> float | None:
@@ -315,7 +487,7 @@ def suite_wide_rate(results: list[TaskResult]) -> float | None:
     return min(sorted(rates), key=regret)
 
 
-def summarize_suite(results: list[TaskResult]) -> dict[str, Any]:
+def summarize_suite(results: list[TaskResult], name: str = "optimizer") -> dict[str, Any]:
     """Over the suite: per baseline the fraction of tasks the optimizer beats with separated CIs
     and with a lower mean; the median and geometric-mean ratio to the best baseline; the same per
     kind; and against Adam at one suite-wide learning rate. A task where the optimizer had a
@@ -350,7 +522,24 @@ def summarize_suite(results: list[TaskResult]) -> dict[str, Any]:
         "median_ratio_to_suite_adam": float(np.median(suite_ratios)) if suite_ratios else math.nan,
         "nonfinite_runs": int(sum(r.optimizer["nonfinite_runs"] for r in results)),
         "tasks_with_nonfinite_runs": int(sum(_failed(r.optimizer) for r in results)),
+        **_rival_summary(results, name),
     }
+
+
+def _rival_summary(results: list[TaskResult], name: str) -> dict[str, Any]:
+    """Per tuning-free rival (those run on every task): the fraction of tasks the optimizer is
+    below it (beyond `WIN_MARGIN`; a non-finite run is a loss) and the IQM of the ratio to it with
+    a bootstrap 95% interval; and the comparison's `profiles`."""
+    names = [k for k in (results[0].rivals if results else {}) if all(k in r.rivals for r in results)]
+    rivals = {k: {"fraction_below": float(np.mean([_wins(r, r.rivals[k]["test"]["train_loss"]) for r in results])),
+                  "iqm_ratio": _interval([r.ratio_to_rivals[k] for r in results]),
+                  "nonfinite_runs": int(sum(r.rivals[k]["test"]["nonfinite_runs"] for r in results))}
+              for k in names}
+    entries = []
+    for r in results:
+        e = contenders(r, name)
+        entries.append({k: v for k, v in e.items() if k not in r.rivals or k in names})
+    return {"rivals": rivals, "profiles": profiles(results, entries)}
 
 
 # A learning rate as the command line takes it: digits, an optional fraction and exponent (no
@@ -446,6 +635,7 @@ def run(
     cache: str | Path | None = "default",
     progress: bool = True,
     baselines_to_tune: tuple[str, ...] | None = None,
+    rivals: tuple[str, ...] | None = None,
 ) -> SuiteResult:
     """Puts `optimizer` through the suite's `tasks` against per-task tuned baselines.
 
@@ -462,6 +652,8 @@ def run(
         progress: a progress bar over tasks.
         baselines_to_tune: the baselines to tune (default: all of `BASELINES`; Adam must be among
             them), e.g. ("adam",) for a cheap check at `Settings(horizon_scale=5)`.
+        rivals: the tuning-free rivals to run, untuned, on the test instances (default: all of
+            `TUNING_FREE`; `()`: none). Cached as the baselines are.
 
     Returns:
         A `SuiteResult`: per task a `TaskResult`, and the suite's `summary`. A task where the
@@ -489,6 +681,7 @@ def run(
     if unknown or "adam" not in chosen:
         raise ValueError(f"baselines_to_tune must name baselines of {', '.join(baselines.BASELINES)} including 'adam', "
                          f"got {chosen!r}.")
+    rivals = check_rivals(rivals)
     cache_path = baselines.cache_dir() if cache == "default" else (None if cache is None else Path(cache))
     if cache_path is not None:
         baselines.check_writable(cache_path)
@@ -497,10 +690,11 @@ def run(
         identities[task.name] = identity = task_identity(task)  # (not the baselines' time: they may be cached)
         t0 = time.perf_counter()
         tuned = {b: tune_baseline(task, b, settings, cache=cache_path, identity=identity) for b in chosen}
+        others = {k: run_rival(task, k, settings, cache=cache_path, identity=identity) for k in rivals}
         baseline_seconds += time.perf_counter() - t0
         horizon = settings.steps_for(task)
         losses, metrics = _runner(task.family, horizon, lambda _: tx)(0.0, _instances(task, "test", settings.test_instances))
-        results.append(judge(task, horizon, summarize_run(losses, metrics), tuned))
+        results.append(judge(task, horizon, summarize_run(losses, metrics), tuned, others))
     rate = suite_wide_rate(results)
     if rate is not None:
         t0 = time.perf_counter()
@@ -510,5 +704,23 @@ def run(
             result.ratio_to_suite_adam = (math.inf if _failed(result.optimizer) else
                                           _ratio(result.optimizer["train_loss"]["mean"], shared["test"]["train_loss"]["mean"]))
         baseline_seconds += time.perf_counter() - t0
-    return SuiteResult(name, dataclasses.asdict(settings), results, summarize_suite(results),
-                       time.perf_counter() - start, baseline_seconds)
+    summary = summarize_suite(results, name)
+    for i, r in enumerate(results):
+        r.target = summary["profiles"]["targets"][i]
+        r.steps_to_target = {k: v["steps_to_target"][i] for k, v in summary["profiles"]["optimizers"].items()}
+    return SuiteResult(name, dataclasses.asdict(settings), results, summary, time.perf_counter() - start, baseline_seconds)
+
+
+def check_rivals(rivals) -> tuple[str, ...]:
+    """The rivals to run: all of `TUNING_FREE` for None, else the names given (each one of it);
+    else a one-line error listing the known ones."""
+    if rivals is None:
+        return tuple(TUNING_FREE)
+    if isinstance(rivals, str):
+        rivals = (rivals,)
+    chosen = tuple(dict.fromkeys(rivals))
+    unknown = [k for k in chosen if k not in TUNING_FREE]
+    if unknown:
+        raise ValueError(f"Unknown tuning-free rival(s) {', '.join(map(repr, unknown))}; the known ones: "
+                         f"{', '.join(TUNING_FREE)} (or none).")
+    return chosen
