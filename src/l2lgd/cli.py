@@ -242,22 +242,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_bench(args.experiment, out=Path(args.json), steps=args.steps)
 
 
-def cmd_suite(args: argparse.Namespace) -> None:
-    configure_cpu(args.core if args.core is not None else free_core())
+def _suite_settings(args: argparse.Namespace):
+    """`(settings, baselines to tune, folder tag)` of a suite command's flags, checked before any
+    work: --quick keeps its settings but what a flag sets."""
     import dataclasses
 
     from . import suite
 
-    if args.optimizer == "compare":
-        return cmd_compare(args)
-    if args.more:
-        raise ValueError(f"suite takes one optimizer, got {args.optimizer!r} and {' '.join(args.more)!r} "
-                         "(several: `suite compare A B ...`).")
-    rivals = _rivals(args.rivals)
-    # Every check before any work: settings, where the run and its report go.
     if args.quick and args.horizon_scale != 1:
         raise ValueError("--quick caps every horizon at 50 steps, so --horizon-scale would change nothing: drop one of them.")
-    settings = suite.QUICK if args.quick else suite.Settings()  # --quick keeps its settings but what a flag sets
+    settings = suite.QUICK if args.quick else suite.Settings()
     instances = suite._run.parse_instances(args.instances) if args.instances else None
     if instances and instances != (settings.validation_instances, settings.test_instances):
         settings = dataclasses.replace(settings, validation_instances=instances[0], test_instances=instances[1])
@@ -267,6 +261,21 @@ def cmd_suite(args: argparse.Namespace) -> None:
     chosen = tuple(b.strip() for b in args.baselines.split(",")) if args.baselines else None
     tag = (("-quick" if args.quick else "") + (f"-i{instances[0]}-{instances[1]}" if instances else "")
            + (f"-x{args.horizon_scale}" if args.horizon_scale != 1 else ""))
+    return settings, chosen, tag
+
+
+def cmd_suite(args: argparse.Namespace) -> None:
+    configure_cpu(args.core if args.core is not None else free_core())
+    from . import suite
+
+    if args.optimizer == "compare":
+        return cmd_compare(args)
+    if args.more:
+        raise ValueError(f"suite takes one optimizer, got {args.optimizer!r} and {' '.join(args.more)!r} "
+                         "(several: `suite compare A B ...`).")
+    rivals = _rivals(args.rivals)
+    # Every check before any work: settings, where the run and its report go.
+    settings, chosen, tag = _suite_settings(args)
     out = suite._report.check_out(Path(args.out) if args.out else Path("runs") / "suite" / (suite._report._slug(args.optimizer) + tag))
     if args.report:
         suite._report.check_report(args.report)
@@ -295,8 +304,6 @@ def _rivals(text: str | None) -> tuple[str, ...] | None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """`suite compare A B ...`: several optimizers on the same tasks, one table and one figure."""
-    import dataclasses
-
     from . import suite
 
     specs = list(args.more)
@@ -305,18 +312,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
                          "suite result folders, NAME:LR, or tuning-free rivals such as prodigy).")
     if args.report:
         raise ValueError("--report is for one optimizer's suite run, not for suite compare.")
-    if args.quick and args.horizon_scale != 1:
-        raise ValueError("--quick caps every horizon at 50 steps, so --horizon-scale would change nothing: drop one of them.")
-    settings = suite.QUICK if args.quick else suite.Settings()
-    instances = suite._run.parse_instances(args.instances) if args.instances else None
-    if instances and instances != (settings.validation_instances, settings.test_instances):
-        settings = dataclasses.replace(settings, validation_instances=instances[0], test_instances=instances[1])
-    else:
-        instances = None
-    settings = dataclasses.replace(settings, horizon_scale=args.horizon_scale)
-    chosen = tuple(b.strip() for b in args.baselines.split(",")) if args.baselines else None
-    tag = (("-quick" if args.quick else "") + (f"-i{instances[0]}-{instances[1]}" if instances else "")
-           + (f"-x{args.horizon_scale}" if args.horizon_scale != 1 else ""))
+    settings, chosen, tag = _suite_settings(args)
     out = suite._report.check_out(Path(args.out) if args.out else suite._compare.default_out(specs, tag))
     result = suite.compare(specs, args.tasks, quick=args.quick, cache=None if args.no_cache else "default",
                            progress=not args.no_progress, settings=settings, baselines_to_tune=chosen)
