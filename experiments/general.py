@@ -69,6 +69,7 @@ EXPERIMENT = Experiment(
         meta_steps=12_000,
     ),
     family=training_mixture("train"),
+    validation_family=training_mixture("validation"),
     checkpoint_every=2_000,
     validation_tasks=4,
     eval_tasks=16,

@@ -28,7 +28,7 @@ def _run(tx, steps=50):
 
 def test_it_starts_as_adam_at_1e_3():
     opt = l2lgd.make_optimizer(CONFIG, key=jax.random.key(0))
-    mine, state, _ = _run(l2lgd.as_optax(opt))
+    mine, state, _ = _run(l2lgd.as_optax(opt, num_steps=50))
     adam, _, _ = _run(optax.adam(1e-3))
     chex.assert_trees_all_close(mine, adam, rtol=1e-5, atol=1e-6)
     assert state.per_leaf["w"].m.dtype == jnp.float32 and state.per_leaf["w"].m.shape == (4,)  # Adam's 8 bytes a coordinate
@@ -40,6 +40,8 @@ def test_it_meta_trains_by_pes_and_loads_by_path(tmp_path):
     start = l2lgd.init_state(CONFIG).state.theta
     assert int(result.state.skipped) == 0
     assert not np.allclose(result.state.theta.w2, start.w2)  # the controller learned something
-    tx = l2lgd.load_optimizer(tmp_path / "run")
+    tx = l2lgd.load_optimizer(tmp_path / "run", num_steps=50)
     _, _, losses = _run(tx)
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    _, _, longer = _run(tx, steps=150)  # three times its num_steps: as at its end, no blow-up
+    assert np.all(np.isfinite(longer)) and longer[-1] <= losses[-1] * 1.01

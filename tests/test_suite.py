@@ -22,8 +22,18 @@ from l2lgd.tasks import draw_task
 def test_the_suite_has_enough_families_kinds_and_held_out_ones():
     tasks = list(suite.SUITE.values())
     assert len(tasks) >= 20
-    assert sum(t.split == "heldout" for t in tasks) >= 8
+    assert sum(t.split == "heldout" for t in tasks) >= 15
+    validation = [t for t in tasks if t.split == "validation"]
+    assert len(validation) >= 8 and len({t.kind for t in validation}) >= 5
     assert len({t.kind for t in tasks}) >= 5
+    for split in suite.SPLITS:  # a transformer language model in every split
+        assert any(isinstance(t.family, l2lgd.tasks.TransformerLM) for t in tasks if t.split == split), split
+    sizes = {t.name: sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda f=t.family: draw_task(f, jax.random.key(0))[1])))
+             for t in tasks if t.split == "heldout"}
+    assert sum(n >= 100_000 for n in sizes.values()) >= 3, sizes  # a transformer among them
+    names = {t.name for t in tasks}
+    assert names.isdisjoint(suite.SPLITS)
+    assert all(a.family not in {b.family for b in tasks if b.split != a.split} for a in tasks)  # no family in two splits
     horizons = [t.horizon for t in tasks]
     assert min(horizons) >= 100 and max(horizons) <= 2000 and max(horizons) >= 1000
     minibatches = [t.family.minibatch for t in tasks if hasattr(t.family, "minibatch")]
@@ -74,9 +84,10 @@ def test_registering_refuses_bad_families_naming_them(monkeypatch):
         suite.register_suite_task("nan_bowls", "quadratic", "train", NaNBowls())
     with pytest.raises(ValueError, match="already has a task named 'linreg_cond1e4'"):
         suite.register_suite_task("linreg_cond1e4", "linear", "heldout", LinearRegression())
-    with pytest.raises(ValueError, match="split must be one of 'train', 'heldout'"):
+    with pytest.raises(ValueError, match="split must be one of 'train', 'validation', 'heldout'"):
         suite.register_suite_task("x", "linear", "test", LinearRegression())
-    with pytest.raises(ValueError, match=r"Unknown suite task\(s\) 'nope'; choose heldout, train, all, or names of: .*linreg_cond1e4"):
+    with pytest.raises(ValueError, match=r"Unknown suite task\(s\) 'nope'; choose a split \(train, validation, heldout\), all, or names of: "
+                       r".*linreg_cond1e4"):
         suite.select("nope,linreg_cond1e4")
 
 
@@ -221,7 +232,7 @@ def test_the_command_line_refuses_bad_input_in_one_line():
     import subprocess
     import sys
 
-    for argv, message in ((["adam:1e-3", "--tasks", "nope"], "Unknown suite task(s) 'nope'; choose heldout"),
+    for argv, message in ((["adam:1e-3", "--tasks", "nope"], "Unknown suite task(s) 'nope'; choose a split (train, validation, heldout)"),
                           (["adam:soon"], "is not an optax spec NAME:LEARNING_RATE"),
                           (["adam:1e-3", "--rivals", "dowg,nope"], "Unknown tuning-free rival(s) 'nope'; the known ones: prodigy"),
                           (["adam:1e-3", "sgd:0.1"], "suite takes one optimizer"),

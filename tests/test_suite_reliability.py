@@ -240,11 +240,29 @@ def test_a_quick_or_partial_run_does_not_replace_the_full_section(tmp_path):
                     _fake_result([(heldout[0], 0.9)], suite.Settings(), baselines=suite.BASELINES)):  # one task
         suite.write_section(report, partial)
         text = report.read_text()
-        assert section in text and text.count("| `adam:1e-3` | 12 |") == 1  # the full section and its row, as they were
+        assert section in text and text.count(f"| `adam:1e-3` | heldout | {len(heldout)} |") == 1  # the full section and its row
         assert text.count("<!-- suite:adam_1e-3.partial:start -->") == 1 and "### `adam:1e-3` (partial run)" in text
         assert "**Partial run** (" in text
     assert _report.partial_run(full) is None
     assert "quick: horizons capped at 50 steps" in _report.partial_run(_fake_result([(heldout[0], 0.9)], suite.QUICK))
+
+
+def test_each_split_has_its_own_section_and_row_and_old_rows_keep_theirs(tmp_path):
+    report = tmp_path / "SUITE.md"
+    report.write_text(_report.HEADER.replace("<!-- suite_summary:start -->\n", "<!-- suite_summary:start -->\n"
+                                             "| `digits` | 12 | 15.8 | 45.5 | 0% | 8% | 0% | 42% | 0.219 | 0 |\n"))
+    for split, mine in (("heldout", 0.5), ("validation", 0.7)):
+        names = [t.name for t in suite.select(split)]
+        suite.write_section(report, _fake_result([(n, mine) for n in names], suite.Settings(), baselines=suite.BASELINES))
+    text = report.read_text()
+    assert text.count("<!-- suite:adam_1e-3:start -->") == 1 and text.count("<!-- suite:adam_1e-3.validation:start -->") == 1
+    summary = text[text.index("<!-- suite_summary:start -->"):text.index("<!-- suite_summary:end -->")]
+    rows = [line for line in summary.splitlines() if line.startswith("| `")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| `digits`", "heldout (the first 12)"], ["| `adam:1e-3`", "heldout"],
+                                                  ["| `adam:1e-3`", "validation"]]
+    assert len({r.count("|") for r in rows}) == 1  # every row in the same columns
+    with pytest.raises(ValueError, match="validation, heldout"):
+        suite.select("validaton")
 
 
 # 12. A tie is not a win.

@@ -6,7 +6,8 @@ reference* is the notebook this project reproduces; a *task* is one optimization
 drawn from a *task family*; "seed" is always a PRNG seed.
 
 - use a trained optimizer: `load_optimizer` (an optax transformation, by shipped name or
-  folder), `list_optimizers`, `load_learned_optimizer`, `as_optax`;
+  folder), `list_optimizers`, `load_learned_optimizer`, `as_optax` (and `fill_horizon`, for a
+  kind that needs the steps you will run);
 - meta-train one: `Config` (in sections `OptimizerConfig`, `TaskConfig`,
   `MetaTrainingConfig`), `train`, `RunOptions`, `TrainResult`, `Experiment`;
 - define what it trains on: `TaskFamily`, `register_task_family`, and the built-in families
@@ -21,8 +22,9 @@ drawn from a *task family*; "seed" is always a PRNG seed.
 - compose the pieces: the learned optimizers (`LearnedOptimizer`, the interface a kind
   implements; `register_optimizer_kind`, `make_optimizer`; the first kind `LSTMOptimizer`, a
   `CoordinateLSTM` on a preprocessing: `Preprocessing`, `register_preprocessing` and the
-  built-in ones), the meta-gradient estimators (`MetaGradientEstimator`, the protocol: `bind`
-  -> `Estimation` with `init` and `estimate`; `register_estimator`, `estimator_for(config)`;
+  built-in ones; `AdamController`; `MLPStep`, which uses the training fraction), the
+  meta-gradient estimators (`MetaGradientEstimator`, the protocol: `bind` -> `Estimation` with
+  `init` and `estimate`; `register_estimator`, `estimator_for(config)`;
   `Backpropagation` with `FusedBackprop` (the default) and `Autodiff`; evolution strategies over
   persistent particles, `Evolution` with `PES` and `AntitheticES`), the meta-training step
   (`init_state`, `make_meta_gradient`, `make_meta_step`, `make_train_chunk`,
@@ -79,8 +81,9 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .optimizers._kinds import make_optimizer as make_optimizer, register_optimizer_kind as register_optimizer_kind
     from .optimizers._lstm_optimizer import LSTMOptimizer as LSTMOptimizer
     from .optimizers._adam_controller import AdamController as AdamController
+    from .optimizers._mlp_step import MLPStep as MLPStep
     from .optimizers._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
-    from .optimizers._optax_face import as_optax as as_optax
+    from .optimizers._optax_face import as_optax as as_optax, fill_horizon as fill_horizon
     from .optimizers._preprocessing import Identity as Identity, LearningRateRatio as LearningRateRatio, LogRescale as LogRescale, Moments as Moments, AdaptiveMoments as AdaptiveMoments, PaperPreprocessing as PaperPreprocessing, Preprocessing as Preprocessing, make_preprocessing as make_preprocessing, register_preprocessing as register_preprocessing
     from .runs._driver import RunOptions as RunOptions, TrainResult as TrainResult, train as train
     from .runs._experiments import Experiment as Experiment

@@ -10,6 +10,7 @@ import optax
 
 from ._config import Config
 from ._unroll import run_steps
+from .optimizers._optax_face import fill_horizon
 from .tasks import TaskFamily, draw_task, task_family
 
 # Task sets that training never draws from: training uses key(config.seed) split in two.
@@ -47,10 +48,11 @@ def unroll_losses(
 
 
 def _run_task(tx, family: TaskFamily, key, num_steps: int):
-    """`(loss_fn, params after the last step, losses)` of `tx` on the task drawn with `key`."""
+    """`(loss_fn, params after the last step, losses)` of `tx` on the task drawn with `key`; a
+    learned optimizer that uses the horizon and was not given one gets `num_steps`."""
     loss_fn, x0, minibatch_key = draw_task(family, key)
     (params, _), losses = run_steps(
-        tx, loss_fn, x0, tx.init(x0), num_steps=num_steps, key=minibatch_key
+        tx, loss_fn, x0, fill_horizon(tx.init(x0), num_steps), num_steps=num_steps, key=minibatch_key
     )
     return loss_fn, params, losses
 
@@ -147,7 +149,8 @@ def run_optimizer(
     """Runs `tx` on each task of `keys` and returns its losses, compiled once per call.
 
     Args:
-        tx: any optax transformation (a learned optimizer's `as_optax`, or a baseline).
+        tx: any optax transformation (a learned optimizer's `as_optax`, or a baseline); a
+            learned optimizer that uses the horizon and was given none runs with `num_steps`.
         config: gives the task family (`config.task`) and, unless `num_steps` does, the
             number of steps (`config.steps_per_task`).
         keys: one key per task (`task_keys`).

@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         fresh=args.fresh,
         progress=not args.no_progress,
     )
-    result = train(config, out, options, family=experiment.family)
+    result = train(config, out, options, family=experiment.family, validation_family=experiment.validation_family)
     import jax
 
     if jax.process_index() > 0:  # process 0 writes, scores and reports the run
@@ -402,7 +402,7 @@ def _lab_parsers(sub) -> None:
                        "`compare A B ...`: several optimizers (those, suite result folders or tuning-free rivals) in one table")
     suite.add_argument("more", nargs="*", help=argparse.SUPPRESS)
     suite.add_argument("--rivals", help="tuning-free rivals to run too: none, or comma-separated names (default: all)")
-    suite.add_argument("--tasks", default="heldout", help="heldout (default), train, all, or comma-separated task names")
+    suite.add_argument("--tasks", default="heldout", help="a split: heldout (default), validation or train; all; or comma-separated task names")
     suite.add_argument("--quick", action="store_true",
                        help="a smoke run in seconds: three cheap tasks, 4,8 instances (or --instances), 50 steps")
     suite.add_argument("--horizon-scale", type=positive_int, default=1, help="run every task for N times its horizon")

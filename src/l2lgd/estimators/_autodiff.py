@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from .._objectives import meta_objective
 from .._unroll import run_steps
-from ..optimizers._optax_face import as_optax
+from ..optimizers._optax_face import as_optax, fill_horizon
 from ._backprop import Backpropagation
 from ._base import MetaLossAux
 
@@ -19,7 +19,8 @@ def make_meta_loss(config, static, *, second_order: bool | None = None):
 
     `task` is `(loss_fn, params)` or `(loss_fn, params, minibatch_key)`. The unroll runs
     `config.num_steps` steps from `params` and `opt_state` (a fresh optimizer state when None);
-    `carry` is `(params, opt_state)` after them, for the next truncated unroll.
+    `carry` is `(params, opt_state)` after them, for the next truncated unroll. A fresh state's
+    horizon (for a kind that uses one) is the task's length, `config.steps_per_task`.
     `second_order`: default the config's.
     """
     second_order = config.second_order if second_order is None else second_order
@@ -27,7 +28,7 @@ def make_meta_loss(config, static, *, second_order: bool | None = None):
     def loss(theta, task, opt_state=None, start=0):
         loss_fn, x0, *rest = task
         tx = as_optax(eqx.combine(theta, static))
-        opt_state = tx.init(x0) if opt_state is None else opt_state
+        opt_state = fill_horizon(tx.init(x0), config.steps_per_task) if opt_state is None else opt_state
         carry, losses = run_steps(
             tx, loss_fn, x0, opt_state, num_steps=config.num_steps,
             second_order=second_order, key=rest[0] if rest else None, start=start,

@@ -20,7 +20,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._objectives import log10_loss
-from ..optimizers._optax_face import as_optax
+from ..optimizers._optax_face import as_optax, fill_horizon
 from ..tasks import TaskFamily, draw_rescaled, training_family
 from ..tasks._mixture import members_of
 from ._base import Estimate, Estimation, MetaGradient, MetaGradientEstimator, divisor_mesh
@@ -131,12 +131,16 @@ class Backpropagation(MetaGradientEstimator):
         task_batch = make_task_batch(config, family)
         truncations = config.truncations
 
+        def fresh_states(theta, x0):
+            """The batch's fresh optimizer states (the horizon, for a kind that uses one: the task's length)."""
+            tx = as_optax(eqx.combine(theta, static))
+            return jax.vmap(lambda x: fill_horizon(tx.init(x), config.steps_per_task))(x0)
+
         def init(theta, key):
             if truncations == 1:
                 return ()
             loss_fn, x0, keys = task_batch(jax.random.key_data(key), jnp.zeros((), jnp.int32))
-            tx = as_optax(eqx.combine(theta, static))
-            return Inner(loss_fn, x0, jax.vmap(tx.init)(x0), keys)
+            return Inner(loss_fn, x0, fresh_states(theta, x0), keys)
 
         def draws(key_data, steps):
             batches = jax.vmap(task_batch, in_axes=(None, 0))(key_data, steps)
@@ -152,7 +156,7 @@ class Backpropagation(MetaGradientEstimator):
                 opt_states, start = None, 0
             else:
                 loss_fn, x0, keys = tasks
-                fresh = Inner(loss_fn, x0, jax.vmap(as_optax(eqx.combine(theta, static)).init)(x0), keys)
+                fresh = Inner(loss_fn, x0, fresh_states(theta, x0), keys)
                 index = step % truncations
                 inner = jax.tree.map(lambda f, c: jnp.where(index == 0, f, c), fresh, inner)
                 tasks, opt_states, start = (inner.loss_fn, inner.params, inner.key), inner.opt_state, index * config.num_steps

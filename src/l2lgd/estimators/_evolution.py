@@ -40,7 +40,7 @@ from jaxtyping import Array, Float, Int
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._objectives import log10_loss, meta_objective
-from ..optimizers._optax_face import as_optax
+from ..optimizers._optax_face import as_optax, fill_horizon
 from ..tasks import TaskFamily, draw_rescaled, training_family
 from ..tasks._mixture import members_of
 from ._base import Estimate, Estimation, MetaGradient, MetaGradientEstimator, all_finite, divisor_mesh
@@ -151,11 +151,13 @@ class Evolution(MetaGradientEstimator):
         return self._start(config, static, theta, tasks, None, jnp.zeros(batch, jnp.int32), horizons)
 
     def _start(self, config, static, theta, tasks, opt_states, t, horizons) -> Particles:
-        """Particles of `tasks` (a batch) from their params0 and `opt_states` (None: fresh)."""
+        """Particles of `tasks` (a batch) from their params0 and `opt_states` (None: fresh; for a
+        kind that uses the horizon, each task's own, `horizons`, is in its optimizer states)."""
         pairs = self.pairs
         x0 = tasks[1]
         if opt_states is None:
-            opt_states = jax.vmap(as_optax(eqx.combine(theta, static)).init)(x0)
+            tx = as_optax(eqx.combine(theta, static))
+            opt_states = jax.vmap(lambda x, h: fill_horizon(tx.init(x), h))(x0, horizons)
         twice = lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], 2 * pairs, *x.shape[1:]))
         noise = jax.tree.map(lambda w: jnp.zeros((t.shape[0], pairs, *w.shape), w.dtype), theta)
         return Particles(tasks, jax.tree.map(twice, x0), jax.tree.map(twice, opt_states), noise, t, horizons)
@@ -220,7 +222,8 @@ class Evolution(MetaGradientEstimator):
             grads=grads,
             objective=jnp.sum(safe_objective) / (2 * pairs * count),
             final_losses=jnp.where(usable, jnp.mean(finals, axis=1), jnp.nan),
-            final_log10=jnp.sum(jnp.where(usable[:, None], log10_loss(finals), 0.0)) / (2 * pairs * count),
+            # A cross-entropy of a memorized minibatch can round to a tiny negative value: it is 0.
+            final_log10=jnp.sum(jnp.where(usable[:, None], log10_loss(jnp.maximum(finals, 0.0)), 0.0)) / (2 * pairs * count),
             usable=jnp.mean(usable.astype(jnp.float32)),
             particles=particles,
         )

@@ -6,7 +6,9 @@ Per leaf (one tensor) and step:
 - Adam's moments m, v (decays 0.9, 0.999, bias-corrected): the direction d = m_hat / (sqrt(v_hat) + eps);
 - per-tensor features, each a scalar on a log or unit scale, so that no tensor's scale is baked in:
   log RMS of the gradient, of d and of the gradient over sqrt(v_hat); the cosine of the gradient
-  with the momentum; the log step size carried so far; log(1 + t) / 10;
+  with the momentum; the log step size carried so far; log(1 + t) / 10; and the training
+  fraction f = min(t / num_steps, 1) with tanh(10 (f - 0.8)) (so that it can learn a schedule:
+  the user gives num_steps, `uses_horizon`; past it the optimizer goes on as at its end);
 - an MLP (features -> `hidden_size` tanh units -> 2) gives a change of the carried log step size
   (at most `MAX_CHANGE` a step, within [log 1e-6, log 1], from a learned start) and a learned
   weight of the normalized gradient added to d (a Nesterov-like correction);
@@ -32,7 +34,8 @@ B1, B2, EPS = 0.9, 0.999, 1e-8
 MAX_CHANGE = 0.1  # the most the log step size moves in one step
 LOG_LR_RANGE = (math.log(1e-6), 0.0)
 TINY = 1e-30
-NUM_FEATURES = 6
+NUM_FEATURES = 8
+DECAY_CENTER = 0.8  # where the fraction's second feature turns
 
 
 class ControllerState(NamedTuple):
@@ -54,6 +57,7 @@ class AdamController(LearnedOptimizer):
     log_lr0: Float[Array, ""]  # the learned starting log step size
 
     coordinatewise: ClassVar[bool] = False  # its features are statistics of the whole tensor
+    uses_horizon: ClassVar[bool] = True  # the training fraction is one of its features
 
     @classmethod
     def from_config(cls, config, *, key: PRNGKeyArray) -> "AdamController":
@@ -73,8 +77,13 @@ class AdamController(LearnedOptimizer):
         zeros = jnp.zeros(n, dtype)
         return ControllerState(zeros, zeros, jnp.zeros((), dtype), jnp.zeros((), dtype))
 
-    def step(self, g: Float[Array, " n"], state: ControllerState, *, total: int = 0):
+    def step(self, g: Float[Array, " n"], state: ControllerState, *, total: int = 0,
+             horizon: Float[Array, ""] | None = None):
+        if horizon is None:
+            raise ValueError("AdamController.step needs horizon= (the steps that will be run): as_optax(opt, num_steps=N) "
+                             "gives it.")
         t = state.t + 1
+        fraction = jnp.clip(state.t / jnp.maximum(jnp.asarray(horizon, g.dtype), 1), 0, 1)
         m = B1 * state.m + (1 - B1) * g
         v = B2 * state.v + (1 - B2) * jnp.square(g)
         scale = jax.lax.rsqrt(v / (1 - B2**t) + EPS**2)  # ~ 1 / (sqrt(v_hat) + eps)
@@ -86,7 +95,7 @@ class AdamController(LearnedOptimizer):
         cosine = jnp.sum(g * m) / (jnp.sqrt(jnp.sum(jnp.square(g)) * jnp.sum(jnp.square(m))) + TINY)
         features = jnp.stack([
             jnp.log(rms(g) + TINY) / 10, jnp.log(rms(d) + TINY), jnp.log(rms(normalized) + TINY),
-            cosine, log_lr / 10, jnp.log1p(t) / 10,
+            cosine, log_lr / 10, jnp.log1p(t) / 10, fraction, jnp.tanh(10 * (fraction - DECAY_CENTER)),
         ])
         hidden = jnp.tanh(features @ self.w1 + self.b1)
         change, correction = hidden @ self.w2 + self.b2

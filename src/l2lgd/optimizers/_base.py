@@ -4,7 +4,10 @@ of the package (the optax face, the estimators, storage and loading) relies on.
 A kind is an Equinox module whose array leaves are its meta-parameters (theta) and whose other
 fields are static settings. It works on one leaf of the optimizee's params at a time, flattened:
 `init_state(n, dtype)` gives the leaf's state (per-coordinate arrays, and per-tensor ones if the
-kind has them), `step(g, state, ...)` its update. The optax face (`_optax_face.as_optax`) runs
+kind has them), `step(g, state, ...)` its update. A kind that declares `uses_horizon` also gets
+the number of steps the user will run (the horizon; its training fraction is t / horizon): the
+user gives it to the face (`as_optax(opt, num_steps=N)`), and the face keeps it in its state. The
+optax face (`_optax_face.as_optax`) runs
 every leaf through it; meta-training perturbs or differentiates its array leaves; storage saves
 them and rebuilds the module from the stored config (`_kinds.make_optimizer`). A kind registers
 under a name (`_kinds.register_optimizer_kind`) that `OptimizerConfig.kind` selects.
@@ -26,12 +29,16 @@ class LearnedOptimizer(eqx.Module):
 
     A kind implements `from_config`, `init_state` and `step`. It sets `coordinatewise = False`
     if a coordinate's update depends on other coordinates of its leaf (per-tensor statistics):
-    the face then never splits a large leaf into blocks.
+    the face then never splits a large leaf into blocks. It sets `uses_horizon = True` if its
+    update depends on the training fraction t / num_steps (as VeLO's does): its `step` then gets
+    `horizon`, and the user must give `num_steps` to the face.
     """
 
     # Each coordinate's update and state depend on that coordinate alone, so a large leaf may run
     # in blocks of coordinates (`coordinate_axes` says where the coordinate axis of each state is).
     coordinatewise: ClassVar[bool] = True
+    # `step` gets `horizon=`, the number of steps the user will run (a float scalar array).
+    uses_horizon: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -44,10 +51,14 @@ class LearnedOptimizer(eqx.Module):
         """The state of one leaf of `n` coordinates (a pytree of arrays of `dtype`)."""
 
     @abc.abstractmethod
-    def step(self, g: Float[Array, " n"], state: Any, *, total: int = 0) -> tuple[Float[Array, " n"], Any]:
+    def step(
+        self, g: Float[Array, " n"], state: Any, *, total: int = 0, horizon: Float[Array, ""] | None = None
+    ) -> tuple[Float[Array, " n"], Any]:
         """The update of one leaf (x += update) for its flattened gradient `g`, and its new state.
         `total` is the number of coordinates of the whole update (every leaf), which a kind may use
-        to choose how to compute (not what)."""
+        to choose how to compute (not what). `horizon`: the number of steps the user will run, a
+        float32 scalar array; the face passes it only to a kind with `uses_horizon` (so a kind
+        without it may leave it out of its signature)."""
 
     def coordinate_axes(self, state: Any, n: int) -> Any:
         """For a `coordinatewise` kind: each state array's coordinate axis (None: shared by all

@@ -11,10 +11,12 @@ from jaxtyping import PRNGKeyArray
 from ._adam_controller import AdamController
 from ._base import LearnedOptimizer
 from ._lstm_optimizer import LSTMOptimizer
+from ._mlp_step import MLPStep
 
 OPTIMIZER_KINDS: dict[str, type[LearnedOptimizer]] = {
     "lstm": LSTMOptimizer,
     "adam_controller": AdamController,
+    "mlp_step": MLPStep,
 }
 
 

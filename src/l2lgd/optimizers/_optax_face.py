@@ -3,29 +3,65 @@
 Every floating leaf of the params is one leaf of the optimizer (for the LSTM kind: each of its
 coordinates one row of the coordinate-wise LSTM). As in the reference,
 `optax.apply_updates(params, updates)` is the step x += update.
+
+A kind that uses the training fraction (`LearnedOptimizer.uses_horizon`) needs the number of steps
+the user will run: `as_optax(opt, num_steps=N)` stores it in the state, as an array, so that a
+batch of states (under `jax.vmap`) may hold a different horizon per task; `fill_horizon` gives it
+to states made without it (meta-training gives each task its own; evaluation its length).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
+from jaxtyping import Array, Float
 
 from ._base import LearnedOptimizer, cast_optimizer
 
 
 class LearnedOptimizerState(eqx.Module):
     """One optimizer state (the kind's `init_state`) per leaf of the params, and the leaves'
-    shapes (static: `update` checks the gradients against them)."""
+    shapes (static: `update` checks the gradients against them). For a kind that
+    `uses_horizon`: the number of steps the user will run (`horizon`; None until given)."""
 
     per_leaf: Any
     shapes: tuple[tuple[int, ...], ...] | None = eqx.field(static=True, default=None)
     structure: Any = eqx.field(static=True, default=None)  # the params' treedef
+    horizon: Float[Array, ""] | None = None
+    uses_horizon: bool = eqx.field(static=True, default=False)
+
+
+def check_num_steps(num_steps: Any) -> None:
+    """Raises, naming it, unless `num_steps` is None or a positive integer."""
+    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
+                                  or num_steps <= 0):
+        raise ValueError(f"num_steps (the optimizee steps you will run) must be a positive integer, got {num_steps!r}.")
+
+
+def fill_horizon(state: Any, horizon: Any) -> Any:
+    """`state` with `horizon` as the horizon of each learned-optimizer state in it (an `as_optax`
+    state, or one inside another optax state, e.g. of `optax.chain`) whose kind uses one and that
+    has none yet; the others unchanged (a state that has its horizon keeps it).
+
+    Args:
+        state: an optax state.
+        horizon: the number of steps that will be run, a positive number or a scalar array
+            (under `jax.vmap`: one per task).
+    """
+    def fill(s):
+        if isinstance(s, LearnedOptimizerState) and s.uses_horizon and s.horizon is None:
+            return dataclasses.replace(s, horizon=jnp.asarray(horizon, jnp.float32))
+        return s
+
+    return jax.tree.map(fill, state, is_leaf=lambda s: isinstance(s, LearnedOptimizerState))
 
 
 def leaf_shapes(tree: Any) -> tuple[tuple[int, ...], ...]:
@@ -72,13 +108,13 @@ def _states_for(grads: Any, treedef, state: LearnedOptimizerState) -> list:
 BLOCK = 16_384
 
 
-def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int):
-    """`opt.step(g, state, total=total)`, run `BLOCK` coordinates at a time for a large leaf of a
-    coordinatewise kind: a loop over the full blocks that reads and writes each block's slice of
-    the arrays in place, then the rest. State arrays with a coordinate axis
-    (`opt.coordinate_axes`) are sliced; the others (e.g. a step count) are the same for every
-    block and taken from the last."""
-    step = functools.partial(opt.step, total=total)
+def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int, horizon=None):
+    """`opt.step(g, state, total=total)` (and `horizon=horizon` for a kind that uses it), run
+    `BLOCK` coordinates at a time for a large leaf of a coordinatewise kind: a loop over the full
+    blocks that reads and writes each block's slice of the arrays in place, then the rest. State
+    arrays with a coordinate axis (`opt.coordinate_axes`) are sliced; the others (e.g. a step
+    count) are the same for every block and taken from the last."""
+    step = functools.partial(opt.step, total=total, **({"horizon": horizon} if opt.uses_horizon else {}))
     n = g.shape[0]
     if n <= 2 * BLOCK or not opt.coordinatewise:
         return step(g, state)
@@ -129,7 +165,7 @@ def _compute_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
+def as_optax(opt: LearnedOptimizer, num_steps: int | None = None) -> optax.GradientTransformation:
     """Turns a (trained) `LearnedOptimizer` of any kind into an optax transformation.
 
     `init(params)` and `update(grads, state, params=None)` are pure: they work under `jax.jit`,
@@ -139,6 +175,10 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
     Args:
         opt: the optimizer module (`make_optimizer`, `load_learned_optimizer`, or
             `eqx.combine(state.theta, static)` during meta-training).
+        num_steps: the number of steps you will run, for a kind that uses the training fraction
+            t / num_steps (`opt.uses_horizon`; ignored by the others). Past it, the fraction stays
+            at 1: the optimizer goes on as at the end of its horizon. Without it, such a kind's
+            state needs `fill_horizon` before `update` (else `update` raises, naming num_steps).
 
     Returns:
         An `optax.GradientTransformation` whose state holds each leaf's optimizer state (for
@@ -152,16 +192,27 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
         (3,)
     """
 
+    check_num_steps(num_steps)
+    uses_horizon = opt.uses_horizon
+
     def init(params):
         _check_floating(params, "params")
-        return LearnedOptimizerState(
+        state = LearnedOptimizerState(
             jax.tree.map(lambda p: opt.init_state(jnp.size(p), _compute_dtype(jnp.result_type(p))), params),
             leaf_shapes(params),
             jax.tree.structure(params),
+            uses_horizon=uses_horizon,
         )
+        return state if num_steps is None else fill_horizon(state, num_steps)
 
     def update(grads, state, params=None):
         del params
+        if uses_horizon and state.horizon is None:
+            raise ValueError(
+                f"The learned optimizer {type(opt).__name__} uses the training fraction t / num_steps, but its state "
+                "has no num_steps: pass as_optax(opt, num_steps=N) or load_optimizer(..., num_steps=N), N the "
+                "optimizee steps you will run (or give the state one with fill_horizon)."
+            )
         _check_floating(grads, "gradients")
         leaves, treedef = jax.tree.flatten(grads)
         states = _states_for(grads, treedef, state)
@@ -171,9 +222,9 @@ def as_optax(opt: LearnedOptimizer) -> optax.GradientTransformation:
             g = jnp.asarray(g)
             dtype = _compute_dtype(g.dtype)
             flat = g.reshape(-1).astype(dtype)
-            u, s = _poison_non_finite(opt, flat, *_step_in_blocks(cast_optimizer(opt, dtype), flat, s, total))
+            u, s = _poison_non_finite(opt, flat, *_step_in_blocks(cast_optimizer(opt, dtype), flat, s, total, state.horizon))
             updates.append(u.reshape(g.shape).astype(g.dtype))
             new_states.append(s)
-        return treedef.unflatten(updates), LearnedOptimizerState(treedef.unflatten(new_states), state.shapes, state.structure)
+        return treedef.unflatten(updates), dataclasses.replace(state, per_leaf=treedef.unflatten(new_states))
 
     return optax.GradientTransformation(init, update)

@@ -173,9 +173,11 @@ def _prepare_run_dir(run_dir: Path, config: Config, options: RunOptions, family:
     (run_dir / FAMILY).write_text(family_identity(family) + "\n")
 
 
-def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, TaskFamily, TaskFamily]:
+def _resolve_family(config: Config, family: TaskFamily | None,
+                    validation_family: TaskFamily | None = None) -> tuple[Config, TaskFamily, TaskFamily]:
     """The run's config (naming `family`), the family it trains on and the one it validates on
-    (the same, unless `config.train_task` names another), checked before anything is written."""
+    (`validation_family` if given; else the same, unless `config.train_task` names another),
+    checked before anything is written."""
     if family is None:
         validation = task_family(config)
         family = training_family(config) if config.train_task else validation
@@ -183,6 +185,10 @@ def _resolve_family(config: Config, family: TaskFamily | None) -> tuple[Config, 
         with stored_configs():
             config = config.replace(task=family_name(family), train_task="")
         validation = family
+    if validation_family is not None:
+        if not isinstance(validation_family, TaskFamily):
+            raise TypeError(f"validation_family must be an l2lgd TaskFamily or None, got {type(validation_family).__name__}.")
+        validation = validation_family
     check_members(family)
     check_losses(family)
     if validation is not family:
@@ -322,6 +328,7 @@ def train(
     options: RunOptions | None = None,
     *,
     family: TaskFamily | None = None,
+    validation_family: TaskFamily | None = None,
 ) -> TrainResult:
     """Meta-trains a learned optimizer, resuming from the latest snapshot in `out_dir` if any.
 
@@ -335,6 +342,9 @@ def train(
         family: the `TaskFamily` to meta-train and validate on (default: the one `config.task`
             names; `config.train_task`, if set, names another family to meta-train on). Its
             registered name (else its class name) is stored as the config's `task`.
+        validation_family: the `TaskFamily` snapshots are scored on (default: the family, or the
+            one `config.task` names when `config.train_task` is set); e.g. the suite's
+            `validation` split, so that no training family chooses the exported snapshot.
 
     Returns:
         A `TrainResult`: the final state, the exported snapshot's step and validation score,
@@ -359,7 +369,7 @@ def train(
     if jax.config.jax_enable_x64:
         raise ValueError("l2lgd meta-trains in float32, but jax_enable_x64 is on (JAX_ENABLE_X64): train without it "
                          "(trained optimizers load and run under x64).")
-    config, family, validation = _resolve_family(config, family)
+    config, family, validation = _resolve_family(config, family, validation_family)
     _check_trainable(config, family)
     # Under several JAX processes (`jax.distributed`), every process runs the meta-steps (each on
     # its share of the batch) and process 0 alone writes the run folder.

@@ -29,6 +29,9 @@ class Experiment:
         reference_figure: the reference notebook's figure for that rolling mean (for its own
             six experiments), or None.
         family: a `TaskFamily` to train on instead of the one `config.task` names.
+        validation_family: a `TaskFamily` (e.g. the suite's `validation` split as a mixture) to
+            score snapshots on instead of `family`, so that model selection never sees a
+            training family.
         ablations: the variants `python -m l2lgd ablate` trains, name -> Config changes.
         ablation_base: Config changes applied to every ablation variant (e.g. fewer meta-steps).
     """
@@ -40,6 +43,7 @@ class Experiment:
     rolling_window: int = 5_000
     reference_figure: float | None = None
     family: Any = None
+    validation_family: Any = None
     ablations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     ablation_base: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -49,8 +53,10 @@ class Experiment:
         if isinstance(self.family, type):
             raise TypeError(f"Experiment.family must be a TaskFamily instance, got the class {self.family.__name__}: "
                             f"write {self.family.__name__}(...).")
-        if self.family is not None and not isinstance(self.family, TaskFamily):
-            raise TypeError(f"Experiment.family must be an l2lgd TaskFamily or None, got {type(self.family).__name__}.")
+        for field in ("family", "validation_family"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, TaskFamily):
+                raise TypeError(f"Experiment.{field} must be an l2lgd TaskFamily or None, got {type(value).__name__}.")
         for field in ("checkpoint_every", "validation_tasks", "eval_tasks", "rolling_window"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -93,7 +93,7 @@ def load_learned_optimizer(
     return eqx.combine(theta, static), config, metrics
 
 
-def load_optimizer(path: str | Path, step: int | None = None, *, family=None):
+def load_optimizer(path: str | Path, step: int | None = None, *, family=None, num_steps: int | None = None):
     """A trained optimizer as an `optax.GradientTransformation`.
 
     Args:
@@ -101,10 +101,16 @@ def load_optimizer(path: str | Path, step: int | None = None, *, family=None):
             name of a shipped optimizer (`l2lgd.list_optimizers()`), e.g. "log30".
         step: None for the exported best snapshot; else the snapshot at that meta-step.
         family: as for `load_learned_optimizer`.
+        num_steps: the number of steps you will run, needed by a kind that uses the training
+            fraction t / num_steps (e.g. "mlp_step"; `LearnedOptimizer.uses_horizon`), ignored
+            by the others. Past it the optimizer goes on as at the end of its horizon.
 
     Returns:
         The optimizer as optax's `init`/`update` pair (see `as_optax`); its config and metrics
         come with `load_learned_optimizer`.
+
+    Raises:
+        ValueError: `num_steps` is not a positive integer, or is missing for a kind that uses it.
 
     Example:
         >>> tx = l2lgd.load_optimizer("log30")
@@ -117,7 +123,13 @@ def load_optimizer(path: str | Path, step: int | None = None, *, family=None):
         >>> bool(loss(params) < 1e-10)
         True
     """
-    from ..optimizers._optax_face import as_optax
+    from ..optimizers._optax_face import as_optax, check_num_steps
 
+    check_num_steps(num_steps)
     opt, _, _ = load_learned_optimizer(path, step, family=family)
-    return as_optax(opt)
+    if opt.uses_horizon and num_steps is None:
+        raise ValueError(
+            f"The optimizer at {path} ({type(opt).__name__}) uses the training fraction t / num_steps: pass "
+            "load_optimizer(..., num_steps=N), N the optimizee steps you will run."
+        )
+    return as_optax(opt, num_steps=num_steps)

@@ -2,7 +2,9 @@
 problems it never saw, against baselines tuned per task (`python -m l2lgd suite OPT`).
 
 - `SUITE`: the tasks by name (`SuiteTask`: kind, split, family); `register_suite_task` adds one;
-  `training_mixture()`: the `train` split as one `FamilyMixture` (what `general` trains on);
+  `SPLITS`: `train` (meta-training may draw from it), `validation` (choosing designs, settings
+  and snapshots; never trained on), `heldout` (scored once, at the end);
+  `training_mixture(split)`: a split as one `FamilyMixture` (what `general` trains and selects on);
 - `run(optimizer, tasks="heldout")` -> `SuiteResult`; `Settings`, `QUICK`;
 - `BASELINES`: SGD, momentum, Nesterov, RMSProp, Adam, AdamW with cosine decay;
 - `TUNING_FREE`: the tuning-free rivals a run also puts on every task (untuned, cached);
@@ -24,6 +26,7 @@ from ._run import (
     run as run,
 )
 from ._tasks import (
+    SPLITS as SPLITS,
     SUITE as SUITE,
     SuiteTask as SuiteTask,
     register_suite_task as register_suite_task,

@@ -158,7 +158,7 @@ def compare(
 
 def _rival(reference: _run.SuiteResult, task, j: int, name: str, settings, cache) -> dict[str, Any]:
     have = reference.tasks[j].rivals.get(name)
-    return have["test"] if have else _run.run_rival(task, name, settings, cache=cache)["test"]
+    return have["test"] if have else _run.run_rival(task, name, settings.for_task(task), cache=cache)["test"]
 
 
 def _cached_run(root, label: str, settings: _run.Settings, names: list[str], chosen) -> Path | None:

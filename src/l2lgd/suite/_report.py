@@ -15,7 +15,7 @@ import numpy as np
 
 from ._baselines import BASELINES
 from ._run import Settings, SuiteResult, TaskResult
-from ._tasks import select
+from ._tasks import SPLITS, SUITE, select
 
 
 def _fmt(x: float) -> str:
@@ -42,6 +42,14 @@ def _accuracy(r: TaskResult) -> str:
     return f"{r.optimizer['test_accuracy']['mean']:.3f} / {best:.3f}"
 
 
+def _capped(result: SuiteResult) -> str:
+    """Which tasks ran on fewer instances than the settings' (`SuiteTask.max_instances`)."""
+    capped = sorted({(t.name, SUITE[t.name].max_instances) for t in result.tasks
+                     if t.name in SUITE and SUITE[t.name].max_instances is not None
+                     and SUITE[t.name].max_instances < result.settings["test_instances"]})
+    return "".join(f"; {name}: {n} of each" for name, n in capped)
+
+
 def markdown(result: SuiteResult, title: str | None = None) -> str:
     """The table of a suite run (one row per task) and its summary."""
     s = result.summary
@@ -51,7 +59,7 @@ def markdown(result: SuiteResult, title: str | None = None) -> str:
         "",
         *([f"**Partial run** ({partial}): not comparable with a full run's figures.", ""] if partial else []),
         f"{s['tasks']} tasks, {result.settings['test_instances']} test instances each (baselines tuned on "
-        f"{result.settings['validation_instances']}); {result.seconds:.0f} s ({result.baseline_seconds:.0f} s of it the baselines, "
+        f"{result.settings['validation_instances']}{_capped(result)}); {result.seconds:.0f} s ({result.baseline_seconds:.0f} s of it the baselines, "
         "0 when cached). Mean final training loss (full batch, after the last step) ± 95% CI; ratio < 1: the optimizer is lower.",
         "",
         "| task | kind | steps | optimizer | best tuned baseline (lr) | its loss | ratio | vs tuned Adam | vs suite Adam | "
@@ -179,8 +187,8 @@ def _failures(summary) -> str:
 
 
 def partial_run(result: SuiteResult) -> str | None:
-    """None for a full run (every held-out task of the suite, `Settings()`, every baseline);
-    else what makes it partial, in words."""
+    """None for a full run (every task of one split of the suite, or all of them, at `Settings()`,
+    every baseline); else what makes it partial, in words."""
     s = {**dataclasses.asdict(Settings()), "horizon_scale": 1, **result.settings}
     why = []
     if s["horizon_cap"] is not None:
@@ -190,11 +198,10 @@ def partial_run(result: SuiteResult) -> str | None:
     full = Settings()
     if (s["validation_instances"], s["test_instances"]) != (full.validation_instances, full.test_instances):
         why.append(f"{s['validation_instances']} validation and {s['test_instances']} test instances")
-    heldout = [t.name for t in select("heldout")]
-    names = [t.name for t in result.tasks]
-    if sorted(names) != sorted(heldout):
+    names = sorted(t.name for t in result.tasks)
+    if not any(names == sorted(t.name for t in select(whole)) for whole in (*SPLITS, "all")):
         why.append(f"{len(names)} task{'s' if len(names) != 1 else ''}: {', '.join(names)}" if len(names) <= 4 else
-                   f"{len(names)} tasks, not the {len(heldout)} held-out ones")
+                   f"{len(names)} tasks, not a whole split")
     tuned = list(result.tasks[0].baselines) if result.tasks else []
     if sorted(tuned) != sorted(BASELINES):
         why.append(f"baselines {', '.join(tuned)} only")
@@ -335,19 +342,63 @@ lower.
 
 
 SUMMARY_COLUMNS = (
-    "| optimizer | tasks | median ratio to best tuned | geo-mean ratio | below best | below tuned Adam | "
-    "beats tuned Adam (separated CIs) | below suite-wide Adam | median speed-up over Adam | non-finite runs |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| optimizer | split | tasks | median ratio to best tuned | geo-mean ratio | below best | below tuned Adam | "
+    "beats tuned Adam (separated CIs) | below suite-wide Adam | below each rival (worst) | IQM ratio to tuned Adam "
+    "[95%] | profile score (tuned Adam's) | median speed-up over Adam | non-finite runs |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def split_of(result: SuiteResult) -> str:
+    """The split a run covered ("heldout", "validation", "train"), "all", or "mixed"."""
+    names = sorted(t.name for t in result.tasks)
+    for whole in (*SPLITS, "all"):
+        if names == sorted(t.name for t in select(whole)):
+            return whole
+    splits = {t.split for t in result.tasks}
+    return splits.pop() if len(splits) == 1 else "mixed"
+
+
+def _tested(result: SuiteResult) -> dict:
+    """The profile figures of the optimizer under test (its label among the contenders)."""
+    found = result.summary.get("profiles", {}).get("optimizers", {})
+    for label in (result.optimizer, f"{result.optimizer} (tested)"):
+        if label in found:
+            return found[label]
+    return {}
 
 
 def summary_row(result: SuiteResult) -> str:
     """One line of the summary table: where `result`'s optimizer stands over its tasks."""
     s = result.summary
     below = s["fraction_with_lower_mean"]
-    return (f"| `{result.optimizer}` | {s['tasks']} | {_fmt(s['median_ratio_to_best'])} | {_fmt(s['geomean_ratio_to_best'])} | "
-            f"{below['best']:.0%} | {below['adam']:.0%} | {s['fraction_beating_with_separated_ci']['adam']:.0%} | "
-            f"{s['fraction_below_suite_adam']:.0%} | {_fmt(s['median_speedup_over_adam'])} | {s['nonfinite_runs']} |")
+    rivals = s.get("rivals", {})
+    worst = min(rivals.items(), key=lambda kv: kv[1]["fraction_below"]) if rivals else None
+    worst_cell = f"{worst[1]['fraction_below']:.0%} ({worst[0]})" if worst else "—"
+    mine, adam = _tested(result), s.get("profiles", {}).get("optimizers", {}).get("tuned adam", {})
+    iqm = mine.get("iqm_ratio_to_adam")
+    iqm_cell = f"{_fmt(iqm['value'])} [{_fmt(iqm['low'])}, {_fmt(iqm['high'])}]" if iqm else "—"
+    score_cell = f"{mine['score']:.2f} ({adam['score']:.2f})" if mine and adam else "—"
+    return (f"| `{result.optimizer}` | {split_of(result)} | {s['tasks']} | {_fmt(s['median_ratio_to_best'])} | "
+            f"{_fmt(s['geomean_ratio_to_best'])} | {below['best']:.0%} | {below['adam']:.0%} | "
+            f"{s['fraction_beating_with_separated_ci']['adam']:.0%} | {s['fraction_below_suite_adam']:.0%} | {worst_cell} | "
+            f"{iqm_cell} | {score_cell} | {_fmt(s['median_speedup_over_adam'])} | {s['nonfinite_runs']} |")
+
+
+# A summary row written before the splits and the rivals' columns: its run covered the 12
+# held-out families of then.
+OLD_ROW_CELLS = 10
+OLD_SPLIT = "heldout (the first 12)"
+
+
+def _upgraded(line: str) -> str:
+    """A summary row in today's columns: one of the format before splits gets its split (the 12
+    held-out families of then) and '—' in the columns it did not have."""
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) != OLD_ROW_CELLS:
+        return line
+    cells = [cells[0], OLD_SPLIT, *cells[1:8], "—", "—", "—", *cells[8:]]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _replace_block(text: str, start: str, end: str, block: str) -> str:
@@ -358,13 +409,16 @@ def _replace_block(text: str, start: str, end: str, block: str) -> str:
 
 def write_section(report: str | Path, result: SuiteResult) -> Path:
     """Puts `result`'s table into `report` as the section of its optimizer (replacing an older one;
-    sections are kept in the order they were first written) and its row into the report's summary
-    table (`<!-- suite_summary:start -->`). A partial run (`partial_run`: quick, some tasks, other
+    sections are kept in the order they were first written; a run of a split other than `heldout`
+    has a section of its own, `NAME.SPLIT`) and its row into the report's summary table
+    (`<!-- suite_summary:start -->`; a row per optimizer and split, replacing one of the format
+    before splits). A partial run (`partial_run`: quick, some tasks, other
     settings or baselines) never replaces a full one: it goes into the optimizer's own partial
     section (`<!-- suite:NAME.partial:start -->`), marked so, and adds no row to the summary.
     Safe for concurrent writers."""
     report = check_report(report)
-    name = _slug(result.optimizer)
+    split = split_of(result)
+    name = _slug(result.optimizer) + ("" if split == "heldout" else f".{split}")
     partial = partial_run(result)
     with _locked(report):
         text = report.read_text() if report.is_file() else HEADER
@@ -375,7 +429,8 @@ def write_section(report: str | Path, result: SuiteResult) -> Path:
             return report
         summary = re.search(r"<!-- suite_summary:start -->\n(.*?)\n<!-- suite_summary:end -->", text, re.S)
         rows = [line for line in (summary.group(1).splitlines() if summary else []) if line.startswith("| `")]
-        rows = [line for line in rows if not line.startswith(f"| `{result.optimizer}` |")] + [summary_row(result)]
+        mine = f"| `{result.optimizer}` | {split} |"
+        rows = [_upgraded(line) for line in rows if not line.startswith(mine)] + [summary_row(result)]
         text = _replace_block(text, "<!-- suite_summary:start -->", "<!-- suite_summary:end -->",
                               SUMMARY_COLUMNS + "\n" + "\n".join(rows))
         text = _replace_block(text, f"<!-- suite:{name}:start -->", f"<!-- suite:{name}:end -->", markdown(result))

@@ -49,6 +49,14 @@ class Settings:
         horizon = task.horizon * self.horizon_scale
         return horizon if self.horizon_cap is None else min(horizon, self.horizon_cap)
 
+    def for_task(self, task: SuiteTask) -> "Settings":
+        """These settings on `task`: its instances capped at `task.max_instances` (large models)."""
+        cap = task.max_instances
+        if cap is None or (self.validation_instances <= cap and self.test_instances <= cap):
+            return self
+        return dataclasses.replace(self, validation_instances=min(self.validation_instances, cap),
+                                   test_instances=min(self.test_instances, cap))
+
 
 QUICK = Settings(validation_instances=4, test_instances=8, horizon_cap=50)
 QUICK_TASKS = ("linreg_cond1e4", "quadratic_cond1e4", "logreg_cond10_d50")
@@ -618,10 +626,11 @@ def resolve_optimizer(spec) -> tuple[str, optax.GradientTransformation]:
             raise ValueError(f"optax.{name} is not an optimizer (it returned {type(tx).__name__}).")
         _check_first_order(tx, f"optax.{name} ({text!r})")
         return text, tx
-    from ..runs._loading import load_optimizer
+    from ..optimizers._optax_face import as_optax
+    from ..runs._loading import load_learned_optimizer
 
-    try:
-        return text, load_optimizer(text)
+    try:  # the face without num_steps: each task's runner fills in its horizon (`fill_horizon`)
+        return text, as_optax(load_learned_optimizer(text)[0])
     except FileNotFoundError as e:
         raise ValueError(f"{text!r} is neither a shipped optimizer, a run folder nor an optax spec NAME:LR (e.g. adam:1e-3). {e}") from None
 
@@ -689,17 +698,19 @@ def run(
     for task in tqdm(selected, desc=f"suite {name}", unit="task", disable=not progress):
         identities[task.name] = identity = task_identity(task)  # (not the baselines' time: they may be cached)
         t0 = time.perf_counter()
-        tuned = {b: tune_baseline(task, b, settings, cache=cache_path, identity=identity) for b in chosen}
-        others = {k: run_rival(task, k, settings, cache=cache_path, identity=identity) for k in rivals}
+        here = settings.for_task(task)
+        tuned = {b: tune_baseline(task, b, here, cache=cache_path, identity=identity) for b in chosen}
+        others = {k: run_rival(task, k, here, cache=cache_path, identity=identity) for k in rivals}
         baseline_seconds += time.perf_counter() - t0
-        horizon = settings.steps_for(task)
-        losses, metrics = _runner(task.family, horizon, lambda _: tx)(0.0, _instances(task, "test", settings.test_instances))
+        horizon = here.steps_for(task)
+        losses, metrics = _runner(task.family, horizon, lambda _: tx)(0.0, _instances(task, "test", here.test_instances))
         results.append(judge(task, horizon, summarize_run(losses, metrics), tuned, others))
     rate = suite_wide_rate(results)
     if rate is not None:
         t0 = time.perf_counter()
         for task, result in zip(selected, results):
-            shared = tune_baseline(task, "adam", settings, cache=cache_path, lr=rate, identity=identities[task.name])
+            shared = tune_baseline(task, "adam", settings.for_task(task), cache=cache_path, lr=rate,
+                                   identity=identities[task.name])
             result.suite_adam = {"lr": rate, "train_loss": shared["test"]["train_loss"]}
             result.ratio_to_suite_adam = (math.inf if _failed(result.optimizer) else
                                           _ratio(result.optimizer["train_loss"]["mean"], shared["test"]["train_loss"]["mean"]))

@@ -1,9 +1,16 @@
 """The suite's tasks: named task families with a kind and a split.
 
-`train` families are what meta-training may draw from; `heldout` families are never used to
-meta-train, select or tune an optimizer: they differ in architecture or data, not only in seeds.
-Within a family the instances of meta-training, validation (baseline tuning) and test come from
-disjoint seeds (`INSTANCE_SEEDS`).
+The splits, and what each may be used for:
+- `train`: what meta-training may draw from (`training_mixture("train")`).
+- `validation`: never meta-trained on; for choosing a learned optimizer's design, settings and
+  snapshot (`training_mixture("validation")` gives them to a run's model selection).
+- `heldout`: never used to meta-train, select, tune or design an optimizer; scored once, at the
+  end, for the optimizer chosen on `validation`.
+The splits differ in architecture or data, not only in seeds, and each has transformer language
+models. Within a family the instances of meta-training, baseline tuning (`INSTANCE_SEEDS`'
+"validation" instances, not to be confused with the validation split) and test come from disjoint
+seeds. A family whose model is large (100k parameters and more) may cap its instances
+(`SuiteTask.max_instances`) to fit a CPU's budget; the report says how many it used.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from ..tasks._functions import ConditionedQuadratics, RosenbrockFunctions
 from ..tasks._mixture import FamilyMixture
 from ..tasks._regression import LinearRegression, LogisticRegression
 from ..tasks._sequence import RNNAdding
+from ..tasks._transformer import TransformerLM
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "validation", "heldout")
 # What `select` reads as a whole selection, so no task may be named so.
 SELECTIONS = (*SPLITS, "all")
 # Seeds of each family's instance sets (meta-training draws from `train`; `l2lgd.train`'s own
@@ -33,12 +41,14 @@ INSTANCE_SEEDS = {"train": 11_000_003, "validation": 12_000_003, "test": 13_000_
 class SuiteTask(NamedTuple):
     """One task family of the suite: its name, kind, split and family (which declares its
     `horizon` and reports `train_loss` and, where it has a test split, `test_loss` and
-    `test_accuracy` through `metrics`)."""
+    `test_accuracy` through `metrics`); `max_instances`, where not None, caps the baselines'
+    tuning instances and every optimizer's test instances on it (large models on a CPU)."""
 
     name: str
     kind: str
     split: str
     family: TaskFamily
+    max_instances: int | None = None
 
     @property
     def horizon(self) -> int:
@@ -48,12 +58,13 @@ class SuiteTask(NamedTuple):
 SUITE: dict[str, SuiteTask] = {}
 
 
-def register_suite_task(name: str, kind: str, split: str, family: TaskFamily) -> SuiteTask:
+def register_suite_task(name: str, kind: str, split: str, family: TaskFamily, max_instances: int | None = None) -> SuiteTask:
     """Adds a family to the suite under `name`, after checking that it samples valid tasks whose
     loss, gradients and `train_loss` metric are finite at initialization (a family that is not
     is refused, naming it). `name` is an identifier other than a selection's words (heldout,
     train, all); `kind` a non-empty string; the family's `horizon` a positive integer (a Python
-    or NumPy integer, not a bool). Returns the `SuiteTask`."""
+    or NumPy integer, not a bool); `max_instances` None or an integer of at least 2. Returns the
+    `SuiteTask`."""
     if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"A suite task's split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}.")
     if not isinstance(name, str) or not name.isidentifier():
@@ -66,13 +77,17 @@ def register_suite_task(name: str, kind: str, split: str, family: TaskFamily) ->
                          f"table cell, e.g. 'mlp'), got {kind!r}.")
     if name in SUITE:
         raise ValueError(f"The suite already has a task named {name!r} ({SUITE[name].family!r}).")
+    if max_instances is not None and (isinstance(max_instances, (bool, np.bool_))
+                                      or not isinstance(max_instances, numbers.Integral) or max_instances < 2):
+        raise ValueError(f"Suite task {name!r}: max_instances must be None or an integer of at least 2, got "
+                         f"{max_instances!r}.")
     check_family(family)
     horizon = getattr(family, "horizon", None)
     if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, numbers.Integral) or horizon <= 0:
         raise ValueError(f"Suite task {name!r}: its family must declare a positive integer `horizon`, got "
                          f"{horizon!r}.")
     _check_finite_at_init(name, family)
-    task = SuiteTask(name, kind, split, family)
+    task = SuiteTask(name, kind, split, family, None if max_instances is None else int(max_instances))
     SUITE[name] = task
     return task
 
@@ -95,9 +110,9 @@ def _check_finite_at_init(name: str, family: TaskFamily) -> None:
 
 
 def select(tasks: str | list[str] | tuple[str, ...] | None = "heldout") -> list[SuiteTask]:
-    """The suite's tasks named by `tasks`: "heldout", "train", "all", or names (a list, or one
-    string of comma-separated names); None is the default, "heldout". An unknown name is an error
-    that lists the known ones."""
+    """The suite's tasks named by `tasks`: a split ("heldout", "validation", "train"), "all", or
+    names (a list, or one string of comma-separated names); None is the default, "heldout". An
+    unknown name is an error that lists the splits and the known names."""
     if tasks is None:
         tasks = "heldout"
     if isinstance(tasks, str):
@@ -107,11 +122,12 @@ def select(tasks: str | list[str] | tuple[str, ...] | None = "heldout") -> list[
             return list(SUITE.values())
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
-        raise ValueError(f"Suite tasks are named by heldout, train, all, or a list of task names; got {tasks!r}.")
+        raise ValueError(f"Suite tasks are named by a split ({', '.join(SPLITS)}), all, or a list of task names; "
+                         f"got {tasks!r}.")
     unknown = [t for t in tasks if t not in SUITE]
     if unknown or not tasks:
         raise ValueError(f"Unknown suite task(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-                         f"choose heldout, train, all, or names of: {', '.join(SUITE)}.")
+                         f"choose a split ({', '.join(SPLITS)}), all, or names of: {', '.join(SUITE)}.")
     return [SUITE[t] for t in tasks]
 
 
@@ -130,6 +146,19 @@ def _builtin() -> None:
         ("quadratic_cond100", "quadratic", "train", ConditionedQuadratics(20, 100.0, 200)),
         ("rosenbrock_2d", "function", "train", RosenbrockFunctions(2, 1000)),
         ("rnn_adding_10", "rnn", "train", RNNAdding(10, 16, 32, 300)),
+        ("transformer_copy_w16", "transformer", "train", TransformerLM("copy", 16, 1, 2, 8, 4, 16, 300)),
+        # Validation: for choosing designs, settings and snapshots; never meta-trained on.
+        ("mlp_relu_wine_2x32", "mlp", "validation", MLPClassifier("wine", (32, 32), "relu", 32, 300)),
+        ("mlp_tanh_mixture16_64", "mlp", "validation", MLPClassifier("mixture16", (64,), "tanh", 128, 300)),
+        ("mlp_gelu_teacher_3x16", "mlp", "validation", MLPClassifier("teacher", (16, 16, 16), "gelu", 64, 400)),
+        ("conv_digits_c6_gelu", "conv", "validation", ConvDigits(6, "gelu", 32, 300)),
+        ("autoencoder_tanh_32", "autoencoder", "validation", Autoencoder((32,), "tanh", 64, 300)),
+        ("linreg_cond1e3_d40", "linear", "validation", LinearRegression(40, 1e3, 64, 400)),
+        ("logreg_cond100_d30", "logistic", "validation", LogisticRegression(30, 100.0, 64, 300)),
+        ("quadratic_cond1e3", "quadratic", "validation", ConditionedQuadratics(25, 1e3, 400)),
+        ("rosenbrock_5d", "function", "validation", RosenbrockFunctions(5, 1500)),
+        ("rnn_adding_15", "rnn", "validation", RNNAdding(15, 20, 48, 400)),
+        ("transformer_reverse_w32", "transformer", "validation", TransformerLM("reverse", 32, 2, 2, 10, 5, 32, 400)),
         # Held out: other architectures, activations, depths, widths or data.
         ("mlp_relu_digits_2x16", "mlp", "heldout", MLPClassifier("digits", (16, 16), "relu", 64, 500)),
         ("mlp_gelu_breast_cancer", "mlp", "heldout", MLPClassifier("breast_cancer", (32,), "gelu", 32, 300)),
@@ -145,6 +174,14 @@ def _builtin() -> None:
         ("rnn_adding_20", "rnn", "heldout", RNNAdding(20, 24, 64, 500)),
     ):
         SUITE[name] = SuiteTask(name, kind, split, family)  # checked by the tests, not at every import
+    # Held out, added before any optimizer was judged on them: models of 100k parameters and more,
+    # on fewer instances (a CPU's budget).
+    for name, kind, family in (
+        ("transformer_sort_w64", "transformer", TransformerLM("sort", 64, 2, 4, 12, 6, 32, 500)),
+        ("mlp_relu_digits_512x256", "mlp", MLPClassifier("digits", (512, 256), "relu", 128, 300)),
+        ("mlp_gelu_mixture16_2x384", "mlp", MLPClassifier("mixture16", (384, 384), "gelu", 128, 300)),
+    ):
+        SUITE[name] = SuiteTask(name, kind, "heldout", family, max_instances=8)
 
 
 _builtin()
@@ -152,7 +189,8 @@ _builtin()
 
 def training_mixture(split: str = "train") -> FamilyMixture:
     """The suite's families of `split` as one `FamilyMixture` (what `general` meta-trains on:
-    the `train` split; the held-out split is for judging only)."""
+    the `train` split; its snapshots are chosen on the `validation` split; the held-out split is
+    for judging only)."""
     tasks = [t for t in SUITE.values() if t.split == split]
     if not tasks:
         raise ValueError(f"The suite has no tasks in split {split!r}; splits: {', '.join(SPLITS)}.")
