@@ -67,7 +67,7 @@ def face_table(optimizers=("log30", "digits"), sizes=SIZES, leaves=LEAVES, min_s
     """Every optimizer (shipped names, plus optax Adam) at every size and leaf count."""
     from ..runs._loading import load_optimizer
 
-    txs = {name: load_optimizer(name) for name in optimizers}
+    txs = {name: load_optimizer(name, num_steps=1_000) for name in optimizers}  # num_steps: for kinds that use it
     txs["adam"] = optax.adam(1e-3)
     rows = []
     for n in sizes:

@@ -91,10 +91,14 @@ class AdamController(LearnedOptimizer):
         normalized = g * scale
         log_lr = jnp.where(state.t == 0, self.log_lr0.astype(g.dtype), state.log_lr)
 
+        # The tensor's statistics over its finite coordinates: a NaN or Inf gradient poisons its own
+        # coordinate (the face marks it), not the step size of the whole tensor.
+        finite = jnp.isfinite(g) & jnp.isfinite(d)
+        g_, m_, d_, n_ = (jnp.where(finite, x, 0) for x in (g, m, d, normalized))
         rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)))
-        cosine = jnp.sum(g * m) / (jnp.sqrt(jnp.sum(jnp.square(g)) * jnp.sum(jnp.square(m))) + TINY)
+        cosine = jnp.sum(g_ * m_) / (jnp.sqrt(jnp.sum(jnp.square(g_)) * jnp.sum(jnp.square(m_))) + TINY)
         features = jnp.stack([
-            jnp.log(rms(g) + TINY) / 10, jnp.log(rms(d) + TINY), jnp.log(rms(normalized) + TINY),
+            jnp.log(rms(g_) + TINY) / 10, jnp.log(rms(d_) + TINY), jnp.log(rms(n_) + TINY),
             cosine, log_lr / 10, jnp.log1p(t) / 10, fraction, jnp.tanh(10 * (fraction - DECAY_CENTER)),
         ])
         hidden = jnp.tanh(features @ self.w1 + self.b1)

@@ -330,9 +330,11 @@ def _locked(path: Path):
 HEADER = """# The suite: every shipped optimizer on problems it never saw
 
 Written by `make suite OPT=... ARGS="--report experiments/SUITE.md"` (`python -m l2lgd suite OPT --report
-experiments/SUITE.md`), one section per optimizer (a quick or partial run goes into a section of
-its own, marked partial, and into no row of the summary); the held-out families were never used to
-meta-train, select or tune any optimizer here. Figures of a run are in its `--out` folder
+experiments/SUITE.md`, `--tasks validation` for the validation split), one section per optimizer
+and split (a quick or partial run goes into a section of its own, marked partial, and into no row
+of the summary); the held-out families were never used to meta-train, select, tune or design any
+optimizer here. Rows marked "heldout (the first 12)" were measured before the held-out split
+gained its three large families (and before the rivals' and profiles' columns). Figures of a run are in its `--out` folder
 (default `runs/suite/OPT/`). Ratios are of mean final training loss; below 1, the optimizer is
 lower.
 

@@ -71,7 +71,13 @@ def _instances(task: SuiteTask, kind: str, n: int) -> jax.Array:
 # rate, so it compiles without them, except where the unoptimized program is far slower
 # (convolutions).
 FAST_COMPILE = baselines.FAST_COMPILE
-OPTIMIZED_KINDS = ("conv",)
+# Kinds whose programs XLA optimizes fully (the others compile at level 0: small tasks run about
+# as fast and compile far faster); large models (`SuiteTask.max_instances`) are optimized too.
+OPTIMIZED_KINDS = ("conv", "transformer")
+
+
+def _optimized(task: SuiteTask) -> bool:
+    return task.kind in OPTIMIZED_KINDS or task.max_instances is not None
 
 
 def _runner(family, horizon: int, make_tx, *, fast_compile: bool = False):
@@ -97,7 +103,7 @@ def _baseline_runner(task: SuiteTask, name: str, horizon: int, identity: str = "
     key = (task.name, repr(task.family), name, horizon, identity)
     if key not in _BASELINE_RUNNERS:
         make = baselines.BASELINES[name]
-        fast = task.kind not in OPTIMIZED_KINDS
+        fast = not _optimized(task)
         _BASELINE_RUNNERS[key] = (make, _runner(task.family, horizon, lambda rate: make(rate, horizon), fast_compile=fast))
     made, runner = _BASELINE_RUNNERS[key]
     if made is not baselines.BASELINES[name]:  # redefined since: compile the new one
@@ -206,7 +212,7 @@ def _rival_runner(task: SuiteTask, name: str, horizon: int):
 
         return jax.vmap(one)(keys)
 
-    return jax.jit(run, compiler_options=FAST_COMPILE if task.kind not in OPTIMIZED_KINDS else None)
+    return jax.jit(run, compiler_options=None if _optimized(task) else FAST_COMPILE)
 
 
 def run_rival(task: SuiteTask, name: str, settings: Settings, *, cache: Path | None,
