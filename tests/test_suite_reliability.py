@@ -363,7 +363,7 @@ def test_tasks_none_is_the_default_selection(monkeypatch):
     forbid_work(monkeypatch, Started)
     with pytest.raises(Started, match=suite.select("heldout")[0].name):
         suite.run("adam:1e-3", None, cache=None, progress=False)
-    with pytest.raises(ValueError, match="Suite tasks are named by heldout, train, all, or a list of task names; got 3"):
+    with pytest.raises(ValueError, match=r"Suite tasks are named by a split \(train, validation, heldout\), all, or a list of task names; got 3"):
         suite.select(3)
 
 
