@@ -312,3 +312,21 @@ def test_sigterm_to_the_seeds_parent_stops_every_child(tmp_path):
     assert parent.returncode == 128 + signal.SIGTERM, out
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), pid
+
+
+def test_snapshots_are_scored_on_the_validation_family_when_one_is_given(tmp_path):
+    """`validation_family` (the suite's validation split for `general`) chooses the snapshot: the
+    recorded score is that family's, not the training family's."""
+    from l2lgd._evaluate import VALIDATION_SEED, task_keys
+    from l2lgd.runs._loading import load_learned_optimizer
+
+    other = Bowls(dim=5, offset=0.25)
+    result = l2lgd.train(CT, tmp_path / "run", OPTIONS, family=Bowls(dim=3), validation_family=other)
+    opt, config, metrics = load_learned_optimizer(tmp_path / "run")
+    theta, static = eqx.partition(opt, eqx.is_inexact_array)
+    expected, _ = validation_summary(theta, static, config, task_keys(VALIDATION_SEED, OPTIONS.validation_tasks), other)
+    own, _ = validation_summary(theta, static, config, task_keys(VALIDATION_SEED, OPTIONS.validation_tasks), Bowls(dim=3))
+    assert result.best_validation == pytest.approx(expected, rel=1e-5) and metrics["validation_log10_final"] == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(own, rel=1e-3)
+    with pytest.raises(TypeError, match="validation_family must be an l2lgd TaskFamily"):
+        l2lgd.train(CT, tmp_path / "other", OPTIONS, family=Bowls(dim=3), validation_family="validation")

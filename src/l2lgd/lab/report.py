@@ -261,7 +261,7 @@ def _mixture_ablation(experiment, declared, variants, root, walls, base, num_tas
     from .._evaluate import host_log10, unroll_losses
     from .._objectives import SOLVED
 
-    family = declared.validation_family or declared.family
+    family = declared.validation_family if declared.validation_family is not None else declared.family
     where = ("family of the validation split (never trained on)" if declared.validation_family is not None
              else "training family")
     if not isinstance(family, FamilyMixture):
