@@ -199,7 +199,7 @@ def partial_run(result: SuiteResult) -> str | None:
     if (s["validation_instances"], s["test_instances"]) != (full.validation_instances, full.test_instances):
         why.append(f"{s['validation_instances']} validation and {s['test_instances']} test instances")
     names = sorted(t.name for t in result.tasks)
-    if not any(names == sorted(t.name for t in select(whole)) for whole in (*SPLITS, "all")):
+    if whole_split(result) is None:
         why.append(f"{len(names)} task{'s' if len(names) != 1 else ''}: {', '.join(names)}" if len(names) <= 4 else
                    f"{len(names)} tasks, not a whole split")
     tuned = list(result.tasks[0].baselines) if result.tasks else []
@@ -351,12 +351,18 @@ SUMMARY_COLUMNS = (
 )
 
 
+def whole_split(result: SuiteResult) -> str | None:
+    """The split whose tasks a run covered exactly ("heldout", "validation", "train"), "all",
+    or None."""
+    names = sorted(t.name for t in result.tasks)
+    return next((whole for whole in (*SPLITS, "all") if names == sorted(t.name for t in select(whole))), None)
+
+
 def split_of(result: SuiteResult) -> str:
     """The split a run covered ("heldout", "validation", "train"), "all", or "mixed"."""
-    names = sorted(t.name for t in result.tasks)
-    for whole in (*SPLITS, "all"):
-        if names == sorted(t.name for t in select(whole)):
-            return whole
+    whole = whole_split(result)
+    if whole is not None:
+        return whole
     splits = {t.split for t in result.tasks}
     return splits.pop() if len(splits) == 1 else "mixed"
 
