@@ -45,3 +45,18 @@ def test_it_meta_trains_by_pes_and_loads_by_path(tmp_path):
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     _, _, longer = _run(tx, steps=150)  # three times its num_steps: as at its end, no blow-up
     assert np.all(np.isfinite(longer)) and longer[-1] <= losses[-1] * 1.01
+
+
+def test_its_step_size_stays_within_max_lr_and_the_config_names_a_bad_one():
+    import dataclasses
+
+    import pytest
+
+    for max_lr in (1.0, 10.0):
+        opt = l2lgd.make_optimizer(dataclasses.replace(CONFIG, max_lr=max_lr), key=jax.random.key(0))
+        opt = dataclasses.replace(opt, b2=jnp.array([10.0, 0.0]))  # steer the step size up at every step
+        _, state, _ = _run(l2lgd.as_optax(opt, num_steps=200), steps=200)
+        np.testing.assert_allclose(float(jnp.exp(state.per_leaf["w"].log_lr)), max_lr, rtol=1e-5)
+    assert "max_lr" not in l2lgd.Config(kind="adam_controller").to_dict()  # stored as before at its default
+    with pytest.raises(ValueError, match="max_lr.*positive.*-1"):
+        l2lgd.Config(kind="adam_controller", max_lr=-1)

@@ -196,8 +196,11 @@ def test_the_runner_end_to_end_on_two_tiny_tasks(tiny_suite, tmp_path, monkeypat
     text = (out / "suite.md").read_text()
     assert "| dowg | " in text and "profile score" in text and "best tuned baseline's mean final training loss" in text
     # Several optimizers in one table and one figure: this run, a rival (cached) and a spec run afresh.
-    compared = suite.compare([again, "dowg", "sgd:0.1"], cache=cache, progress=False, runs_root=None)
+    compared = suite.compare([again, "dowg", "sgd:0.1"], cache=cache, progress=False, runs_root=tmp_path / "runs")
     assert compared.optimizers == ["adam:1e-2", "dowg", "sgd:0.1", "tuned adam"] and compared.tasks == tiny_suite
+    assert compared.sources["sgd:0.1"] == f"run, kept in {tmp_path / 'runs' / 'sgd_0.1'}"
+    reused = suite.compare([again, "sgd:0.1"], cache=cache, progress=False, runs_root=tmp_path / "runs")
+    assert reused.sources["sgd:0.1"].startswith("cached") and reused.losses["sgd:0.1"] == compared.losses["sgd:0.1"]
     assert compared.losses["dowg"] == [t.rivals["dowg"]["test"]["train_loss"]["mean"] for t in again.tasks]
     assert compared.profiles["optimizers"]["tuned adam"]["iqm_ratio_to_adam"]["value"] == 1.0
     where = suite._compare.write(compared, tmp_path / "compare")

@@ -68,13 +68,15 @@ class OptimizerConfig:
     output_scale: float = 0.1  # the paper's preprocessing: update = output_scale * LSTM output
     hidden_size: int = 20  # the LSTM's
     num_layers: int = 2
+    # The largest step size a kind that carries one may reach (AdamController's upper bound).
+    max_lr: float = 1.0
 
     def __post_init__(self):
         if _CHECK_TASK.get():  # a stored config may name a kind registered only where it is used
             _check_choice("kind", self.kind, tuple(OPTIMIZER_KINDS))
         _check_choice("preprocessing", self.preprocessing, tuple(PREPROCESSINGS))
         _positive_ints(self, "hidden_size", "num_layers")
-        _positive_numbers(self, "log_range", "output_scale")
+        _positive_numbers(self, "log_range", "output_scale", "max_lr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +194,7 @@ STORED_ORDER = (
     "train_task", "preprocessing", "log_range", "output_scale", "hidden_size", "num_layers", "objective",
     "second_order", "meta_steps", "batch_size", "meta_lr", "clip_norm", "per_task_clip", "seed",
     *(NEW_FIELDS := ("estimator", "perturbations", "sigma", "min_horizon", "max_horizon", "heldout_minibatch",
-                      "reparam_scale", "kind")),
+                      "reparam_scale", "kind", "max_lr")),
 )
 assert sorted(STORED_ORDER) == sorted((*TOP_FIELDS, *SECTION_OF))
 

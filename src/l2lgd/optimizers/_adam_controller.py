@@ -10,7 +10,8 @@ Per leaf (one tensor) and step:
   fraction f = min(t / num_steps, 1) with tanh(10 (f - 0.8)) (so that it can learn a schedule:
   the user gives num_steps, `uses_horizon`; past it the optimizer goes on as at its end);
 - an MLP (features -> `hidden_size` tanh units -> 2) gives a change of the carried log step size
-  (at most `MAX_CHANGE` a step, within [log 1e-6, log 1], from a learned start) and a learned
+  (at most `MAX_CHANGE` a step, within [log 1e-6, log max_lr], from a learned start; `Config.max_lr`,
+  1 by default) and a learned
   weight of the normalized gradient added to d (a Nesterov-like correction);
 - update = -exp(log step size) * (d + c * g / (sqrt(v_hat) + eps)).
 
@@ -32,7 +33,7 @@ from ._base import LearnedOptimizer
 
 B1, B2, EPS = 0.9, 0.999, 1e-8
 MAX_CHANGE = 0.1  # the most the log step size moves in one step
-LOG_LR_RANGE = (math.log(1e-6), 0.0)
+LOG_LR_MIN = math.log(1e-6)
 TINY = 1e-30
 NUM_FEATURES = 8
 DECAY_CENTER = 0.8  # where the fraction's second feature turns
@@ -55,6 +56,7 @@ class AdamController(LearnedOptimizer):
     w2: Float[Array, "hidden 2"]
     b2: Float[Array, " 2"]
     log_lr0: Float[Array, ""]  # the learned starting log step size
+    log_lr_max: float = eqx.field(static=True, default=0.0)  # log of `Config.max_lr`
 
     coordinatewise: ClassVar[bool] = False  # its features are statistics of the whole tensor
     uses_horizon: ClassVar[bool] = True  # the training fraction is one of its features
@@ -71,6 +73,7 @@ class AdamController(LearnedOptimizer):
             w2=jnp.zeros((hidden, 2)),
             b2=jnp.zeros(2),
             log_lr0=jnp.asarray(math.log(1e-3)),
+            log_lr_max=math.log(config.max_lr),
         )
 
     def init_state(self, n: int, dtype=jnp.float32) -> ControllerState:
@@ -103,7 +106,7 @@ class AdamController(LearnedOptimizer):
         ])
         hidden = jnp.tanh(features @ self.w1 + self.b1)
         change, correction = hidden @ self.w2 + self.b2
-        log_lr = jnp.clip(log_lr + MAX_CHANGE * jnp.tanh(change), *LOG_LR_RANGE)
+        log_lr = jnp.clip(log_lr + MAX_CHANGE * jnp.tanh(change), LOG_LR_MIN, self.log_lr_max)
         update = -jnp.exp(log_lr) * (d + correction * normalized)
         return update, ControllerState(m, v, t, log_lr)
 

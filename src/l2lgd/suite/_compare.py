@@ -121,6 +121,8 @@ def compare(
         results[i] = _run.run(spec, names, settings=settings, cache=cache, progress=progress, baselines_to_tune=chosen,
                               rivals=())
         sources[i] = "run"
+        if runs_root is not None:  # kept, so that the next comparison at these settings reuses it
+            sources[i] = f"run, kept in {_keep(results[i], Path(runs_root), label)}"
         if reference is None:
             reference = results[i]
     if reference is None:  # rivals only: the tuned baselines still set the target and tuned Adam
@@ -159,6 +161,14 @@ def compare(
 def _rival(reference: _run.SuiteResult, task, j: int, name: str, settings, cache) -> dict[str, Any]:
     have = reference.tasks[j].rivals.get(name)
     return have["test"] if have else _run.run_rival(task, name, settings.for_task(task), cache=cache)["test"]
+
+
+def _keep(result: _run.SuiteResult, root: Path, label: str) -> Path:
+    """`result` written to a new folder `root/NAME` (or `NAME-2`, ...), where `_cached_run` finds it."""
+    slug, n = _report._slug(label), 1
+    while (folder := root / (slug if n == 1 else f"{slug}-{n}")).exists():
+        n += 1
+    return _report.write(result, folder, figures=False)
 
 
 def _cached_run(root, label: str, settings: _run.Settings, names: list[str], chosen) -> Path | None:
