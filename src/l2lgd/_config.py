@@ -70,6 +70,8 @@ class OptimizerConfig:
     num_layers: int = 2
     # The largest step size a kind that carries one may reach (AdamController's upper bound).
     max_lr: float = 1.0
+    # AdamController: steps relative to the tensor's RMS (see its module).
+    relative_steps: bool = False
 
     def __post_init__(self):
         if _CHECK_TASK.get():  # a stored config may name a kind registered only where it is used
@@ -77,6 +79,7 @@ class OptimizerConfig:
         _check_choice("preprocessing", self.preprocessing, tuple(PREPROCESSINGS))
         _positive_ints(self, "hidden_size", "num_layers")
         _positive_numbers(self, "log_range", "output_scale", "max_lr")
+        _booleans(self, "relative_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +197,7 @@ STORED_ORDER = (
     "train_task", "preprocessing", "log_range", "output_scale", "hidden_size", "num_layers", "objective",
     "second_order", "meta_steps", "batch_size", "meta_lr", "clip_norm", "per_task_clip", "seed",
     *(NEW_FIELDS := ("estimator", "perturbations", "sigma", "min_horizon", "max_horizon", "heldout_minibatch",
-                      "reparam_scale", "kind", "max_lr")),
+                      "reparam_scale", "kind", "max_lr", "relative_steps")),
 )
 assert sorted(STORED_ORDER) == sorted((*TOP_FIELDS, *SECTION_OF))
 

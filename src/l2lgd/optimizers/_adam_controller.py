@@ -15,6 +15,13 @@ Per leaf (one tensor) and step:
   weight of the normalized gradient added to d (a Nesterov-like correction);
 - update = -exp(log step size) * (d + c * g / (sqrt(v_hat) + eps)).
 
+With `Config.relative_steps`, the step size is relative to the tensor's scale, as VeLO's and
+LARS's are: the update is multiplied by (RMS of the tensor's parameters + a learned floor, 1 at
+the start), and log of that RMS is a ninth feature (`uses_params`: the user passes the params to
+`update`). A tensor rescaled by s (its task's coordinates phi = w / s, as `reparam_scale`'s
+augmentation draws them) then gets steps 1/s as large, which is what its task wants, without the
+step size having to learn s.
+
 The state is Adam's (8 bytes a coordinate in float32) and three scalars a tensor; the extra cost
 over Adam is a few reductions over the tensor and a tiny network per tensor.
 """
@@ -54,12 +61,17 @@ class AdamController(LearnedOptimizer):
     w1: Float[Array, "features hidden"]
     b1: Float[Array, " hidden"]
     w2: Float[Array, "hidden 2"]
-    b2: Float[Array, " 2"]
+    b2: Float[Array, " outputs"]  # the output biases; with relative steps a third entry: the learned log floor
     log_lr0: Float[Array, ""]  # the learned starting log step size
     log_lr_max: float = eqx.field(static=True, default=0.0)  # log of `Config.max_lr`
+    relative: bool = eqx.field(static=True, default=False)  # `Config.relative_steps`
 
     coordinatewise: ClassVar[bool] = False  # its features are statistics of the whole tensor
     uses_horizon: ClassVar[bool] = True  # the training fraction is one of its features
+
+    @property
+    def uses_params(self) -> bool:  # relative steps need the tensor's parameters
+        return self.relative
 
     @classmethod
     def from_config(cls, config, *, key: PRNGKeyArray) -> "AdamController":
@@ -67,13 +79,16 @@ class AdamController(LearnedOptimizer):
         step size 1e-3 on every tensor)."""
         hidden = config.hidden_size
         k1, _ = jax.random.split(key)
+        relative = bool(getattr(config, "relative_steps", False))
+        features = NUM_FEATURES + relative
         return cls(
-            w1=jax.random.normal(k1, (NUM_FEATURES, hidden)) / math.sqrt(NUM_FEATURES),
+            w1=jax.random.normal(k1, (features, hidden)) / math.sqrt(features),
             b1=jnp.zeros(hidden),
             w2=jnp.zeros((hidden, 2)),
-            b2=jnp.zeros(2),
+            b2=jnp.zeros(2 + relative),
             log_lr0=jnp.asarray(math.log(1e-3)),
             log_lr_max=math.log(config.max_lr),
+            relative=relative,
         )
 
     def init_state(self, n: int, dtype=jnp.float32) -> ControllerState:
@@ -81,7 +96,7 @@ class AdamController(LearnedOptimizer):
         return ControllerState(zeros, zeros, jnp.zeros((), dtype), jnp.zeros((), dtype))
 
     def step(self, g: Float[Array, " n"], state: ControllerState, *, total: int = 0,
-             horizon: Float[Array, ""] | None = None):
+             horizon: Float[Array, ""] | None = None, params: Float[Array, " n"] | None = None):
         if horizon is None:
             raise ValueError("AdamController.step needs horizon= (the steps that will be run): as_optax(opt, num_steps=N) "
                              "gives it.")
@@ -100,14 +115,22 @@ class AdamController(LearnedOptimizer):
         g_, m_, d_, n_ = (jnp.where(finite, x, 0) for x in (g, m, d, normalized))
         rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(x)))
         cosine = jnp.sum(g_ * m_) / (jnp.sqrt(jnp.sum(jnp.square(g_)) * jnp.sum(jnp.square(m_))) + TINY)
-        features = jnp.stack([
+        features = [
             jnp.log(rms(g_) + TINY) / 10, jnp.log(rms(d_) + TINY), jnp.log(rms(n_) + TINY),
             cosine, log_lr / 10, jnp.log1p(t) / 10, fraction, jnp.tanh(10 * (fraction - DECAY_CENTER)),
-        ])
-        hidden = jnp.tanh(features @ self.w1 + self.b1)
-        change, correction = hidden @ self.w2 + self.b2
+        ]
+        if self.relative:
+            if params is None:
+                raise ValueError("AdamController with relative steps needs params= (the face passes the leaf's).")
+            p_rms = rms(jnp.where(jnp.isfinite(params), params, 0))
+            features.append(jnp.log(p_rms + TINY) / 10)
+        hidden = jnp.tanh(jnp.stack(features) @ self.w1 + self.b1)
+        change, correction = hidden @ self.w2 + self.b2[:2]
         log_lr = jnp.clip(log_lr + MAX_CHANGE * jnp.tanh(change), LOG_LR_MIN, self.log_lr_max)
-        update = -jnp.exp(log_lr) * (d + correction * normalized)
+        size = jnp.exp(log_lr)
+        if self.relative:
+            size = size * (p_rms + jnp.exp(self.b2[2]))
+        update = -size * (d + correction * normalized)
         return update, ControllerState(m, v, t, log_lr)
 
     def coordinate_axes(self, state: ControllerState, n: int) -> Any:

@@ -31,7 +31,10 @@ class LearnedOptimizer(eqx.Module):
     if a coordinate's update depends on other coordinates of its leaf (per-tensor statistics):
     the face then never splits a large leaf into blocks. It sets `uses_horizon = True` if its
     update depends on the training fraction t / num_steps (as VeLO's does): its `step` then gets
-    `horizon`, and the user must give `num_steps` to the face.
+    `horizon`, and the user must give `num_steps` to the face. It sets `uses_params = True` (a
+    class attribute, or a property of its settings) if its update depends on the parameters (as
+    VeLO's steps are proportional to the tensor's RMS): its `step` then gets `params`, and the
+    user must pass them to `update` (as optax's weight decay needs).
     """
 
     # Each coordinate's update and state depend on that coordinate alone, so a large leaf may run
@@ -39,6 +42,8 @@ class LearnedOptimizer(eqx.Module):
     coordinatewise: ClassVar[bool] = True
     # `step` gets `horizon=`, the number of steps the user will run (a float scalar array).
     uses_horizon: ClassVar[bool] = False
+    # `step` gets `params=`, the leaf's flattened parameters (the user passes them to `update`).
+    uses_params: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -58,7 +63,8 @@ class LearnedOptimizer(eqx.Module):
         `total` is the number of coordinates of the whole update (every leaf), which a kind may use
         to choose how to compute (not what). `horizon`: the number of steps the user will run, a
         float32 scalar array; the face passes it only to a kind with `uses_horizon` (so a kind
-        without it may leave it out of its signature)."""
+        without it may leave it out of its signature). A kind with `uses_params` also gets
+        `params=`, the leaf's flattened parameters."""
 
     def coordinate_axes(self, state: Any, n: int) -> Any:
         """For a `coordinatewise` kind: each state array's coordinate axis (None: shared by all

@@ -108,16 +108,22 @@ def _states_for(grads: Any, treedef, state: LearnedOptimizerState) -> list:
 BLOCK = 16_384
 
 
-def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int, horizon=None):
-    """`opt.step(g, state, total=total)` (and `horizon=horizon` for a kind that uses it), run
+def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int, horizon=None, params=None):
+    """`opt.step(g, state, total=total)` (and `horizon=horizon`, `params=params` for a kind that
+    uses them; `params` is the leaf's flattened parameters, sliced as `g` is), run
     `BLOCK` coordinates at a time for a large leaf of a coordinatewise kind: a loop over the full
     blocks that reads and writes each block's slice of the arrays in place, then the rest. State
     arrays with a coordinate axis (`opt.coordinate_axes`) are sliced; the others (e.g. a step
     count) are the same for every block and taken from the last."""
-    step = functools.partial(opt.step, total=total, **({"horizon": horizon} if opt.uses_horizon else {}))
+    extra = {"horizon": horizon} if opt.uses_horizon else {}
+    if not opt.uses_params:
+        step = functools.partial(opt.step, total=total, **extra)
+    else:
+        step = lambda g_, s_, p_=params: opt.step(g_, s_, total=total, params=p_, **extra)
     n = g.shape[0]
     if n <= 2 * BLOCK or not opt.coordinatewise:
         return step(g, state)
+    slices = (lambda start, size: lax.dynamic_slice_in_dim(params, start, size)) if opt.uses_params else None
     axes = opt.coordinate_axes(state, n)
 
     def take(tree, start, size):
@@ -129,14 +135,15 @@ def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int, horizon=None):
     def block(i, carry):
         updates, new_state = carry
         start = i * BLOCK
-        u, s = step(lax.dynamic_slice_in_dim(g, start, BLOCK), take(state, start, BLOCK))
+        u, s = step(lax.dynamic_slice_in_dim(g, start, BLOCK), take(state, start, BLOCK),
+                    *((slices(start, BLOCK),) if slices else ()))
         return lax.dynamic_update_slice_in_dim(updates, u, start, 0), put(new_state, s, start)
 
     full = n // BLOCK
     updates, new_state = lax.fori_loop(0, full, block, (jnp.zeros_like(g), state))
     if n % BLOCK:
         start = full * BLOCK
-        u, s = step(g[start:], take(state, start, n - start))
+        u, s = step(g[start:], take(state, start, n - start), *((params[start:],) if slices else ()))
         updates, new_state = updates.at[start:].set(u), put(new_state, s, start)
     return updates, new_state
 
@@ -206,7 +213,11 @@ def as_optax(opt: LearnedOptimizer, num_steps: int | None = None) -> optax.Gradi
         return state if num_steps is None else fill_horizon(state, num_steps)
 
     def update(grads, state, params=None):
-        del params
+        if opt.uses_params and params is None:
+            raise ValueError(
+                f"The learned optimizer {type(opt).__name__} steps in proportion to the parameters: pass them, "
+                "tx.update(grads, state, params)."
+            )
         if uses_horizon and state.horizon is None:
             raise ValueError(
                 f"The learned optimizer {type(opt).__name__} uses the training fraction t / num_steps, but its state "
@@ -217,12 +228,24 @@ def as_optax(opt: LearnedOptimizer, num_steps: int | None = None) -> optax.Gradi
         leaves, treedef = jax.tree.flatten(grads)
         states = _states_for(grads, treedef, state)
         total = sum(jnp.size(g) for g in leaves)
+        if opt.uses_params:
+            _check_floating(params, "params")
+            try:
+                param_leaves = treedef.flatten_up_to(params)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"The params do not have the gradients' structure: {e}") from None
+        else:
+            param_leaves = [None] * len(leaves)
         updates, new_states = [], []
-        for g, s in zip(leaves, states):
+        for g, s, p in zip(leaves, states, param_leaves):
             g = jnp.asarray(g)
             dtype = _compute_dtype(g.dtype)
             flat = g.reshape(-1).astype(dtype)
-            u, s = _poison_non_finite(opt, flat, *_step_in_blocks(cast_optimizer(opt, dtype), flat, s, total, state.horizon))
+            p = None if p is None else jnp.asarray(p).reshape(-1).astype(dtype)
+            if p is not None and p.shape != flat.shape:
+                raise ValueError(f"A params leaf of shape {jnp.shape(p)} stands where its gradient has shape {g.shape}.")
+            u, s = _poison_non_finite(
+                opt, flat, *_step_in_blocks(cast_optimizer(opt, dtype), flat, s, total, state.horizon, p))
             updates.append(u.reshape(g.shape).astype(g.dtype))
             new_states.append(s)
         return treedef.unflatten(updates), dataclasses.replace(state, per_leaf=treedef.unflatten(new_states))
