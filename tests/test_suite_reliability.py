@@ -233,8 +233,12 @@ def _fake_result(tasks, settings, baselines=None):
 def test_a_quick_or_partial_run_does_not_replace_the_full_section(tmp_path):
     heldout = [t.name for t in suite.select("heldout")]
     full = _fake_result([(name, 0.5) for name in heldout], suite.Settings(), baselines=suite.BASELINES)
+    full.summary["profiles"] = _run.profiles(full.tasks, [{"adam:1e-3": r.optimizer, "tuned adam": r.baselines["adam"]["test"]}
+                                                          for r in full.tasks])
     report = suite.write_section(tmp_path / "SUITE.md", full)
     before = report.read_text()
+    assert "![adam:1e-3: performance profiles on the heldout split](figures/suite/adam_1e-3.png)" in before
+    assert (tmp_path / "figures" / "suite" / "adam_1e-3.png").is_file()  # a full run's figure, beside the report
     section = before[before.index("<!-- suite:adam_1e-3:start -->"):before.index("<!-- suite:adam_1e-3:end -->")]
     for partial in (_fake_result([(heldout[0], 0.9)], suite.QUICK),  # --quick
                     _fake_result([(heldout[0], 0.9)], suite.Settings(), baselines=suite.BASELINES)):  # one task
@@ -243,6 +247,7 @@ def test_a_quick_or_partial_run_does_not_replace_the_full_section(tmp_path):
         assert section in text and text.count(f"| `adam:1e-3` | heldout | {len(heldout)} |") == 1  # the full section and its row
         assert text.count("<!-- suite:adam_1e-3.partial:start -->") == 1 and "### `adam:1e-3` (partial run)" in text
         assert "**Partial run** (" in text
+    assert sorted(p.name for p in (tmp_path / "figures" / "suite").iterdir()) == ["adam_1e-3.png"]  # none for a partial run
     assert _report.partial_run(full) is None
     assert "quick: horizons capped at 50 steps" in _report.partial_run(_fake_result([(heldout[0], 0.9)], suite.QUICK))
 

@@ -422,8 +422,9 @@ def write_section(report: str | Path, result: SuiteResult) -> Path:
     (`<!-- suite_summary:start -->`; a row per optimizer and split, replacing one of the format
     before splits). A partial run (`partial_run`: quick, some tasks, other
     settings or baselines) never replaces a full one: it goes into the optimizer's own partial
-    section (`<!-- suite:NAME.partial:start -->`), marked so, and adds no row to the summary.
-    Safe for concurrent writers."""
+    section (`<!-- suite:NAME.partial:start -->`), marked so, and adds no row to the summary. A full
+    run's profile figure goes to `figures/suite/NAME.png` beside the report, linked from its
+    section. Safe for concurrent writers."""
     report = check_report(report)
     split = split_of(result)
     name = _slug(result.optimizer) + ("" if split == "heldout" else f".{split}")
@@ -441,7 +442,14 @@ def write_section(report: str | Path, result: SuiteResult) -> Path:
         rows = [_upgraded(line) for line in rows if not line.startswith(mine)] + [summary_row(result)]
         text = _replace_block(text, "<!-- suite_summary:start -->", "<!-- suite_summary:end -->",
                               SUMMARY_COLUMNS + "\n" + "\n".join(rows))
-        text = _replace_block(text, f"<!-- suite:{name}:start -->", f"<!-- suite:{name}:end -->", markdown(result))
+        section = markdown(result)
+        profiles = result.summary.get("profiles", {})
+        if profiles.get("optimizers"):  # the profile figure beside the report, linked from the section
+            figure = report.parent / "figures" / "suite" / f"{name}.png"
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            profile_figure(figure, profiles, f"{result.optimizer} ({split}): performance profiles")
+            section += f"\n\n![{result.optimizer}: performance profiles on the {split} split](figures/suite/{name}.png)"
+        text = _replace_block(text, f"<!-- suite:{name}:start -->", f"<!-- suite:{name}:end -->", section)
         report.write_text(text)
     return report
 
