@@ -12,6 +12,7 @@ import optax
 import pytest
 
 import l2lgd
+from l2lgd.runs._loading import resolve_optimizer_path
 from l2lgd import suite
 from l2lgd.suite import _baselines
 from l2lgd.suite._run import FAST_COMPILE
@@ -201,6 +202,15 @@ def test_the_runner_end_to_end_on_two_tiny_tasks(tiny_suite, tmp_path, monkeypat
     assert compared.sources["sgd:0.1"] == f"run, kept in {tmp_path / 'runs' / 'sgd_0.1'}"
     reused = suite.compare([again, "sgd:0.1"], cache=cache, progress=False, runs_root=tmp_path / "runs")
     assert reused.sources["sgd:0.1"].startswith("cached") and reused.losses["sgd:0.1"] == compared.losses["sgd:0.1"]
+    kept = json.loads((tmp_path / "runs" / "sgd_0.1" / "suite.json").read_text())
+    assert kept["optimizer_id"] == "sgd:0.1"
+    kept["optimizer_id"] = "sgd:another"  # as if another optimizer had been run under this name
+    (tmp_path / "runs" / "sgd_0.1" / "suite.json").write_text(json.dumps(kept))
+    rerun = suite.compare([again, "sgd:0.1"], cache=cache, progress=False, runs_root=tmp_path / "runs")
+    assert rerun.sources["sgd:0.1"] == f"run, kept in {tmp_path / 'runs' / 'sgd_0.1-2'}"
+    # A learned optimizer is named by its weights: its shipped name and its folder are one optimizer.
+    assert suite._run.optimizer_identity("general") == suite._run.optimizer_identity(resolve_optimizer_path("general"))
+    assert suite._run.optimizer_identity("general") != suite._run.optimizer_identity("digits")
     assert compared.losses["dowg"] == [t.rivals["dowg"]["test"]["train_loss"]["mean"] for t in again.tasks]
     assert compared.profiles["optimizers"]["tuned adam"]["iqm_ratio_to_adam"]["value"] == 1.0
     where = suite._compare.write(compared, tmp_path / "compare")

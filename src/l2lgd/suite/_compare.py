@@ -186,6 +186,8 @@ def _cached_run(root, label: str, settings: _run.Settings, names: list[str], cho
             continue
         if result.optimizer != label or _settings(result) != {**dataclasses.asdict(_run.Settings()), **dataclasses.asdict(settings)}:
             continue
+        if result.optimizer_id and result.optimizer_id != _run.optimizer_identity(label):
+            continue  # another optimizer under the same name (e.g. a `general` shipped since)
         if [t.name for t in result.tasks] != names or not result.tasks:
             continue
         if sorted(result.tasks[0].baselines) != sorted(chosen or baselines.BASELINES):

@@ -4,6 +4,7 @@ baseline tuned on validation instances; over the suite, how often and by how muc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import numbers
 import re
@@ -12,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -323,6 +325,10 @@ class SuiteResult:
     summary: dict[str, Any]
     seconds: float
     baseline_seconds: float
+    # What the optimizer's numbers were (`optimizer_identity`): a learned one's weights digest, so
+    # that a run of another `general` under the same name is never taken for this one's; "" in
+    # results written before it was kept.
+    optimizer_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -641,6 +647,23 @@ def resolve_optimizer(spec) -> tuple[str, optax.GradientTransformation]:
         raise ValueError(f"{text!r} is neither a shipped optimizer, a run folder nor an optax spec NAME:LR (e.g. adam:1e-3). {e}") from None
 
 
+def optimizer_identity(spec) -> str:
+    """A learned optimizer's (a shipped name or a run folder) kind and the digest of its exported
+    weights; an optax spec's text; "" for an optax transformation given as an object."""
+    if isinstance(spec, optax.GradientTransformation):
+        return ""
+    text = str(spec)
+    if ":" in text and not Path(text).exists():
+        return text
+    from ..runs._loading import load_learned_optimizer
+
+    opt, config, _ = load_learned_optimizer(text)
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(eqx.filter(opt, eqx.is_array)):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return f"{config.kind}:{digest.hexdigest()[:16]}"
+
+
 def run(
     optimizer,
     tasks: str | list[str] | None = "heldout",
@@ -725,7 +748,8 @@ def run(
     for i, r in enumerate(results):
         r.target = summary["profiles"]["targets"][i]
         r.steps_to_target = {k: v["steps_to_target"][i] for k, v in summary["profiles"]["optimizers"].items()}
-    return SuiteResult(name, dataclasses.asdict(settings), results, summary, time.perf_counter() - start, baseline_seconds)
+    return SuiteResult(name, dataclasses.asdict(settings), results, summary, time.perf_counter() - start, baseline_seconds,
+                       optimizer_identity(optimizer))
 
 
 def check_rivals(rivals) -> tuple[str, ...]:
