@@ -13,7 +13,7 @@ Rosenbrock, an RNN, a transformer language model), its snapshots and design chos
   steers from per-tensor statistics (log RMS of the gradient, of Adam's direction and of the
   normalized gradient, the cosine of the gradient with the momentum, the step size so far,
   log(1 + t) and the training fraction t / num_steps), moving it by at most e^0.1 a step within
-  [1e-6, 1]; plus a learned weight of the normalized gradient. It starts as Adam(1e-3). Its state
+  [1e-6, 10] (`max_lr`); plus a learned weight of the normalized gradient. It starts as Adam(1e-3). Its state
   is Adam's (8 bytes a coordinate); it needs the number of steps you will run
   (`l2lgd.load_optimizer("general", num_steps=N)`).
 - The estimator: PES over truncations of 20 steps of tasks whose horizons are drawn
@@ -39,6 +39,7 @@ EXPERIMENT = Experiment(
         preprocessing="adaptive",  # the LSTM's (its ablation below); the controller has none
         hidden_size=16,
         num_layers=1,
+        max_lr=10.0,  # tuned Adam takes 0.3-1 on the regressions; a rescaled tensor wants up to 100x that
         estimator="pes",
         perturbations=4,
         sigma=0.01,
@@ -60,6 +61,8 @@ EXPERIMENT = Experiment(
     eval_tasks=16,
     rolling_window=500,
     ablations={
+        "step size capped at 1 (the first controller)": {"max_lr": 1.0},
+        "steps relative to the tensor's RMS (relative_steps)": {"relative_steps": True},
         "the Celo-like per-coordinate MLP (MLPStep) instead of the controller": {"kind": "mlp_step"},
         "the coordinate-wise LSTM on the adaptive preprocessing (the first general)": {"kind": "lstm", "hidden_size": 4},
         "meta-learning rate 3e-3": {"meta_lr": 3e-3},
