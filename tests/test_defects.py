@@ -90,7 +90,7 @@ def test_negative_losses_are_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_nan_validation_tasks_are_counted_and_left_out():
+def test_nan_validation_tasks_are_counted_and_score_as_the_worst_loss():
     class SometimesNaN(eqx.Module):
         bad: jax.Array
 
@@ -105,6 +105,22 @@ def test_nan_validation_tasks_are_counted_and_left_out():
     keys = jax.random.split(jax.random.key(0), 20)
     score, bad = validation_summary(state.theta, static, CT, keys, Flaky())
     assert 0 < bad < 20 and np.isfinite(score)
+    # A diverged task is the worst outcome, never left out: the score is the mean with it at float32's largest loss.
+    good = validation_summary(state.theta, static, CT, keys, Bowls(dim=2))[0]
+    assert score > good + bad / 20 * 30
+    # A mixture one of whose members diverges on every task still has a finite score to select by.
+    class AlwaysNaN(l2lgd.TaskFamily):
+        horizon = 20
+
+        def sample(self, key):
+            return SometimesNaN(jnp.array(True)), jnp.ones(2)
+
+    class TimedBowls(Bowls):
+        horizon = 20
+
+    mixture = l2lgd.FamilyMixture((TimedBowls(dim=2), AlwaysNaN()), ("bowls", "nan"))
+    mixed, bad = validation_summary(state.theta, static, CT, keys, mixture)
+    assert bad == 20 and np.isfinite(mixed) and mixed > 15
 
 
 def test_log10_loss_keeps_nan_and_negative_as_nan():

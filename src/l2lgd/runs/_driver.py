@@ -74,12 +74,18 @@ class TrainResult:
     train_time: float
 
 
+# A validation task whose final loss is not finite (the optimizer diverged) scores as the largest
+# float32 loss: the worst a snapshot can do, never left out (which would favour a snapshot that
+# diverges on a task over one that is merely slow there).
+NON_FINITE_LOG10 = math.log10(float(np.finfo(np.float32).max))
+
+
 def validation_summary(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> tuple[float, int]:
     """`(score, non_finite)`: the model-selection score, the mean log10(f(x_T-1) + 1e-38) over the
-    validation tasks whose final loss is finite, and how many were not (NaN when none is finite).
-    For a `FamilyMixture`, the mean over its members, each at the horizon its estimator trains at
-    and floored at log10(SOLVED) (so that no member that can be solved to 1e-20 outweighs the
-    others)."""
+    validation tasks, a non-finite final loss counting as `NON_FINITE_LOG10`, and how many were
+    not finite. For a `FamilyMixture`, the mean over its members, each at the horizon its
+    estimator trains at and floored at log10(SOLVED) (so that no member that can be solved to
+    1e-20 outweighs the others)."""
     if isinstance(family, FamilyMixture):
         floor = math.log10(SOLVED)
         parts = [validation_summary(theta, static, config, keys, m) for m in family.members]
@@ -89,7 +95,7 @@ def validation_summary(theta: Any, static: Any, config: Config, keys: jax.Array,
     with np.errstate(invalid="ignore"):
         logs = host_log10(losses[:, -1])
     finite = np.isfinite(logs)
-    return (float(logs[finite].mean()) if finite.any() else math.nan), int((~finite).sum())
+    return float(np.where(finite, logs, NON_FINITE_LOG10).mean()), int((~finite).sum())
 
 
 def _check_trainable(config: Config, family: TaskFamily) -> None:
