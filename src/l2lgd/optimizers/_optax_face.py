@@ -13,7 +13,6 @@ to states made without it (meta-training gives each task its own; evaluation its
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import equinox as eqx
@@ -116,14 +115,13 @@ def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int, horizon=None, p
     arrays with a coordinate axis (`opt.coordinate_axes`) are sliced; the others (e.g. a step
     count) are the same for every block and taken from the last."""
     extra = {"horizon": horizon} if opt.uses_horizon else {}
-    if not opt.uses_params:
-        step = functools.partial(opt.step, total=total, **extra)
-    else:
-        step = lambda g_, s_, p_=params: opt.step(g_, s_, total=total, params=p_, **extra)
+
+    def step(g_, s_, p_):
+        return opt.step(g_, s_, total=total, **extra, **({"params": p_} if opt.uses_params else {}))
+
     n = g.shape[0]
     if n <= 2 * BLOCK or not opt.coordinatewise:
-        return step(g, state)
-    slices = (lambda start, size: lax.dynamic_slice_in_dim(params, start, size)) if opt.uses_params else None
+        return step(g, state, params)
     axes = opt.coordinate_axes(state, n)
 
     def take(tree, start, size):
@@ -135,15 +133,15 @@ def _step_in_blocks(opt: LearnedOptimizer, g, state, total: int, horizon=None, p
     def block(i, carry):
         updates, new_state = carry
         start = i * BLOCK
-        u, s = step(lax.dynamic_slice_in_dim(g, start, BLOCK), take(state, start, BLOCK),
-                    *((slices(start, BLOCK),) if slices else ()))
+        part = None if params is None else lax.dynamic_slice_in_dim(params, start, BLOCK)
+        u, s = step(lax.dynamic_slice_in_dim(g, start, BLOCK), take(state, start, BLOCK), part)
         return lax.dynamic_update_slice_in_dim(updates, u, start, 0), put(new_state, s, start)
 
     full = n // BLOCK
     updates, new_state = lax.fori_loop(0, full, block, (jnp.zeros_like(g), state))
     if n % BLOCK:
         start = full * BLOCK
-        u, s = step(g[start:], take(state, start, n - start), *((params[start:],) if slices else ()))
+        u, s = step(g[start:], take(state, start, n - start), None if params is None else params[start:])
         updates, new_state = updates.at[start:].set(u), put(new_state, s, start)
     return updates, new_state
 
