@@ -69,20 +69,23 @@ def test_ablate_puts_an_experiment_file_under_its_root(tmp_path):
     path = tmp_path / "elsewhere" / "quad.py"
     path.parent.mkdir()
     path.write_text(TINY)
-    jobs = []
+    jobs, afresh = [], []
 
-    def fake_train_all(given, cores=None):
+    def fake_train_all(given, cores=None, fresh=True):
         jobs.extend(given)
-        raise RuntimeError("stop here")  # only where the runs would go matters
+        afresh.append(fresh)
+        raise RuntimeError("stop here")  # only where the runs would go, and whether afresh, matter
 
     original = report.train_all
     report.train_all = fake_train_all
     try:
-        with pytest.raises(RuntimeError, match="stop here"):
-            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md")
+        for resume in (False, True):
+            with pytest.raises(RuntimeError, match="stop here"):
+                report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=not resume)
     finally:
         report.train_all = original
-    assert [Path(job[2]) for job in jobs] == [tmp_path / "abl" / "tinyfile" / "variant0"]
+    assert [Path(job[2]) for job in jobs] == [tmp_path / "abl" / "tinyfile" / "variant0"] * 2
+    assert afresh == [True, False]  # --resume: each variant's run resumed (a finished one only evaluated)
 
 
 def test_a_horizon_beyond_float32_whole_numbers_is_refused():

@@ -224,7 +224,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from .lab.report import ablate
 
     cores = [int(c) for c in args.cores.split(",")] if args.cores else None
-    print(ablate(args.experiment, root=args.root, num_tasks=args.tasks, report=args.report, cores=cores))
+    print(ablate(args.experiment, root=args.root, num_tasks=args.tasks, report=args.report, cores=cores,
+                 fresh=not args.resume))
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
@@ -388,6 +389,9 @@ def _lab_parsers(sub) -> None:
     _tasks_argument(abl, 10_000)
     abl.add_argument("--report", default="experiments/ABLATIONS.md", help="the report to write the table into")
     abl.add_argument("--cores", help="comma-separated cores to train the variants on, one at a time each (default: every core)")
+    abl.add_argument("--resume", action="store_true",
+                     help="resume each variant's run where it stopped (a finished one is only evaluated) instead of "
+                          "training it afresh")
     abl.set_defaults(func=cmd_ablate)
 
     paper = sub.add_parser("paper", help="the paper's tasks and generalization table -> experiments/REPORT.md")

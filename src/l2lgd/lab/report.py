@@ -59,7 +59,8 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
             signal.signal(sig, handler)
     if received:
         raise Stopped(received[0], f"stopped by signal {received[0]}: every training process was told to stop "
-                                   "(each at the end of its chunk); rerun the command (without --fresh) to resume them.")
+                                   "(each at the end of its chunk); rerun the command without --fresh (`ablate`: with --resume) "
+                                   "to resume them.")
     return walls
 
 
@@ -204,10 +205,12 @@ def ablate(
     num_tasks: int = 10_000,
     report: str | Path = "experiments/ABLATIONS.md",
     cores: list[int] | None = None,
+    fresh: bool = True,
 ) -> Path:
     """Trains the experiment and each variant in its `Experiment.ablations` (name -> Config
     changes, each applied after `Experiment.ablation_base`), evaluates each exported optimizer on
-    the test tasks, writes a table. An experiment on a `FamilyMixture` is scored on test tasks of
+    the test tasks, writes a table. `fresh=False` resumes each variant's run where it stopped (a
+    finished one is only evaluated; its wall time is then the resume's). An experiment on a `FamilyMixture` is scored on test tasks of
     its validation families (`Experiment.validation_family`, e.g. the suite's `validation` split;
     else its own members), never on held-out ones: the ablation informs the design."""
     from .._evaluate import summarize
@@ -221,7 +224,7 @@ def ablate(
     for i, (name, changes) in enumerate(variants.items()):
         extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]
         jobs.append((experiment, declared.config.seed, root / f"variant{i}", *extra))
-    walls = train_all(jobs, cores=cores)
+    walls = train_all(jobs, cores=cores, fresh=fresh)
     if isinstance(declared.family, FamilyMixture):
         return _mixture_ablation(experiment, declared, variants, root, walls, base, num_tasks, Path(report))
     lines = [
