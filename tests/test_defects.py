@@ -123,6 +123,16 @@ def test_nan_validation_tasks_are_counted_and_score_as_the_worst_loss():
     assert bad == 20 and np.isfinite(mixed) and mixed > 15
 
 
+def test_ablation_tables_score_a_diverged_task_as_model_selection_does():
+    # The ablation table of a mixture experiment left a non-finite task out (np.nanmean), so a
+    # variant that diverged on half its tasks could outscore one that was merely slow.
+    from l2lgd._evaluate import NON_FINITE_LOG10, scored_log10
+
+    diverged, bad = scored_log10(np.array([1e-6, np.inf, np.nan, 1e-6], np.float32))
+    slow, none = scored_log10(np.array([1e-1, 1e-1, 1e-1, 1e-1], np.float32))
+    assert (bad, none) == (2, 0) and diverged == pytest.approx((2 * -6 + 2 * NON_FINITE_LOG10) / 4) and diverged > slow
+
+
 def test_log10_loss_keeps_nan_and_negative_as_nan():
     out = np.asarray(l2lgd.log10_loss(jnp.array([0.0, 1e-3, jnp.nan, -1.0])))
     assert out[0] == -38.0 and out[1] == pytest.approx(-3.0) and np.isnan(out[2]) and np.isnan(out[3])

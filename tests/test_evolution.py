@@ -147,6 +147,13 @@ def test_mixture_meta_trains_and_resumes_identically(tmp_path):
     chex.assert_tree_all_finite(whole.state.theta)
     chex.assert_trees_all_equal(whole.state.theta, resumed.state.theta)
     assert int(whole.state.step) == 8
+    # The resumed run's last snapshot records the training seconds of both parts, not its own.
+    from l2lgd.runs._snapshots import RunCheckpoints
+
+    parts = RunCheckpoints(tmp_path / "parts")
+    first, last = (parts.metrics(step)["train_seconds"] for step in (4, 8))
+    parts.close()
+    assert 0 < first < last and last == pytest.approx(first + resumed.train_time)
     tx = l2lgd.load_optimizer(tmp_path / "whole")
     updates, _ = tx.update({"w": jnp.ones(3)}, tx.init({"w": jnp.zeros(3)}))
     chex.assert_tree_all_finite(updates)

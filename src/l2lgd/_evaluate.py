@@ -81,6 +81,21 @@ def host_log10(losses: Any) -> np.ndarray:
     return np.log10(np.asarray(losses, dtype=np.float64) + 1e-38)
 
 
+# A task whose final loss is not finite (the optimizer diverged) scores as the largest float32
+# loss: the worst an optimizer can do, never left out (which would favour one that diverges on a
+# task over one that is merely slow there). Model selection and ablation tables score this way.
+NON_FINITE_LOG10 = float(np.log10(np.finfo(np.float32).max))
+
+
+def scored_log10(final_losses: Any) -> tuple[float, int]:
+    """`(score, non_finite)`: the mean of log10(f + 1e-38) over `final_losses`, a non-finite one
+    counting as `NON_FINITE_LOG10`, and how many were not finite."""
+    with np.errstate(invalid="ignore"):
+        logs = host_log10(final_losses)
+    finite = np.isfinite(logs)
+    return float(np.where(finite, logs, NON_FINITE_LOG10).mean()), int((~finite).sum())
+
+
 def ci95_half_width(values: Any) -> float:
     """The half-width of the 95% confidence interval of the mean of `values` (normal
     approximation: 1.96 standard errors, with the sample standard deviation); NaN for fewer

@@ -386,7 +386,8 @@ def _lab_parsers(sub) -> None:
     abl = sub.add_parser("ablate", help="train and evaluate the variants in an experiment's ablations")
     abl.add_argument("experiment", nargs="?", default="floor")
     abl.add_argument("--root", default="runs/ablations")
-    _tasks_argument(abl, 10_000)
+    _tasks_argument(abl, help="test tasks (default: 10,000; for an experiment on a mixture of families, its eval_tasks "
+                              "per validation family)")
     abl.add_argument("--report", default="experiments/ABLATIONS.md", help="the report to write the table into")
     abl.add_argument("--cores", help="comma-separated cores to train the variants on, one at a time each (default: every core)")
     abl.add_argument("--resume", action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -36,6 +37,22 @@ COMPARISON = ("end_log", "log15_end_log", "log30")
 
 def _workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def training_seconds(run_dir: Path, wall: float) -> str:
+    """The training seconds of a run over every resume, as a table cell: its last snapshot's
+    record of them, else `wall` (the run's time in this command; NaN for a resumed run, whose
+    wall is only its resume's: "?")."""
+    from ..runs._snapshots import RunCheckpoints
+
+    checkpoints = RunCheckpoints(run_dir)
+    try:
+        last = checkpoints.latest_step()
+        seconds = checkpoints.metrics(last).get("train_seconds", math.nan) if last is not None else math.nan
+    finally:
+        checkpoints.close()
+    seconds = seconds if math.isfinite(seconds) else wall
+    return f"{seconds:.0f}" if math.isfinite(seconds) else "?"
 
 
 def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = True, cores: list[int] | None = None) -> dict[Path, float]:
@@ -202,7 +219,7 @@ def ablate(
     experiment: str,
     *,
     root: str | Path = "runs/ablations",
-    num_tasks: int = 10_000,
+    num_tasks: int | None = None,
     report: str | Path = "experiments/ABLATIONS.md",
     cores: list[int] | None = None,
     fresh: bool = True,
@@ -210,9 +227,11 @@ def ablate(
     """Trains the experiment and each variant in its `Experiment.ablations` (name -> Config
     changes, each applied after `Experiment.ablation_base`), evaluates each exported optimizer on
     the test tasks, writes a table. `fresh=False` resumes each variant's run where it stopped (a
-    finished one is only evaluated; its wall time is then the resume's). An experiment on a `FamilyMixture` is scored on test tasks of
+    finished one is only evaluated; the table gives each run's training seconds as its snapshots record them). An experiment on a `FamilyMixture` is scored on test tasks of
     its validation families (`Experiment.validation_family`, e.g. the suite's `validation` split;
-    else its own members), never on held-out ones: the ablation informs the design."""
+    else its own members), never on held-out ones: the ablation informs the design. `num_tasks`
+    (default) is 10,000 test tasks, and the experiment's `eval_tasks` per family for a mixture
+    (its large members' unrolls of 10,000 tasks at once do not fit in memory)."""
     from .._evaluate import summarize
 
     declared = load_experiment(experiment)
@@ -225,8 +244,12 @@ def ablate(
         extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]
         jobs.append((experiment, declared.config.seed, root / f"variant{i}", *extra))
     walls = train_all(jobs, cores=cores, fresh=fresh)
+    if not fresh:  # a resumed run's wall is its resume's: the table takes its snapshots' record
+        walls = dict.fromkeys(walls, math.nan)
     if isinstance(declared.family, FamilyMixture):
+        num_tasks = num_tasks or declared.eval_tasks
         return _mixture_ablation(experiment, declared, variants, root, walls, base, num_tasks, Path(report))
+    num_tasks = num_tasks or 10_000
     lines = [
         f"## Ablations of `{experiment}`",
         "",
@@ -235,7 +258,7 @@ def ablate(
         "tasks: mean log10(final loss + 1e-38), lower is better; -38 means the loss underflowed to exactly 0.",
         "'first step at 0': the mean over tasks of the first step t with f(x_t) = 0 (the horizon if never).",
         "",
-        "| variant | changes | mean | 95% CI | p95 | exactly 0 | first step at 0 | mean final loss ± 95% CI | validation | wall s |",
+        "| variant | changes | mean | 95% CI | p95 | exactly 0 | first step at 0 | mean final loss ± 95% CI | validation | training s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, (name, changes) in enumerate(variants.items()):
@@ -249,7 +272,7 @@ def ablate(
         lines.append(
             f"| {name} | {change} | {s['mean']:.2f} | [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}] | {s['p95']:.2f} | "
             f"{100 * s['frac_zero']:.1f}% | {first_zero:.1f} | {s['loss_mean']:.3g} ± {s['loss_ci95']:.2g} | "
-            f"{metrics['validation_log10_final']:.2f} | {walls[run]:.0f} |"
+            f"{metrics['validation_log10_final']:.2f} | {training_seconds(run, walls[run])} |"
         )
     report = Path(report)
     write_section(report, experiment, "\n".join([f"<!-- {experiment}:start -->", *lines, f"<!-- {experiment}:end -->"]))
@@ -261,7 +284,7 @@ def _mixture_ablation(experiment, declared, variants, root, walls, base, num_tas
     `num_tasks` test tasks of every validation member (`Experiment.validation_family`, else the
     training members) at its own horizon (floored at log10 SOLVED, as model selection scores
     them), and per member."""
-    from .._evaluate import host_log10, unroll_losses
+    from .._evaluate import NON_FINITE_LOG10, scored_log10, unroll_losses
     from .._objectives import SOLVED
 
     family = declared.validation_family if declared.validation_family is not None else declared.family
@@ -277,22 +300,25 @@ def _mixture_ablation(experiment, declared, variants, root, walls, base, num_tas
         f"Generated by `python -m l2lgd ablate {experiment}`: each variant trained from scratch with the",
         f"experiment's seed{' and ' + ', '.join(f'{k}={v!r}' for k, v in base.items()) if base else ''}, its exported optimizer run on {num_tasks} test",
         f"tasks of each {where} at the family's horizon (test seeds; no held-out family is used):",
-        f"mean over families of the mean log10 final loss, each floored at {floor:.0f}; lower is better.",
+        f"mean over families of the mean log10 final loss, each floored at {floor:.0f}, a task whose final loss is not",
+        f"finite counting as {NON_FINITE_LOG10:.1f} (float32's largest loss; as model selection scores it, their count in",
+        "brackets); lower is better.",
         "",
-        "| variant | changes | mean | " + " | ".join(family.names) + " | validation | wall s |",
+        "| variant | changes | mean | " + " | ".join(family.names) + " | validation | training s |",
         "|---|---|---|" + "---|" * len(family.names) + "---|---|",
     ]
     for i, (name, changes) in enumerate(variants.items()):
         run = root / f"variant{i}"
         opt, config, metrics = load_learned_optimizer(run)
         tx = as_optax(opt)
-        scores = []
+        scores, cells = [], []
         for member in family.members:
             losses = jax.jit(lambda k, m=member: unroll_losses(tx, config, k, num_steps=m.horizon, family=m))(keys)
-            with np.errstate(invalid="ignore"):
-                scores.append(max(float(np.nanmean(host_log10(np.asarray(losses)[:, -1]))), floor))
+            score, non_finite = scored_log10(np.asarray(losses)[:, -1])
+            scores.append(max(score, floor))
+            cells.append(f"{scores[-1]:.2f}" + (f" ({non_finite})" if non_finite else ""))
         change = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "-"
-        lines.append(f"| {name} | {change} | {np.mean(scores):.2f} | " + " | ".join(f"{x:.2f}" for x in scores)
-                     + f" | {metrics['validation_log10_final']:.2f} | {walls[run]:.0f} |")
+        lines.append(f"| {name} | {change} | {np.mean(scores):.2f} | " + " | ".join(cells)
+                     + f" | {metrics['validation_log10_final']:.2f} | {training_seconds(run, walls[run])} |")
     write_section(report, experiment, "\n".join([f"<!-- {experiment}:start -->", *lines, f"<!-- {experiment}:end -->"]))
     return report

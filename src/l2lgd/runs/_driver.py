@@ -30,7 +30,7 @@ from .._config import Config, stored_configs
 from .._objectives import SOLVED
 from .._unroll import run_steps
 from .._errors import Mismatch, NonFiniteError, Stopped
-from .._evaluate import VALIDATION_SEED, host_log10, task_keys, unroll_losses
+from .._evaluate import VALIDATION_SEED, scored_log10, task_keys, unroll_losses
 from ..estimators._named import estimator_for
 from ..optimizers._optax_face import as_optax
 from ..tasks import TaskFamily, draw_task, family_name, task_family, training_family
@@ -74,15 +74,9 @@ class TrainResult:
     train_time: float
 
 
-# A validation task whose final loss is not finite (the optimizer diverged) scores as the largest
-# float32 loss: the worst a snapshot can do, never left out (which would favour a snapshot that
-# diverges on a task over one that is merely slow there).
-NON_FINITE_LOG10 = math.log10(float(np.finfo(np.float32).max))
-
-
 def validation_summary(theta: Any, static: Any, config: Config, keys: jax.Array, family: TaskFamily | None = None) -> tuple[float, int]:
     """`(score, non_finite)`: the model-selection score, the mean log10(f(x_T-1) + 1e-38) over the
-    validation tasks, a non-finite final loss counting as `NON_FINITE_LOG10`, and how many were
+    validation tasks, a non-finite final loss counting as `NON_FINITE_LOG10` (`scored_log10`), and how many were
     not finite. For a `FamilyMixture`, the mean over its members, each at the horizon its
     estimator trains at and floored at log10(SOLVED) (so that no member that can be solved to
     1e-20 outweighs the others)."""
@@ -92,10 +86,7 @@ def validation_summary(theta: Any, static: Any, config: Config, keys: jax.Array,
         return float(np.mean([max(score, floor) for score, _ in parts])), sum(bad for _, bad in parts)
     num_steps = estimator_for(config).validation_steps(config, family)
     losses = _validation_losses(theta, static, config, keys, family, num_steps)
-    with np.errstate(invalid="ignore"):
-        logs = host_log10(losses[:, -1])
-    finite = np.isfinite(logs)
-    return float(np.where(finite, logs, NON_FINITE_LOG10).mean()), int((~finite).sum())
+    return scored_log10(losses[:, -1])
 
 
 def _check_trainable(config: Config, family: TaskFamily) -> None:
@@ -435,6 +426,9 @@ def _run_chunks(run: Run, state: TrainState, recent: deque) -> tuple[TrainState,
     chunk = min(options.chunk_size, options.checkpoint_every)
     step = int(state.step)
     train_time = 0.0
+    # The training seconds of the run so far (the snapshot resumed from records them), so that a
+    # resumed run's snapshots give the whole run's training time.
+    earlier = float(checkpoints.metrics(step).get("train_seconds", math.nan)) if checkpoints is not None and step else 0.0
     bar = tqdm(total=config.meta_steps, initial=step, desc=f"{config.name} seed {config.seed}", unit="meta-step",
                disable=not options.progress, dynamic_ncols=True)
     with stop_signals() as received, contextlib.closing(bar):
@@ -461,7 +455,7 @@ def _run_chunks(run: Run, state: TrainState, recent: deque) -> tuple[TrainState,
                 postfix["usable"] = f"{np.mean(usable):.3f}"
             bar.set_postfix(postfix, refresh=False)
             if checkpoints is not None and at_snapshot:
-                _save_snapshot(run, state, recent, score, usable)
+                _save_snapshot(run, state, recent, score, usable, earlier + train_time)
                 if received and step < config.meta_steps:
                     raise Stopped(received[0], _stopped_message(run.run_dir, step, checkpoints))
     return state, train_time
@@ -487,10 +481,12 @@ def _check_chunk(run: Run, before: TrainState, state: TrainState, skipped: np.nd
         )
 
 
-def _save_snapshot(run: Run, state: TrainState, recent: deque, score, usable: deque = ()) -> None:
+def _save_snapshot(run: Run, state: TrainState, recent: deque, score, usable: deque = (),
+                   train_seconds: float = math.nan) -> None:
     """Saves `state` with its metrics: the rolling training figure and `score(theta)`, the
-    validation figure (and, when some meta-step's tasks went non-finite, the rolling usable
-    fraction)."""
+    validation figure, the seconds of training up to it (compiled chunks, over every resume; NaN
+    when a snapshot resumed from did not record them) and, when some meta-step's tasks went
+    non-finite, the rolling usable fraction."""
     # Several processes: the replicated state as host arrays, scored and saved by this one alone.
     saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 else state
     value, non_finite = score(saved.theta)
@@ -500,6 +496,7 @@ def _save_snapshot(run: Run, state: TrainState, recent: deque, score, usable: de
         "rolling_log10_final": float(np.nanmean(np.asarray(recent, dtype=np.float64))) if recent else float("nan"),
         "validation_log10_final": value,
         "validation_tasks": run.options.validation_tasks,
+        "train_seconds": train_seconds,
     }
     if non_finite:
         metrics["validation_non_finite"] = non_finite
