@@ -82,3 +82,35 @@ def test_face_table_reports_every_optimizer_size_and_layout():
         assert row[key] > 0, key
     assert row["log30_state_bytes_per_coordinate"] == 2 * 2 * 20 * 4  # c and h, 2 layers of 20, float32
     assert "| 4,000 |" in format_face(result)
+
+
+TINY_PES = (
+    "import l2lgd\n"
+    "from l2lgd import Config, Experiment\n"
+    "from l2lgd.tasks._mixture import FamilyMixture\n"
+    "EXPERIMENT = Experiment(\n"
+    "    config=Config(name='tinypes', num_steps=5, hidden_size=2, num_layers=1, estimator='pes', perturbations=2,\n"
+    "                  min_horizon=10, max_horizon=20, objective='sum_log'),\n"
+    "    family=FamilyMixture((l2lgd.ConditionedQuadratics(4, 10.0, 20), l2lgd.ConditionedQuadratics(3, 10.0, 20)),\n"
+    "                         ('a', 'b')),\n"
+    ")\n"
+)
+
+
+def test_the_devices_bench_runs_one_device_and_two_in_children(tmp_path, monkeypatch):
+    """`make bench EXP=general`'s devices table on a tiny PES mixture: one child on one device,
+    one on two forced host devices; every figure there and positive, the steps counted by hand."""
+    from l2lgd.lab.bench_devices import devices_table, format_devices
+
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "tinypes.py").write_text(TINY_PES)
+    monkeypatch.setenv("L2LGD_EXPERIMENTS", str(tmp_path / "exps"))
+    result = devices_table("tinypes", devices=2, seconds=0.01)
+    one, two = result["rows"]
+    assert (one["devices"], two["devices"]) == (1, 2)
+    for row in (one, two):
+        assert row["optimizee_steps_per_meta_step"] == 2 * 1 * 2 * 2 * 5  # members * batch * 2 pairs * num_steps
+        assert row["members"] == 2 and row["optimizee_steps_per_s"] > 0
+        assert row["compile_cold_s"] > 0 and row["compile_warm_s"] > 0
+    table = format_devices(result)
+    assert "| this | lstm | 2 | 2 |" in table and "1.00x" in table

@@ -93,3 +93,8 @@ def test_the_compilation_cache_is_configurable_and_gives_bit_identical_weights(t
     assert compare_exports(runs["warm"], runs["cold"]) is None
     assert compare_exports(runs["off"], runs["cold"]) is None
     assert (runs["warm"] / "final_log10.f32").read_bytes() == (runs["off"] / "final_log10.f32").read_bytes()
+
+
+def test_seeds_and_devices_are_refused_together():
+    with pytest.raises(SystemExit, match="--seeds 2 trains one seed a core; --devices 2 splits one run"):
+        cli.main(["train", "log30", "--seeds", "2", "--devices", "2"])

@@ -15,6 +15,23 @@ single, rec1 = l2lgd.make_train_chunk(config, static, mesh=None)(state, 10)
 chex.assert_trees_all_close(sharded.theta, single.theta, rtol=1e-4, atol=1e-6)
 chex.assert_trees_all_close(rec4.final_log10, rec1.final_log10, rtol=1e-4, atol=1e-4)
 print("OK", len(sharded.theta.lstm.in_bias.sharding.device_set))
+
+# PES on a mixture: each task's pairs split over the devices that divide them (2 of the 4), the
+# chunk under shard_map, its particles gathered back in the one-device order at the chunk's end.
+from l2lgd.tasks._mixture import FamilyMixture
+family = FamilyMixture((l2lgd.ConditionedQuadratics(4, 10.0, 20), l2lgd.LinearRegression(4, 3.0, 8, 20)), ("quad", "linreg"))
+config = l2lgd.Config(num_steps=5, hidden_size=2, num_layers=1, estimator="pes", perturbations=2, min_horizon=10,
+                      max_horizon=20, heldout_minibatch=True, objective="sum_log", reparam_scale=10.0)
+state, static = l2lgd.init_state(config, family)
+chunk = l2lgd.make_train_chunk(config, static, family)
+split, rec2 = chunk(chunk(state, 3)[0], 4)  # two chunks: the particles cross a chunk boundary
+single, rec1 = l2lgd.make_train_chunk(config, static, family, mesh=None)(state, 7)
+estimation = l2lgd.make_meta_step(config, static, family=family, mesh="auto").estimation
+assert estimation.mesh.devices.size == 2 and estimation.local is not None
+chex.assert_trees_all_close(split.theta, single.theta, rtol=1e-5, atol=1e-7)
+chex.assert_trees_all_close(split.inner, single.inner, rtol=1e-5, atol=1e-6)
+chex.assert_trees_all_close(rec2.meta_loss, rec1.meta_loss[3:], rtol=1e-5, atol=1e-6)
+print("PES OK")
 """
 
 
@@ -22,4 +39,17 @@ def test_four_devices_train_like_one():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OK" in proc.stdout
+    assert "OK" in proc.stdout and "PES OK" in proc.stdout
+
+
+def test_train_devices_gives_one_cpu_device_per_core():
+    # `train --devices 2` configures the process this way; XLA reads no flag placed after the
+    # single-thread flags, so the device count must come first (it was silently one device).
+    script = ("from l2lgd._process import configure_cpu; configure_cpu([0, 1]); import jax, os; "
+              "print(len(jax.devices()), len(os.sched_getaffinity(0)))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", script], env=dict(env, JAX_PLATFORMS="cpu"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    devices, cores = map(int, proc.stdout.split())
+    assert devices == 2 and cores == min(2, len(os.sched_getaffinity(0)))

@@ -27,7 +27,7 @@ ORDER = [
     "l2lgd.runs._control", "l2lgd.runs._driver",
     "l2lgd.suite._tasks", "l2lgd.suite._baselines", "l2lgd.suite._profiles", "l2lgd.suite._run", "l2lgd.suite._report", "l2lgd.suite._compare", "l2lgd.suite",
     "l2lgd.lab.compare", "l2lgd.lab.figures", "l2lgd.lab.paper", "l2lgd.lab.report",
-    "l2lgd.lab.bench_face", "l2lgd.lab.bench_estimators", "l2lgd.lab.bench",
+    "l2lgd.lab.bench_face", "l2lgd.lab.bench_estimators", "l2lgd.lab.bench_devices", "l2lgd.lab.bench",
     "l2lgd.cli", "l2lgd.__main__", "l2lgd",
 ]
 

@@ -14,18 +14,25 @@ from pathlib import Path
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def configure_cpu(core: int | None = None, *, cache: bool = True) -> None:
+def configure_cpu(core: int | list[int] | None = None, *, cache: bool = True) -> None:
     """Single-threaded XLA pinned to one core: the fastest and reproducible set-up for these
     tiny kernels (threads only add synchronisation), and the compilation cache
     (`enable_compilation_cache`, unless `cache=False`: `bench` times compilation). Must run
     before JAX's first computation. Determinism holds for one set of flags: the same flags give
-    bit-identical weights."""
+    bit-identical weights. A list of cores: one CPU device per core (XLA's forced host devices,
+    each run by its own thread), the process pinned to them, so that a run splits its work over
+    them (`train --devices N`)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {SINGLE_THREAD_FLAGS}".strip()
-    if core is not None and hasattr(os, "sched_setaffinity"):
+        flags = f"{flags} {SINGLE_THREAD_FLAGS}".strip()
+    cores = core if isinstance(core, list) else None if core is None else [core]
+    if cores and len(cores) > 1 and "xla_force_host_platform_device_count" not in flags:
+        # First: XLA reads no flag after SINGLE_THREAD_FLAGS' `intra_op_parallelism_threads=1`.
+        flags = f"--xla_force_host_platform_device_count={len(cores)} {flags}"
+    os.environ["XLA_FLAGS"] = flags
+    if cores and hasattr(os, "sched_setaffinity"):
         available = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {available[core % len(available)]})
+        os.sched_setaffinity(0, {available[c % len(available)] for c in cores})
     if cache:
         enable_compilation_cache()
 

@@ -48,6 +48,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     experiment = load_experiment(args.experiment)
     config = experiment.config
     if args.seeds is not None:
+        if args.devices > 1:
+            raise ValueError(f"--seeds {args.seeds} trains one seed a core; --devices {args.devices} splits one run over "
+                             "cores: pass one of them.")
         return _train_seeds(args, config)
     changes = {}
     if args.seed is not None:
@@ -62,7 +65,13 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"{out} is a shipped optimizer's folder: train into another folder (the default is "
             f"{default_out(config.name, config.seed, experiment.config.seed)}), then pass --ship to replace what is shipped."
         )
-    configure_cpu(args.core if args.core is not None else free_core())
+    if args.devices > 1:  # one CPU device per core, each a thread of this process
+        cores = [args.core + i for i in range(args.devices)] if args.core is not None else [free_core() for _ in range(args.devices)]
+        if None in cores:
+            raise ValueError(f"--devices {args.devices}: fewer than {args.devices} cores are free of other l2lgd processes.")
+        configure_cpu(cores)
+    else:
+        configure_cpu(args.core if args.core is not None else free_core())
     maybe_initialize_distributed()
 
     from .runs._driver import RunOptions, train
@@ -240,7 +249,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     configure_cpu(args.core, cache=False)
     from .lab.bench import run_bench
 
-    run_bench(args.experiment, out=Path(args.json), steps=args.steps)
+    run_bench(args.experiment, out=Path(args.json), steps=args.steps, against=args.against)
 
 
 def _suite_settings(args: argparse.Namespace):
@@ -346,6 +355,9 @@ def _train_parser(sub) -> None:
     train.add_argument("--checkpoint-every", type=positive_int, help="meta-steps between snapshots (default: the experiment's checkpoint_every)")
     train.add_argument("--max-skips", type=positive_int, default=100, help="consecutive non-finite steps before stopping")
     train.add_argument("--core", type=int, help="CPU core to pin the process to (default: the first core no other l2lgd process holds)")
+    train.add_argument("--devices", type=positive_int, default=1,
+                       help="CPU devices, one per core, that the run splits its work over (PES and ES: each task's "
+                            "antithetic pairs; backpropagation: the batch), e.g. 2 on a 2-core machine")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
@@ -424,6 +436,8 @@ def _lab_parsers(sub) -> None:
     bench.add_argument("experiment", nargs="?", default="log30")
     bench.add_argument("--steps", type=positive_int, help="meta-steps of the short l2lgd train runs (default: 2,000 on quadratics, 20 otherwise)")
     bench.add_argument("--json", default="bench.json")
+    bench.add_argument("--against", help="a commit whose code also runs the experiment's evolution-strategies "
+                                         "training, beside this code's (e.g. 1b1b3cd)")
     bench.add_argument("--core", type=int, default=0)
     bench.set_defaults(func=cmd_bench)
 

@@ -62,6 +62,13 @@ class Estimation(NamedTuple):
     draws: Callable[[Any, Array], Any]  # (run key data, steps [S]) -> the chunk's draws, leading axis S
     estimate: Callable[..., tuple[Estimate, Any]]  # (theta, state, draw, step) -> (Estimate, state)
     mesh: Mesh | None  # the devices the estimate is split over (None: one)
+    # An estimator that splits its own work over `mesh` (evolution strategies: each task's pairs)
+    # gives these: the chunk of meta-steps then runs under `jax.shard_map`, `local(state)` taking
+    # this device's share of the state at the chunk's start and `gather(state)` putting the
+    # shares together at its end, while `estimate` works on the share and sums over the devices.
+    # None: XLA splits the work by the shardings (backpropagation's batch).
+    local: Callable[[Any], Any] | None = None
+    gather: Callable[[Any], Any] | None = None
 
 
 class MetaGradientEstimator(eqx.Module):

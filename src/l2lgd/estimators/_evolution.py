@@ -20,9 +20,13 @@ none of whose tasks stayed finite has a NaN objective, so the training step skip
 In meta-training (`bind`) the estimator's state is one `Particles` per member of the task family
 (a `FamilyMixture` gives every member its batch); every meta-step advances each member's
 particles by one truncation, draws afresh the tasks that reached their horizon, and returns the
-mean of the members' estimates. Over several devices (e.g. two processes under
-`jax.distributed`) the particles of every task are split among them (`particle_mesh`): each
-device unrolls its share, and XLA sums the estimate.
+mean of the members' estimates. Over several devices (two forced host devices of one process,
+`train --devices 2`, or processes under `jax.distributed`) every task's antithetic pairs are split
+among them (`particle_mesh`): the chunk of meta-steps runs under `jax.shard_map`, each device
+unrolls its pairs of every task, and the devices exchange only the per-task sums of the estimate
+at each meta-step (a few numbers per task and theta's size) and their particles at the chunk's
+end (`Estimation.local`, `Estimation.gather`). The perturbations are drawn in full on every
+device, so the estimate is the one-device estimate, summed in another order.
 """
 
 
@@ -35,9 +39,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from .._objectives import log10_loss, meta_objective
 from ..optimizers._optax_face import as_optax, fill_horizon
@@ -66,6 +71,27 @@ class ParticleResult(NamedTuple):
     final_log10: Float[Array, ""]  # mean log10 of the truncation's last loss over usable tasks
     usable: Float[Array, ""]  # the fraction of tasks whose particles stayed finite
     particles: Particles
+
+
+class Advanced(NamedTuple):
+    """One truncation of a batch's particles (or a device's share of them), before the estimate."""
+
+    params: Any  # [B, 2P', ...]
+    opt_state: Any  # [B, 2P', ...]
+    noise: Any  # [B, P', ...]: the perturbations (PES: summed since each task began)
+    objectives: Float[Array, "B twoP"]  # each particle's meta-objective of the truncation
+    finals: Float[Array, "B twoP"]  # each particle's last loss of the truncation
+    finite: Array  # [B] bool: every particle of the task (in this share) stayed finite
+
+
+class TaskSums(NamedTuple):
+    """Each task's sums over a share of its pairs (`Evolution.task_sums`): the devices add them."""
+
+    grads: Any  # theta's structure with a leading [B]: sum_p (L+_p - L-_p) / (2 sigma) * w_p
+    non_finite: Float[Array, " B"]  # 1 where a particle of the share went non-finite
+    objective: Float[Array, " B"]  # the sum of the particles' meta-objectives
+    finals: Float[Array, " B"]  # the sum of the particles' last losses
+    log10: Float[Array, " B"]  # the sum of their log10
 
 
 def draw_horizons(key, count: int, low: int, high: int, truncation: int) -> Int[Array, " count"]:
@@ -144,16 +170,17 @@ class Evolution(MetaGradientEstimator):
 
         return jax.tree.map(zeros, shapes)
 
-    def _fresh(self, config, static, theta, family, key, batch, low, high) -> Particles:
+    def _fresh(self, config, static, theta, family, key, batch, low, high, pairs=None) -> Particles:
         task_key, horizon_key = jax.random.split(key)
         tasks = jax.vmap(lambda k: draw_rescaled(family, k, config.reparam_scale))(jax.random.split(task_key, batch))
         horizons = draw_horizons(horizon_key, batch, low, high, config.num_steps)
-        return self._start(config, static, theta, tasks, None, jnp.zeros(batch, jnp.int32), horizons)
+        return self._start(config, static, theta, tasks, None, jnp.zeros(batch, jnp.int32), horizons, pairs)
 
-    def _start(self, config, static, theta, tasks, opt_states, t, horizons) -> Particles:
+    def _start(self, config, static, theta, tasks, opt_states, t, horizons, pairs=None) -> Particles:
         """Particles of `tasks` (a batch) from their params0 and `opt_states` (None: fresh; for a
-        kind that uses the horizon, each task's own, `horizons`, is in its optimizer states)."""
-        pairs = self.pairs
+        kind that uses the horizon, each task's own, `horizons`, is in its optimizer states), with
+        `pairs` antithetic pairs a task (default: all; a device's share under a split)."""
+        pairs = pairs or self.pairs
         x0 = tasks[1]
         if opt_states is None:
             tx = as_optax(eqx.combine(theta, static))
@@ -163,24 +190,66 @@ class Evolution(MetaGradientEstimator):
         return Particles(tasks, jax.tree.map(twice, x0), jax.tree.map(twice, opt_states), noise, t, horizons)
 
     def refresh(self, config, static, theta, family, key, particles: Particles, horizon: int) -> Particles:
-        """`particles` with every task that reached its horizon replaced by a fresh draw."""
+        """`particles` with every task that reached its horizon replaced by a fresh draw (of as
+        many pairs as `particles` holds: a device's share under a split)."""
         low, high = (self.min_horizon, self.max_horizon) if self.min_horizon else (horizon, horizon)
         batch = particles.t.shape[0]
-        fresh = self._fresh(config, static, theta, family, key, batch, low, high)
+        pairs = jax.tree.leaves(particles.noise)[0].shape[1]
         done = particles.t >= particles.horizon
 
-        def pick(new, old):
-            return jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+        def replaced(particles):
+            fresh = self._fresh(config, static, theta, family, key, batch, low, high, pairs)
+            pick = lambda new, old: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+            return jax.tree.map(pick, fresh, particles)
 
-        return jax.tree.map(pick, fresh, particles)
+        # Most meta-steps draw nothing (a task lasts 5 to 100 truncations): the draw runs when due.
+        return lax.cond(jnp.any(done), replaced, lambda particles: particles, particles)
 
     # --- one truncation ----------------------------------------------------------------------
-    def particle_step(self, config, static, theta, particles: Particles, key, stochastic: bool) -> ParticleResult:
-        """Every particle advanced by one truncation and the meta-gradient estimate of it."""
+    def particle_step(self, config, static, theta, particles: Particles, key, stochastic: bool,
+                      axis: str | None = None) -> ParticleResult:
+        """Every particle advanced by one truncation and the meta-gradient estimate of it.
+
+        `axis`: under `jax.shard_map` over a mesh axis of that name, `particles` are this
+        device's share of each task's pairs (`local_share`); the estimate's per-task sums are
+        summed over the devices, so every device returns the whole batch's result."""
+        if axis is not None:
+            advanced = self.advance(config, static, theta, particles, key, stochastic, axis)
+            return self.from_sums(config, particles, advanced, psum_as_one(self.task_sums(advanced), axis))
+        pairs, sigma = self.pairs, float(self.sigma)
+        params, opt_state, noise, objectives, finals, usable = self.advance(config, static, theta, particles, key, stochastic)
+        diff = jnp.where(usable[:, None], objectives[:, :pairs] - objectives[:, pairs:], 0.0) / (2 * sigma)
+        count = jnp.maximum(jnp.sum(usable), 1)
+        grads = jax.tree.map(lambda w: jnp.einsum("bp,bp...->...", diff, w) / (pairs * count), noise)
+        safe_objective = jnp.where(usable[:, None], objectives, 0.0)
+        t = particles.t + config.num_steps
+        particles = Particles(
+            particles.task, params, opt_state, noise,
+            jnp.where(usable, t, particles.horizon),  # a task that went non-finite is drawn afresh
+            particles.horizon,
+        )
+        return ParticleResult(
+            grads=grads,
+            objective=jnp.sum(safe_objective) / (2 * pairs * count),
+            final_losses=jnp.where(usable, jnp.mean(finals, axis=1), jnp.nan),
+            # A cross-entropy of a memorized minibatch can round to a tiny negative value: it is 0.
+            final_log10=jnp.sum(jnp.where(usable[:, None], log10_loss(jnp.maximum(finals, 0.0)), 0.0)) / (2 * pairs * count),
+            usable=jnp.mean(usable.astype(jnp.float32)),
+            particles=particles,
+        )
+
+    def advance(self, config, static, theta, particles: Particles, key, stochastic: bool, axis: str | None = None) -> Advanced:
+        """Every particle of `particles` (under `axis`: this device's share) advanced by one
+        truncation, with its perturbation: the noise is drawn for all the pairs on every device,
+        and each takes its share."""
         pairs, sigma = self.pairs, float(self.sigma)
         batch = particles.t.shape[0]
         eps = _normal_like(theta, key, (batch, pairs))
-        signs = jnp.concatenate([jnp.ones(pairs), -jnp.ones(pairs)])
+        local = jax.tree.leaves(particles.noise)[0].shape[1]
+        if axis is not None:
+            start = lax.axis_index(axis) * local
+            eps = jax.tree.map(lambda e: lax.dynamic_slice_in_dim(e, start, local, 1), eps)
+        signs = jnp.concatenate([jnp.ones(local), -jnp.ones(local)])
         num_steps, heldout = config.num_steps, self.heldout_minibatch
 
         def particle(x, opt_state, e, sign, task, t):
@@ -207,25 +276,38 @@ class Evolution(MetaGradientEstimator):
             particles.params, particles.opt_state, eps, particles.task, particles.t
         )
         noise = jax.tree.map(jnp.add, particles.noise, eps) if self.accumulate else eps
-        usable = jnp.all(jnp.isfinite(objectives), axis=1) & jax.vmap(all_finite)((params, opt_state))
-        diff = jnp.where(usable[:, None], objectives[:, :pairs] - objectives[:, pairs:], 0.0) / (2 * sigma)
-        count = jnp.maximum(jnp.sum(usable), 1)
-        grads = jax.tree.map(lambda w: jnp.einsum("bp,bp...->...", diff, w) / (pairs * count), noise)
-        safe_objective = jnp.where(usable[:, None], objectives, 0.0)
-        t = particles.t + num_steps
-        particles = Particles(
-            particles.task, params, opt_state, noise,
-            jnp.where(usable, t, particles.horizon),  # a task that went non-finite is drawn afresh
-            particles.horizon,
-        )
-        return ParticleResult(
-            grads=grads,
-            objective=jnp.sum(safe_objective) / (2 * pairs * count),
-            final_losses=jnp.where(usable, jnp.mean(finals, axis=1), jnp.nan),
+        finite = jnp.all(jnp.isfinite(objectives), axis=1) & jax.vmap(all_finite)((params, opt_state))
+        return Advanced(params, opt_state, noise, objectives, finals, finite)
+
+    def task_sums(self, advanced: Advanced) -> TaskSums:
+        """Each task's sums over the pairs of `advanced` (a device's share): what the devices add."""
+        local = advanced.objectives.shape[1] // 2
+        diff = (advanced.objectives[:, :local] - advanced.objectives[:, local:]) / (2 * float(self.sigma))
+        return TaskSums(
+            grads=jax.tree.map(lambda w: jnp.einsum("bp,bp...->b...", diff, w), advanced.noise),
+            non_finite=(~advanced.finite).astype(jnp.float32),
+            objective=jnp.sum(advanced.objectives, axis=1),
+            finals=jnp.sum(advanced.finals, axis=1),
             # A cross-entropy of a memorized minibatch can round to a tiny negative value: it is 0.
-            final_log10=jnp.sum(jnp.where(usable[:, None], log10_loss(jnp.maximum(finals, 0.0)), 0.0)) / (2 * pairs * count),
+            log10=jnp.sum(log10_loss(jnp.maximum(advanced.finals, 0.0)), axis=1),
+        )
+
+    def from_sums(self, config, particles: Particles, advanced: Advanced, sums: TaskSums) -> ParticleResult:
+        """The estimate from every device's `TaskSums` added, and `advanced` as the particles
+        (the share), a task whose particles on any device went non-finite left out and drawn
+        afresh."""
+        pairs = self.pairs
+        usable = sums.non_finite == 0
+        count = jnp.maximum(jnp.sum(usable), 1)
+        keep = lambda x: jnp.where(usable.reshape(-1, *([1] * (x.ndim - 1))), x, 0.0)
+        return ParticleResult(
+            grads=jax.tree.map(lambda g: jnp.sum(keep(g), axis=0) / (pairs * count), sums.grads),
+            objective=jnp.sum(keep(sums.objective)) / (2 * pairs * count),
+            final_losses=jnp.where(usable, sums.finals / (2 * pairs), jnp.nan),
+            final_log10=jnp.sum(keep(sums.log10)) / (2 * pairs * count),
             usable=jnp.mean(usable.astype(jnp.float32)),
-            particles=particles,
+            particles=Particles(particles.task, advanced.params, advanced.opt_state, advanced.noise,
+                                jnp.where(usable, particles.t + config.num_steps, particles.horizon), particles.horizon),
         )
 
     def make(self, config, static):
@@ -267,16 +349,24 @@ class Evolution(MetaGradientEstimator):
         return family.horizon or None
 
     def particle_mesh(self, devices=None) -> Mesh | None:
-        """The mesh ("particles") over the devices that divide a task's `2 * pairs` particles."""
-        return divisor_mesh(2 * self.pairs, "particles", devices)
+        """The mesh ("pairs") over the devices that divide a task's antithetic pairs."""
+        return divisor_mesh(self.pairs, "pairs", devices)
 
     def bind(self, config, static, family=None, mesh: Mesh | None | str = "auto") -> Estimation:
         """The estimator's state is one `Particles` per member of `family` (default: the
         config's), every task due for a fresh draw at the first step; each meta-step's draw is its
-        key (`fold_in(run_key, step)`), and every task's particles are split over `mesh`."""
+        key (`fold_in(run_key, step)`), and every task's pairs are split over `mesh` (a 1-D mesh
+        whose size divides `pairs`): `estimate` then runs under `jax.shard_map` on a device's
+        share (`Estimation.local`) and returns the whole estimate on every device."""
         self.check_optimizer(static)
         family = family if family is not None else training_family(config)
         mesh = self.particle_mesh() if mesh == "auto" else mesh
+        axis = None
+        if mesh is not None:
+            if len(mesh.axis_names) != 1 or self.pairs % mesh.devices.size:
+                raise ValueError(f"{type(self).__name__} splits a task's {self.pairs} pairs over a 1-D mesh whose size "
+                                 f"divides them; got a mesh of shape {dict(mesh.shape)}.")
+            axis = mesh.axis_names[0]
         members = members_of(family)
         horizons = [self.member_horizon(config, member) for _, member in members]
 
@@ -294,12 +384,17 @@ class Evolution(MetaGradientEstimator):
         def estimate(theta, particles, key_data, step):
             del step  # the draw is the step's key
             key = jax.random.wrap_key_data(key_data)
-            results = []
+            results, shares = [], []
             for m, ((_, member), horizon, own) in enumerate(zip(members, horizons, particles)):
                 draw_key, noise_key = jax.random.split(jax.random.fold_in(key, m))
                 own = self.refresh(config, static, theta, member, draw_key, own, horizon)
-                own = shard_particles(own, mesh)
-                results.append(self.particle_step(config, static, theta, own, noise_key, member.stochastic))
+                if axis is None:
+                    results.append(self.particle_step(config, static, theta, own, noise_key, member.stochastic))
+                else:
+                    shares.append((own, self.advance(config, static, theta, own, noise_key, member.stochastic, axis)))
+            if axis is not None:  # one exchange a meta-step: every member's per-task sums at once
+                sums = psum_as_one([self.task_sums(advanced) for _, advanced in shares], axis)
+                results = [self.from_sums(config, own, advanced, total) for (own, advanced), total in zip(shares, sums)]
             mean = lambda xs: sum(xs) / len(xs)
             grads = jax.tree.map(lambda *g: mean(g), *[r.grads for r in results])
             usable = mean([r.usable for r in results])
@@ -310,17 +405,47 @@ class Evolution(MetaGradientEstimator):
                                 nothing(mean([r.final_log10 for r in results])), usable)
             return estimate, lax.stop_gradient(tuple(r.particles for r in results))
 
-        return Estimation(init, draws, estimate, mesh)
+        if axis is None:
+            return Estimation(init, draws, estimate, None)
+        size = mesh.devices.size
+        return Estimation(init, draws, estimate, mesh,
+                          local=lambda state: tuple(local_share(p, axis, size) for p in state),
+                          gather=lambda state: tuple(gather_shares(p, axis, size) for p in state))
 
 
-def shard_particles(particles: Particles, mesh: Mesh | None) -> Particles:
-    """One member's `Particles` with their per-particle arrays (params and optimizer state,
-    [B, 2P, ...]) split over `mesh` along the particle axis."""
-    if mesh is None:
-        return particles
-    spec = NamedSharding(mesh, PartitionSpec(None, "particles"))
-    constrain = lambda tree: jax.tree.map(lambda x: lax.with_sharding_constraint(x, spec), tree)
-    return particles._replace(params=constrain(particles.params), opt_state=constrain(particles.opt_state))
+def psum_as_one(tree, axis: str):
+    """`lax.psum(tree, axis)` of a tree of float32 arrays as one collective on one flat vector (a
+    collective's latency, e.g. gloo's between processes, costs far more than its few numbers)."""
+    flat, unravel = ravel_pytree(tree)
+    return unravel(lax.psum(flat, axis))
+
+
+def local_share(particles: Particles, axis: str, size: int) -> Particles:
+    """This device's share of one member's `Particles` (under `jax.shard_map` over `axis` of
+    `size` devices): device d holds pairs [d * P/size, (d + 1) * P/size) of every task, their `+`
+    and their `-` particles (params and optimizer states [B, 2P, ...] -> [B, 2P/size, ...], noise
+    [B, P, ...] -> [B, P/size, ...]); the tasks, steps and horizons are every device's."""
+    pairs = jax.tree.leaves(particles.noise)[0].shape[1]
+    local = pairs // size
+    start = lax.axis_index(axis) * local
+    take = lambda x, offset: lax.dynamic_slice_in_dim(x, offset + start, local, 1)
+    both = lambda tree: jax.tree.map(lambda x: jnp.concatenate([take(x, 0), take(x, pairs)], axis=1), tree)
+    return particles._replace(params=both(particles.params), opt_state=both(particles.opt_state),
+                              noise=jax.tree.map(lambda x: take(x, 0), particles.noise))
+
+
+def gather_shares(particles: Particles, axis: str, size: int) -> Particles:
+    """The inverse of `local_share`: every device's share gathered into the whole `Particles`, in
+    the one-device order (the `+` particles of pairs 1..P, then their `-` particles)."""
+    def particles_of(x):  # [B, size * 2 * local] by device -> [B, 2 * P] by sign, then pair
+        x = lax.all_gather(x, axis, axis=1, tiled=True)
+        b, _, *rest = x.shape
+        x = x.reshape(b, size, 2, -1, *rest)
+        return jnp.swapaxes(x, 1, 2).reshape(b, -1, *rest)
+
+    gathered = lambda tree: jax.tree.map(particles_of, tree)
+    return particles._replace(params=gathered(particles.params), opt_state=gathered(particles.opt_state),
+                              noise=jax.tree.map(lambda x: lax.all_gather(x, axis, axis=1, tiled=True), particles.noise))
 
 
 def _normal_like(theta, key, lead: tuple[int, ...]):

@@ -25,6 +25,7 @@ import jax
 from ..estimators._named import estimator_for
 from ..runs._experiments import load_experiment
 from ..runs._shipped import list_optimizers
+from .bench_devices import devices_table, format_devices
 from .bench_estimators import estimator_table, format_estimators
 from .bench_face import face_in_child, format_face
 from ..estimators._autodiff import Autodiff
@@ -156,10 +157,13 @@ def optax_face(n: int = 1_000_000, min_seconds: float = 2.0, optimizer: str = "l
     return result
 
 
-def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), steps: int | None = None, batches=None) -> dict[str, Any]:
+def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), steps: int | None = None, batches=None,
+              against: str | None = None) -> dict[str, Any]:
     """Benchmarks `experiment`: the reference's quadratics at several batch sizes (`BATCHES`), any
     other task at its own batch size; prints a table and writes JSON. `steps`: meta-steps of
-    the short `l2lgd train` runs (default 2,000 on quadratics, 20 otherwise)."""
+    the short `l2lgd train` runs (default 2,000 on quadratics, 20 otherwise). For an
+    evolution-strategies experiment, also one device against every core (`bench_devices`), and
+    `against` (a commit) that commit's code beside them."""
     from tqdm.auto import tqdm
 
     declared = load_experiment(experiment)
@@ -172,6 +176,7 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
         for batch in tqdm(batches, desc="bench", unit="batch size"):
             rows.append(bench_config(config.replace(batch_size=batch), min_seconds=3.0 if batch == 1 else 5.0,
                                      chunk=None if cheap else 2 * config.truncations))
+    devices = None if backpropagates else devices_table(experiment, against=against)
     estimators = estimator_table(experiment)
     own = next(r for r in estimators["rows"] if r["estimator"] == config.estimator)
     rate = rows[0]["meta_steps_per_s"] if backpropagates else own["meta_steps_per_s"]
@@ -181,6 +186,7 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
         "machine": {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "cpus": _cpus()},
         "rows": rows,
         "estimators": estimators,
+        **({"devices": devices} if devices else {}),
         "memory": train_memory(experiment, steps or (2_000 if cheap else 20)),
         "optax_face": optax_face(),
         "face_at_scale": face_in_child([n for n in ("log30", "digits", "general") if n in shipped]),
@@ -207,6 +213,8 @@ def format_bench(result: dict[str, Any]) -> str:
         lines += _backprop_table(result)
     if "estimators" in result:
         lines += ["", format_estimators(result["estimators"])]
+    if "devices" in result:
+        lines += ["", format_devices(result["devices"])]
     m = result["memory"]
     (steps, seconds), = result["time_for_meta_steps_s"].items()
     lines += [

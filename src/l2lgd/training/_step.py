@@ -160,10 +160,23 @@ def make_train_chunk(
 
     if estimation.mesh is None:
         return jax.jit(train_chunk, static_argnums=1, compiler_options=cpu_compiler_options())
+    if estimation.local is not None:  # the estimator splits its work itself: every device runs the chunk
+        def split_chunk(state: TrainState, meta_steps: int):
+            def on_device(state):
+                state, record = train_chunk(state._replace(inner=estimation.local(state.inner)), meta_steps)
+                return state._replace(inner=estimation.gather(state.inner)), record
+
+            # Every device ends the chunk with the same state and record (the estimate is summed
+            # over the devices, then each applies the same update): the output is device 0's.
+            return jax.shard_map(on_device, mesh=estimation.mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec(),
+                                 check_vma=False)(state)
+        chunk = split_chunk
+    else:
+        chunk = train_chunk
     # The chunk takes and returns the state replicated, so that it is the same on every host (each
     # can read and save it) and every chunk runs one compiled program.
     replicated = NamedSharding(estimation.mesh, PartitionSpec())
-    jitted = jax.jit(train_chunk, static_argnums=1, compiler_options=cpu_compiler_options(),
+    jitted = jax.jit(chunk, static_argnums=1, compiler_options=cpu_compiler_options(),
                      in_shardings=replicated, out_shardings=replicated)
 
     # A state not yet placed (fresh from init_state, restored, or broadcast from process 0) is put

@@ -1,0 +1,123 @@
+"""Meta-training throughput of an evolution-strategies experiment (e.g. `general`'s PES on the
+train mixture) on one CPU device and on several (one per core, forced host devices of one
+process: `train --devices N`), and optionally under the code of another commit, side by side in
+one run: each figure comes from a child process (the device count is fixed when JAX starts) that
+compiles the experiment's training chunk from an empty compilation cache (cold), again from the
+cache it filled (warm), then times the chunk, alternating nothing else on the machine.
+
+The child uses only what every version of l2lgd since the PES mixtures has (`load_experiment`,
+`init_state`, `make_train_chunk`), so `--against COMMIT` runs it in a `git worktree` of that
+commit, on that commit's own experiment of the same name (its settings and families: the
+figures compare what each version trains)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CHILD = r"""
+import json, os, sys, time
+experiment, devices, core, chunk, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+if devices > 1:  # first: XLA reads no flag after `intra_op_parallelism_threads=1`
+    flags = f"--xla_force_host_platform_device_count={devices} " + flags
+os.environ["XLA_FLAGS"] = flags
+import jax
+assert len(jax.devices()) == devices, jax.devices()
+os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[core:core + devices]))
+jax.config.update("jax_compilation_cache_dir", os.environ["BENCH_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+from l2lgd.runs._experiments import load_experiment
+from l2lgd.training._state import init_state
+from l2lgd.training._step import make_train_chunk
+from l2lgd.tasks import training_family
+declared = load_experiment(experiment)
+config = declared.config
+family = declared.family if declared.family is not None else training_family(config)
+state, static = init_state(config, family)
+compile_s = []
+for _ in range(2):  # cold, then from the cache the first filled
+    jax.clear_caches()
+    t0 = time.perf_counter()
+    train_chunk = make_train_chunk(config, static, family)
+    state1, _ = train_chunk(state, chunk)
+    jax.block_until_ready(state1)
+    compile_s.append(time.perf_counter() - t0)
+state, _ = train_chunk(state1, chunk)  # a committed state: the program of every later chunk
+jax.block_until_ready(state)
+rounds = []
+end = time.perf_counter() + seconds
+while time.perf_counter() < end or len(rounds) < 3:
+    t0 = time.perf_counter()
+    state, record = train_chunk(state, chunk)
+    jax.block_until_ready(record)
+    rounds.append((time.perf_counter() - t0) / chunk)
+members = len(getattr(family, "members", (family,)))
+steps = members * config.batch_size * 2 * config.perturbations * config.num_steps
+best = min(rounds)
+print("BENCH" + json.dumps({"devices": devices, "meta_steps_per_s": 1 / best, "optimizee_steps_per_s": steps / best,
+                            "optimizee_steps_per_meta_step": steps, "compile_cold_s": compile_s[0],
+                            "compile_warm_s": compile_s[1], "members": members,
+                            "optimizer": getattr(config, "kind", "lstm")}))
+"""
+
+
+def child_speed(experiment: str, devices: int, *, source: Path | None = None, core: int = 0, chunk: int = 10,
+                seconds: float = 20.0) -> dict[str, Any]:
+    """One child process's figures (see the module) for `experiment` on `devices` CPU devices
+    (cores `core`...), under this l2lgd or the one in `source` (a checkout's root)."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, BENCH_CACHE=cache)
+        cwd = None
+        if source is not None:
+            env["PYTHONPATH"] = str(Path(source) / "src")
+            env.pop("L2LGD_EXPERIMENTS", None)
+            cwd = str(source)
+        proc = subprocess.run([sys.executable, "-c", CHILD, experiment, str(devices), str(core), str(chunk), str(seconds)],
+                              capture_output=True, text=True, env=env, cwd=cwd)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH")), None)
+    if proc.returncode or line is None:
+        raise RuntimeError(f"the benchmark child ({experiment}, {devices} devices{f', {source}' if source else ''}) "
+                           f"failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("BENCH"):])
+
+
+def devices_table(experiment: str, *, devices: int | None = None, against: str | None = None,
+                  seconds: float = 20.0) -> dict[str, Any]:
+    """This code on one device and on `devices` (default: every core), and, with `against` (a
+    commit), that commit's code on one device; the rows in that order."""
+    devices = devices or len(os.sched_getaffinity(0))
+    rows = [dict(child_speed(experiment, 1, seconds=seconds), code="this")]
+    if devices > 1:
+        rows.append(dict(child_speed(experiment, devices, seconds=seconds), code="this"))
+    if against:
+        root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                   check=True).stdout.strip())
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = Path(tmp) / "tree"
+            subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), against],
+                           capture_output=True, text=True, check=True)
+            try:
+                rows.append(dict(child_speed(experiment, 1, source=tree, seconds=seconds), code=against))
+            finally:
+                subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    return {"experiment": experiment, "rows": rows}
+
+
+def format_devices(result: dict[str, Any]) -> str:
+    base = result["rows"][0]["optimizee_steps_per_s"]
+    lines = [f"{result['experiment']}: evolution-strategies meta-training by CPU devices (one per core, one process; "
+             "each figure the best of its chunks, compiled cold then warm in its own process)", "",
+             "| code | optimizer | families | devices | meta-steps/s | optimizee steps/s | vs this code on 1 device | compile cold s | compile warm s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['code']} | {r['optimizer']} | {r['members']} | {r['devices']} | {r['meta_steps_per_s']:.2f} | "
+                     f"{r['optimizee_steps_per_s']:,.0f} | {r['optimizee_steps_per_s'] / base:.2f}x | "
+                     f"{r['compile_cold_s']:.1f} | {r['compile_warm_s']:.1f} |")
+    return "\n".join(lines)
