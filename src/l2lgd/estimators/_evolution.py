@@ -206,16 +206,10 @@ class Evolution(MetaGradientEstimator):
         return lax.cond(jnp.any(done), replaced, lambda particles: particles, particles)
 
     # --- one truncation ----------------------------------------------------------------------
-    def particle_step(self, config, static, theta, particles: Particles, key, stochastic: bool,
-                      axis: str | None = None) -> ParticleResult:
-        """Every particle advanced by one truncation and the meta-gradient estimate of it.
-
-        `axis`: under `jax.shard_map` over a mesh axis of that name, `particles` are this
-        device's share of each task's pairs (`local_share`); the estimate's per-task sums are
-        summed over the devices, so every device returns the whole batch's result."""
-        if axis is not None:
-            advanced = self.advance(config, static, theta, particles, key, stochastic, axis)
-            return self.from_sums(config, particles, advanced, psum_as_one(self.task_sums(advanced), axis))
+    def particle_step(self, config, static, theta, particles: Particles, key, stochastic: bool) -> ParticleResult:
+        """Every particle advanced by one truncation and the meta-gradient estimate of it, on one
+        device (split over several, `bind` sums `task_sums` over them and finishes with
+        `from_sums`)."""
         pairs, sigma = self.pairs, float(self.sigma)
         params, opt_state, noise, objectives, finals, usable = self.advance(config, static, theta, particles, key, stochastic)
         diff = jnp.where(usable[:, None], objectives[:, :pairs] - objectives[:, pairs:], 0.0) / (2 * sigma)
