@@ -1,6 +1,6 @@
 """JAX's own multi-process runtime: `python -m l2lgd train` in 2 processes on localhost (CPU
 collectives over gloo) trains a tiny config with the batch split across them (backpropagation) or
-each task's particles split across them (PES), and gets the single-process result."""
+each task's antithetic pairs split across them (PES), and gets the single-process result."""
 
 import os
 import socket

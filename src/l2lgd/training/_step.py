@@ -136,7 +136,7 @@ def make_train_chunk(
             meta-optimizer (`meta_optimizer`).
         family: the `TaskFamily` to draw from (default: the config's).
         mesh: "auto", a `jax.sharding.Mesh` with the estimator's axis ("batch" for
-            backpropagation, "particles" for evolution strategies), or None (one device).
+            backpropagation, "pairs" for evolution strategies, which then run the chunk under `jax.shard_map`), or None (one device).
         estimator: as for `make_meta_gradient`.
 
     Returns:
