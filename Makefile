@@ -46,7 +46,7 @@ bench: $(STAMP)
 	$(PY) -m l2lgd bench $(EXP) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests $(ARGS)
+	$(PY) -m pytest -q -n 2 --durations=15 tests $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

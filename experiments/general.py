@@ -8,22 +8,23 @@ Rosenbrock, an RNN, a transformer language model), its snapshots and design chos
     make suite OPT=general                 # the held-out suite: ratios to tuned baselines and rivals
     python -m l2lgd ablate general         # what mattered, scored on the validation split
 
-- The optimizer: `AdamController` (`kind="adam_controller"`), a learned controller over Adam:
-  Adam's direction at a step size per tensor that a small MLP (16 tanh units) carries and
-  steers from per-tensor statistics (log RMS of the gradient, of Adam's direction and of the
-  normalized gradient, the cosine of the gradient with the momentum, the step size so far,
-  log(1 + t) and the training fraction t / num_steps), moving it by at most e^0.1 a step within
-  [1e-6, 10] (`max_lr`); plus a learned weight of the normalized gradient. It starts as Adam(1e-3). Its state
-  is Adam's (8 bytes a coordinate); it needs the number of steps you will run
-  (`l2lgd.load_optimizer("general", num_steps=N)`).
+- The optimizer: `ProdigyController` (`kind="prodigy_controller"`): Prodigy's tuning-free step
+  (Adam at a step size d that grows to an estimate of the distance to the solution, one d per
+  tensor), damped by a learned multiplier in [e^-5, 1] that a small MLP (16 tanh units) gives from
+  per-tensor statistics (the cosine of the gradient with the momentum, log RMS of Prodigy's
+  direction and of the normalized gradient, how much d grew, log(1 + t)) and the training fraction
+  t / num_steps. It starts as Prodigy at its defaults. Its state is 16 bytes a coordinate (Prodigy's
+  m, v, s and the first params); it needs the number of steps you will run
+  (`l2lgd.load_optimizer("general", num_steps=N)`) and the params in `update`.
 - The estimator: PES over truncations of 20 steps of tasks whose horizons are drawn
   log-uniformly from 100 to 2,000 steps, 4 antithetic pairs per task, one task of every family per
   meta-step; every tensor of every meta-training task rescaled by a log-uniform factor in
   [1e-2, 1e2] (`reparam_scale=100`), so that no learning rate can be baked in.
 - The meta-objective: the log loss summed over every step (floored at 1e-8), each step's loss
   taken on a minibatch other than the one its gradient saw (`heldout_minibatch`).
-- Model selection: every 1,000 meta-steps, scored on 4 tasks of each `validation` family at its
-  own horizon (the mean log10 final loss); no held-out family is seen.
+- Model selection: every 1,000 meta-steps, and the start itself (`score_start`), scored on 4
+  tasks of each `validation` family at its own horizon (the mean log10 final loss); no held-out
+  family is seen. If no trained snapshot beats the start, the start (Prodigy) is what ships.
 
 The design was chosen on the validation split (see the model card and README for the figures):
 see `ablations` for what was compared.
@@ -35,11 +36,11 @@ from l2lgd.suite import training_mixture
 EXPERIMENT = Experiment(
     config=Config(
         name="general",
-        kind="adam_controller",
-        preprocessing="adaptive",  # the LSTM's (its ablation below); the controller has none
+        kind="prodigy_controller",
+        preprocessing="adaptive",  # the LSTM's (its ablation below); the controllers have none
         hidden_size=16,
         num_layers=1,
-        max_lr=10.0,  # tuned Adam takes 0.3-1 on the regressions; a rescaled tensor wants up to 100x that
+        max_lr=10.0,  # the AdamController's (its ablation below)
         estimator="pes",
         perturbations=4,
         sigma=0.01,
@@ -53,6 +54,7 @@ EXPERIMENT = Experiment(
         meta_lr=1e-3,
         meta_steps=8_000,
         reparam_scale=100.0,
+        seed=1,  # chosen on the validation split of two seeds (the model card)
     ),
     family=training_mixture("train"),
     validation_family=training_mixture("validation"),
@@ -60,9 +62,9 @@ EXPERIMENT = Experiment(
     validation_tasks=4,
     eval_tasks=16,
     rolling_window=500,
+    score_start=True,
     ablations={
-        "step size capped at 1 (the first controller)": {"max_lr": 1.0},
-        "steps relative to the tensor's RMS (relative_steps)": {"relative_steps": True},
+        "the controller over Adam, step size up to 10 (the general before)": {"kind": "adam_controller"},
         "the Celo-like per-coordinate MLP (MLPStep) instead of the controller": {"kind": "mlp_step"},
         "the coordinate-wise LSTM on the adaptive preprocessing (the first general)": {"kind": "lstm", "hidden_size": 4},
         "meta-learning rate 3e-3": {"meta_lr": 3e-3},

@@ -34,3 +34,17 @@ def tiny():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+def run_optax(tx, params, loss, steps):
+    """`steps` steps of the optax transformation `tx` on `loss` from `params`, under `lax.scan`:
+    `(final params, final state, the loss before each step)`."""
+    import optax
+
+    def step(carry, _):
+        p, s = carry
+        updates, s = tx.update(jax.grad(loss)(p), s, p)
+        return (optax.apply_updates(p, updates), s), loss(p)
+
+    (params, state), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    return params, state, losses

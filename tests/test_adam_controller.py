@@ -11,6 +11,7 @@ import optax
 import pytest
 
 import l2lgd
+from conftest import run_optax
 
 CONFIG = l2lgd.Config(name="ctrl", kind="adam_controller", hidden_size=4, estimator="pes", perturbations=2,
                       num_steps=10, horizon=20, objective="sum_log", meta_steps=20, meta_lr=1e-2)
@@ -19,14 +20,7 @@ CONFIG = l2lgd.Config(name="ctrl", kind="adam_controller", hidden_size=4, estima
 def _run(tx, steps=50):
     params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.3, -0.1])}
     loss = lambda p: jnp.sum(jnp.square(p["w"])) + jnp.sum(jnp.square(p["b"] - 1.0))
-
-    def step(carry, _):
-        p, s = carry
-        updates, s = tx.update(jax.grad(loss)(p), s, p)
-        return (optax.apply_updates(p, updates), s), loss(p)
-
-    (params, state), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-    return params, state, losses
+    return run_optax(tx, params, loss, steps)
 
 
 def test_it_starts_as_adam_at_1e_3():

@@ -22,7 +22,8 @@ drawn from a *task family*; "seed" is always a PRNG seed.
 - compose the pieces: the learned optimizers (`LearnedOptimizer`, the interface a kind
   implements; `register_optimizer_kind`, `make_optimizer`; the first kind `LSTMOptimizer`, a
   `CoordinateLSTM` on a preprocessing: `Preprocessing`, `register_preprocessing` and the
-  built-in ones; `AdamController`; `MLPStep`, which uses the training fraction), the
+  built-in ones; `AdamController`; `MLPStep`, which uses the training fraction;
+  `ProdigyController`, Prodigy's tuning-free step times a learned multiplier), the
   meta-gradient estimators (`MetaGradientEstimator`, the protocol: `bind` -> `Estimation` with
   `init` and `estimate`; `register_estimator`, `estimator_for(config)`;
   `Backpropagation` with `FusedBackprop` (the default) and `Autodiff`; evolution strategies over
@@ -82,6 +83,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .optimizers._lstm_optimizer import LSTMOptimizer as LSTMOptimizer
     from .optimizers._adam_controller import AdamController as AdamController
     from .optimizers._mlp_step import MLPStep as MLPStep
+    from .optimizers._prodigy_controller import ProdigyController as ProdigyController
     from .optimizers._lstm import CoordinateLSTM as CoordinateLSTM, LSTMState as LSTMState
     from .optimizers._optax_face import as_optax as as_optax, fill_horizon as fill_horizon
     from .optimizers._preprocessing import Identity as Identity, LearningRateRatio as LearningRateRatio, LogRescale as LogRescale, Moments as Moments, AdaptiveMoments as AdaptiveMoments, PaperPreprocessing as PaperPreprocessing, Preprocessing as Preprocessing, make_preprocessing as make_preprocessing, register_preprocessing as register_preprocessing

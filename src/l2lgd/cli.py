@@ -82,6 +82,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         max_consecutive_skips=args.max_skips,
         fresh=args.fresh,
         progress=not args.no_progress,
+        score_start=experiment.score_start,
     )
     result = train(config, out, options, family=experiment.family, validation_family=experiment.validation_family)
     import jax

@@ -12,11 +12,13 @@ from ._adam_controller import AdamController
 from ._base import LearnedOptimizer
 from ._lstm_optimizer import LSTMOptimizer
 from ._mlp_step import MLPStep
+from ._prodigy_controller import ProdigyController
 
 OPTIMIZER_KINDS: dict[str, type[LearnedOptimizer]] = {
     "lstm": LSTMOptimizer,
     "adam_controller": AdamController,
     "mlp_step": MLPStep,
+    "prodigy_controller": ProdigyController,
 }
 
 

@@ -55,12 +55,19 @@ class RunOptions:
     validation_tasks: int = 1_000
     fresh: bool = False
     progress: bool = True
+    # Snapshot and score the starting optimizer (meta-step 0) too, so that model selection keeps
+    # the start when no trained snapshot beats it on validation (for a kind that starts as a
+    # hand-designed rule, as `ProdigyController` starts as Prodigy).
+    score_start: bool = False
 
     def __post_init__(self):
         for field in ("checkpoint_every", "chunk_size", "max_consecutive_skips", "validation_tasks"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"RunOptions.{field} must be a positive integer, got {value!r}.")
+        for field in ("fresh", "progress", "score_start"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"RunOptions.{field} must be True or False, got {getattr(self, field)!r}.")
 
 
 @dataclasses.dataclass
@@ -432,6 +439,8 @@ def _run_chunks(run: Run, state: TrainState, recent: deque) -> tuple[TrainState,
     bar = tqdm(total=config.meta_steps, initial=step, desc=f"{config.name} seed {config.seed}", unit="meta-step",
                disable=not options.progress, dynamic_ncols=True)
     with stop_signals() as received, contextlib.closing(bar):
+        if checkpoints is not None and options.score_start and step == 0 and 0 not in checkpoints.steps():
+            _save_snapshot(run, state, recent, score, usable, 0.0)
         while step < config.meta_steps:
             next_checkpoint = (step // options.checkpoint_every + 1) * options.checkpoint_every
             n = min(chunk, config.meta_steps - step, next_checkpoint - step)
@@ -487,8 +496,10 @@ def _save_snapshot(run: Run, state: TrainState, recent: deque, score, usable: de
     validation figure, the seconds of training up to it (compiled chunks, over every resume; NaN
     when a snapshot resumed from did not record them) and, when some meta-step's tasks went
     non-finite, the rolling usable fraction."""
-    # Several processes: the replicated state as host arrays, scored and saved by this one alone.
-    saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 else state
+    # Several processes or devices: the state as host arrays, scored on one device and saved by
+    # this process alone (a `train --devices 2` run of `general` hung scoring its first trained
+    # snapshot with the state replicated over the devices; not reproduced at a tiny scale).
+    saved = jax.tree.map(np.asarray, state) if jax.process_count() > 1 or jax.device_count() > 1 else state
     value, non_finite = score(saved.theta)
     metrics = {
         "step": int(state.step),

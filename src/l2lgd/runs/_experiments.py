@@ -34,6 +34,8 @@ class Experiment:
             training family.
         ablations: the variants `python -m l2lgd ablate` trains, name -> Config changes.
         ablation_base: Config changes applied to every ablation variant (e.g. fewer meta-steps).
+        score_start: snapshot and score the starting optimizer too (`RunOptions.score_start`), so
+            that model selection may keep the start (a kind that starts as a hand-designed rule).
     """
 
     config: Config
@@ -46,6 +48,7 @@ class Experiment:
     validation_family: Any = None
     ablations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     ablation_base: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    score_start: bool = False
 
     def __post_init__(self):
         if not isinstance(self.config, Config):
@@ -61,6 +64,8 @@ class Experiment:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Experiment.{field} must be a positive integer, got {value!r}.")
+        if not isinstance(self.score_start, bool):
+            raise ValueError(f"Experiment.score_start must be True or False, got {self.score_start!r}.")
 
 
 # The module constants of experiment files written before `Experiment`, and their fields.
