@@ -93,24 +93,31 @@ TINY_PES = (
     "                  min_horizon=10, max_horizon=20, objective='sum_log'),\n"
     "    family=FamilyMixture((l2lgd.ConditionedQuadratics(4, 10.0, 20), l2lgd.ConditionedQuadratics(3, 10.0, 20)),\n"
     "                         ('a', 'b')),\n"
+    "    ablations={'the controller': {'kind': 'adam_controller'}, 'fewer steps': {'num_steps': 4}},\n"
     ")\n"
 )
 
 
 def test_the_devices_bench_runs_one_device_and_two_in_children(tmp_path, monkeypatch):
     """`make bench EXP=general`'s devices table on a tiny PES mixture: one child on one device,
-    one on two forced host devices; every figure there and positive, the steps counted by hand."""
-    from l2lgd.lab.bench_devices import devices_table, format_devices
+    one on two forced host devices, and the other kind the experiment's ablations name in a child of
+    its own; every figure there and positive, the steps counted by hand."""
+    from l2lgd.lab.bench_devices import child_speed, devices_table, format_devices, kind_variants
 
     (tmp_path / "exps").mkdir()
     (tmp_path / "exps" / "tinypes.py").write_text(TINY_PES)
     monkeypatch.setenv("L2LGD_EXPERIMENTS", str(tmp_path / "exps"))
-    result = devices_table("tinypes", devices=2, seconds=0.01)
+    result = devices_table("tinypes", devices=2, seconds=0.01, kinds=False)
     one, two = result["rows"]
     assert (one["devices"], two["devices"]) == (1, 2)
-    for row in (one, two):
+    assert kind_variants("tinypes") == {"the controller": {"kind": "adam_controller"}}
+    other = dict(child_speed("tinypes", 1, seconds=0.01, overrides={"kind": "adam_controller"}), code="this",
+                 variant="kind='adam_controller'")
+    assert other["optimizer"] == "adam_controller"
+    for row in (one, two, other):
         assert row["optimizee_steps_per_meta_step"] == 2 * 1 * 2 * 2 * 5  # members * batch * 2 pairs * num_steps
         assert row["members"] == 2 and row["optimizee_steps_per_s"] > 0
         assert row["compile_cold_s"] > 0 and row["compile_warm_s"] > 0
-    table = format_devices(result)
-    assert "| this | lstm | 2 | 2 |" in table and "1.00x" in table
+    table = format_devices({**result, "rows": [one, two, other]})
+    assert "| this | lstm | - | 2 | 2 |" in table and "1.00x" in table
+    assert "| this | adam_controller | kind='adam_controller' | 2 | 1 |" in table

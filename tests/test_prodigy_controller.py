@@ -69,6 +69,22 @@ def test_its_multiplier_is_bounded_and_huge_or_zero_gradients_stay_finite():
     assert float(state.per_leaf["w"].d) > d
 
 
+def test_its_first_params_are_those_given_to_init_and_its_update_is_differentiable():
+    opt = l2lgd.make_optimizer(CONFIG, key=jax.random.key(1))
+    opt = dataclasses.replace(opt, w2=jnp.full_like(opt.w2, -0.5))  # a multiplier below 1: the learned part acts
+    params, loss = _regression(2)
+    params = {"w": params["w"] + 0.5}
+    _, state, _ = _run(l2lgd.as_optax(opt, num_steps=20), params, loss, steps=20)
+    np.testing.assert_array_equal(state.per_leaf["w"].x0, params["w"])  # kept from init, never rewritten
+
+    def final_loss(w2):  # what the estimators that backpropagate (autodiff) differentiate
+        _, _, losses = _run(l2lgd.as_optax(dataclasses.replace(opt, w2=w2), num_steps=20), params, loss, steps=20)
+        return losses[-1]
+
+    grad = jax.grad(final_loss)(opt.w2)
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
 def test_it_meta_trains_by_pes_the_start_among_the_snapshots_and_loads_by_path(tmp_path):
     options = l2lgd.RunOptions(checkpoint_every=10, chunk_size=10, validation_tasks=8, progress=False, score_start=True)
     result = l2lgd.train(CONFIG, tmp_path / "run", options)

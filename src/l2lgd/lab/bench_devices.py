@@ -23,6 +23,7 @@ from typing import Any
 CHILD = r"""
 import json, os, sys, time
 experiment, devices, core, chunk, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+overrides = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
 flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 if devices > 1:  # first: XLA reads no flag after `intra_op_parallelism_threads=1`
     flags = f"--xla_force_host_platform_device_count={devices} " + flags
@@ -38,7 +39,7 @@ from l2lgd.training._state import init_state
 from l2lgd.training._step import make_train_chunk
 from l2lgd.tasks import training_family
 declared = load_experiment(experiment)
-config = declared.config
+config = declared.config.replace(**overrides) if overrides else declared.config
 family = declared.family if declared.family is not None else training_family(config)
 state, static = init_state(config, family)
 compile_s = []
@@ -69,9 +70,10 @@ print("BENCH" + json.dumps({"devices": devices, "meta_steps_per_s": 1 / best, "o
 
 
 def child_speed(experiment: str, devices: int, *, source: Path | None = None, core: int = 0, chunk: int = 10,
-                seconds: float = 20.0) -> dict[str, Any]:
+                seconds: float = 20.0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """One child process's figures (see the module) for `experiment` on `devices` CPU devices
-    (cores `core`...), under this l2lgd or the one in `source` (a checkout's root)."""
+    (cores `core`...), under this l2lgd or the one in `source` (a checkout's root); `overrides`:
+    config fields changed from the experiment's (e.g. another kind of optimizer)."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, BENCH_CACHE=cache)
         cwd = None
@@ -79,7 +81,9 @@ def child_speed(experiment: str, devices: int, *, source: Path | None = None, co
             env["PYTHONPATH"] = str(Path(source) / "src")
             env.pop("L2LGD_EXPERIMENTS", None)
             cwd = str(source)
-        proc = subprocess.run([sys.executable, "-c", CHILD, experiment, str(devices), str(core), str(chunk), str(seconds)],
+        extra = [json.dumps(overrides)] if overrides else []
+        proc = subprocess.run([sys.executable, "-c", CHILD, experiment, str(devices), str(core), str(chunk), str(seconds),
+                               *extra],
                               capture_output=True, text=True, env=env, cwd=cwd)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH")), None)
     if proc.returncode or line is None:
@@ -88,14 +92,27 @@ def child_speed(experiment: str, devices: int, *, source: Path | None = None, co
     return json.loads(line[len("BENCH"):])
 
 
+def kind_variants(experiment: str) -> dict[str, dict[str, Any]]:
+    """The experiment's ablations that change the kind of learned optimizer (name: overrides):
+    the other kinds whose own meta-training throughput the bench measures beside the experiment's."""
+    from ..runs._experiments import load_experiment
+
+    return {name: dict(changes) for name, changes in (load_experiment(experiment).ablations or {}).items()
+            if "kind" in changes}
+
+
 def devices_table(experiment: str, *, devices: int | None = None, against: str | None = None,
-                  seconds: float = 20.0) -> dict[str, Any]:
-    """This code on one device and on `devices` (default: every core), and, with `against` (a
-    commit), that commit's code on one device; the rows in that order."""
+                  seconds: float = 20.0, kinds: bool = True) -> dict[str, Any]:
+    """This code on one device and on `devices` (default: every core); with `kinds`, the same
+    for each other kind of optimizer the experiment's ablations name (`kind_variants`); and, with
+    `against` (a commit), that commit's code on one device; the rows in that order."""
     devices = devices or len(os.sched_getaffinity(0))
-    rows = [dict(child_speed(experiment, 1, seconds=seconds), code="this")]
-    if devices > 1:
-        rows.append(dict(child_speed(experiment, devices, seconds=seconds), code="this"))
+    variants = {"": {}, **(kind_variants(experiment) if kinds else {})}
+    rows = []
+    for label, overrides in variants.items():
+        for count in (1, devices) if devices > 1 else (1,):
+            rows.append(dict(child_speed(experiment, count, seconds=seconds, overrides=overrides), code="this",
+                             variant=", ".join(f"{k}={v!r}" for k, v in overrides.items())))
     if against:
         root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
                                    check=True).stdout.strip())
@@ -114,10 +131,13 @@ def format_devices(result: dict[str, Any]) -> str:
     base = result["rows"][0]["optimizee_steps_per_s"]
     lines = [f"{result['experiment']}: evolution-strategies meta-training by CPU devices (one per core, one process; "
              "each figure the best of its chunks, compiled cold then warm in its own process)", "",
-             "| code | optimizer | families | devices | meta-steps/s | optimizee steps/s | vs this code on 1 device | compile cold s | compile warm s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| code | optimizer | changes | families | devices | meta-steps/s | optimizee steps/s | vs this code on 1 device "
+             "| vs its kind on 1 device | compile cold s | compile warm s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    one_device = {}
     for r in result["rows"]:
-        lines.append(f"| {r['code']} | {r['optimizer']} | {r['members']} | {r['devices']} | {r['meta_steps_per_s']:.2f} | "
-                     f"{r['optimizee_steps_per_s']:,.0f} | {r['optimizee_steps_per_s'] / base:.2f}x | "
-                     f"{r['compile_cold_s']:.1f} | {r['compile_warm_s']:.1f} |")
+        own = one_device.setdefault((r["code"], r.get("variant", "")), r["optimizee_steps_per_s"])
+        lines.append(f"| {r['code']} | {r['optimizer']} | {r.get('variant') or '-'} | {r['members']} | {r['devices']} | "
+                     f"{r['meta_steps_per_s']:.2f} | {r['optimizee_steps_per_s']:,.0f} | {r['optimizee_steps_per_s'] / base:.2f}x | "
+                     f"{r['optimizee_steps_per_s'] / own:.2f}x | {r['compile_cold_s']:.1f} | {r['compile_warm_s']:.1f} |")
     return "\n".join(lines)

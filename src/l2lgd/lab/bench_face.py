@@ -1,7 +1,7 @@
 """The optax face at model scale: ms per jitted `update` of each learned optimizer and of optax's
-Adam on 100k, 1M and 10M coordinates, in one leaf and spread over 100 leaves, beside the forward
-and backward pass of an MLP with as many parameters at batch 128, and the optimizer state's bytes
-per coordinate. Run in a child process with JAX's default threading and no pinning (a user's
+Prodigy and Adam (and each one's ratio to Adam's) on 100k, 1M and 10M coordinates, in one leaf and
+spread over 100 leaves, beside the forward and backward pass of an MLP with as many parameters at
+batch 128, and the optimizer state's bytes per coordinate. Run in a child process with JAX's default threading and no pinning (a user's
 training loop is not pinned as the CLI is): `python -m l2lgd.lab.bench_face [OPTIMIZER ...]`."""
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def face_table(optimizers=("log30", "digits"), sizes=SIZES, leaves=LEAVES, min_s
     from ..runs._loading import load_optimizer
 
     txs = {name: load_optimizer(name, num_steps=1_000) for name in optimizers}  # num_steps: for kinds that use it
+    txs["prodigy"] = optax.contrib.prodigy()  # the hand-designed step `general`'s ProdigyController controls
     txs["adam"] = optax.adam(1e-3)
     rows = []
     for n in sizes:
@@ -103,6 +104,13 @@ def format_face(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         cells = " | ".join(f"{r[f'{n}_1_ms']:.1f} | {r[f'{n}_100_ms']:.1f}" for n in names)
         lines.append(f"| {r['coordinates']:,} | {r['mlp_fwd_bwd_ms']:.1f} | {cells} |")
+    lines += ["", "ratio to optax adam's update (same size and leaves):", "",
+              "| coordinates | " + " | ".join(f"{n} 1 leaf | {n} 100 leaves" for n in names if n != "adam") + " |",
+              "|" + "---|" * (1 + 2 * (len(names) - 1))]
+    for r in result["rows"]:
+        cells = " | ".join(f"{r[f'{n}_1_ms'] / r['adam_1_ms']:.1f}x | {r[f'{n}_100_ms'] / r['adam_100_ms']:.1f}x"
+                           for n in names if n != "adam")
+        lines.append(f"| {r['coordinates']:,} | {cells} |")
     last = result["rows"][-1]
     lines += ["", "optimizer state, bytes per coordinate: " + ", ".join(
         f"{n} {last[f'{n}_state_bytes_per_coordinate']:.0f}" for n in names)]

@@ -4,7 +4,8 @@ of the package (the optax face, the estimators, storage and loading) relies on.
 A kind is an Equinox module whose array leaves are its meta-parameters (theta) and whose other
 fields are static settings. It works on one leaf of the optimizee's params at a time, flattened:
 `init_state(n, dtype)` gives the leaf's state (per-coordinate arrays, and per-tensor ones if the
-kind has them), `step(g, state, ...)` its update. A kind that declares `uses_horizon` also gets
+kind has them; `init_state_for(params)` the state of a leaf that starts at `params`, what the face
+uses), `step(g, state, ...)` its update. A kind that declares `uses_horizon` also gets
 the number of steps the user will run (the horizon; its training fraction is t / horizon): the
 user gives it to the face (`as_optax(opt, num_steps=N)`), and the face keeps it in its state. The
 optax face (`_optax_face.as_optax`) runs
@@ -54,6 +55,12 @@ class LearnedOptimizer(eqx.Module):
     @abc.abstractmethod
     def init_state(self, n: int, dtype=jnp.float32) -> Any:
         """The state of one leaf of `n` coordinates (a pytree of arrays of `dtype`)."""
+
+    def init_state_for(self, params: Float[Array, " n"]) -> Any:
+        """The state of the leaf whose (flattened) params the optimizer starts from, in their
+        dtype: what the face's `init(params)` gives each leaf. By default `init_state(n, dtype)`;
+        a kind whose state remembers where it started (e.g. `ProdigyController`'s x_0) overrides it."""
+        return self.init_state(params.shape[0], params.dtype)
 
     @abc.abstractmethod
     def step(

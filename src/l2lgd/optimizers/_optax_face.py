@@ -203,7 +203,7 @@ def as_optax(opt: LearnedOptimizer, num_steps: int | None = None) -> optax.Gradi
     def init(params):
         _check_floating(params, "params")
         state = LearnedOptimizerState(
-            jax.tree.map(lambda p: opt.init_state(jnp.size(p), _compute_dtype(jnp.result_type(p))), params),
+            jax.tree.map(lambda p: opt.init_state_for(jnp.ravel(p).astype(_compute_dtype(jnp.result_type(p)))), params),
             leaf_shapes(params),
             jax.tree.structure(params),
             uses_horizon=uses_horizon,

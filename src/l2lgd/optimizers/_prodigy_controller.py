@@ -4,7 +4,7 @@ size d that grows to an estimate of the distance to the solution), times a learn
 multiplier and schedule, in the spirit of STAR and Celo-Adam (a hand-designed nominal step, a
 learned magnitude). Where the learned part knows nothing, the optimizer is Prodigy.
 
-Per leaf (one tensor) and step k (params x_k, gradient g_k, the tensor's first params x_0):
+Per leaf (one tensor) and step k (params x_k, gradient g_k, the tensor's params x_0 given to `init`):
 - Prodigy, per tensor (each tensor has its own d, as layer-wise D-adaptation has):
   m = b1 m + (1 - b1) d g, v = b2 v + (1 - b2) d^2 g^2, the nominal step size
   dlr = d sqrt(1 - b2^k) / (1 - b1^k), the direction m / (sqrt(v) + d eps); its estimate
@@ -37,6 +37,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._base import LearnedOptimizer
@@ -50,6 +51,24 @@ MAX_DG = 1e18
 TINY = 1e-30
 DECAY_CENTER = 0.8  # where the fraction's second feature turns
 NUM_FEATURES = 7
+
+
+@jax.custom_jvp
+def _sums(*terms: Float[Array, " n"]) -> tuple[Float[Array, ""], ...]:
+    """The sum of each array (one axis), in one variadic reduce: one pass over the arrays, which XLA
+    fuses with the elementwise work that makes them. Differentiable (a sum's tangent is the sum of
+    the tangents), which a variadic reduce is not by itself."""
+    zeros = tuple(jnp.zeros((), x.dtype) for x in terms)
+    return lax.reduce(terms, zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)), (0,))
+
+
+@_sums.defjvp
+def _sums_jvp(primals, tangents):
+    return _sums(*primals), tuple(jnp.sum(t) for t in tangents)
+
+
+def _finite_or_zero(x: Float[Array, " n"]) -> Float[Array, " n"]:
+    return jnp.where(jnp.isfinite(x), x, 0)
 
 
 class ProdigyState(NamedTuple):
@@ -88,8 +107,16 @@ class ProdigyController(LearnedOptimizer):
         )
 
     def init_state(self, n: int, dtype=jnp.float32) -> ProdigyState:
-        zeros, scalar = jnp.zeros(n, dtype), jnp.zeros((), dtype)
-        return ProdigyState(zeros, zeros, zeros, zeros, scalar, jnp.asarray(D0, dtype), scalar)
+        """A leaf's state with x_0 = 0: `init_state_for(params)` (what the face uses) starts it
+        at the params."""
+        return self.init_state_for(jnp.zeros(n, dtype))
+
+    def init_state_for(self, params: Float[Array, " n"]) -> ProdigyState:
+        """A leaf's state, x_0 its params (those given to the face's `init`). x_0 never changes
+        after: `update` returns it as it came (one copy, or none when the state is donated)
+        instead of selecting it from the params and writing it again every step."""
+        zeros, scalar = jnp.zeros_like(params), jnp.zeros((), params.dtype)
+        return ProdigyState(zeros, zeros, zeros, params, scalar, jnp.asarray(D0, params.dtype), scalar)
 
     def step(self, g: Float[Array, " n"], state: ProdigyState, *, total: int = 0,
              horizon: Float[Array, ""] | None = None, params: Float[Array, " n"] | None = None):
@@ -101,12 +128,12 @@ class ProdigyController(LearnedOptimizer):
         dtype = g.dtype
         t = state.t + 1
         fraction = jnp.clip(state.t / jnp.maximum(jnp.asarray(horizon, dtype), 1), 0, 1)
-        x0 = jnp.where(state.t == 0, params, state.x0)
+        x0 = state.x0
         # A NaN or Inf gradient poisons its own coordinate (the face makes its update NaN, and the
         # param stays NaN), not the tensor's d or statistics: every sum over the tensor skips the
-        # coordinates whose gradient or param is not finite (the state stays finite: g is zeroed
-        # there, and d g is clipped).
-        finite = jnp.isfinite(g) & jnp.isfinite(params)
+        # coordinates whose gradient is not finite, the distance travelled also those where it is
+        # not (a NaN param); the state stays finite: g is zeroed there, and d g is clipped.
+        finite = jnp.isfinite(g)
         g = jnp.clip(jnp.where(finite, g, 0), -MAX_GRAD, MAX_GRAD)
         d = state.d
         dlr = d * jnp.sqrt(1 - B2**t) / (1 - B1**t)
@@ -114,25 +141,32 @@ class ProdigyController(LearnedOptimizer):
         m = B1 * state.m + (1 - B1) * dg
         v = B2 * state.v + (1 - B2) * jnp.square(dg)
         s = B3 * state.s + dlr * dg
-        r = B3 * state.r + dlr * jnp.sum(dg * jnp.where(finite, x0 - params, 0))
-        denominator = jnp.sum(jnp.abs(s))
-        estimate = r / jnp.where(denominator > 0, denominator, 1)
-        new_d = jnp.where(jnp.isfinite(estimate) & (denominator > 0), jnp.maximum(d, estimate), d)
-
+        # The direction is m / (sqrt(v) + d eps): the sums take it as m * scale, the update
+        # divides, so that only sqrt(v) goes through memory between the two passes (not `scale`
+        # and the direction as well).
         scale = 1 / (jnp.sqrt(v) + d * EPS)
-        direction, normalized = m * scale, dg * scale
-        rms = lambda x: jnp.sqrt(jnp.mean(jnp.square(jnp.where(finite, x, 0))))
         m_ = jnp.where(finite, m, 0)
-        cosine = jnp.sum(g * m_) / (jnp.sqrt(jnp.sum(jnp.square(g)) * jnp.sum(jnp.square(m_))) + TINY)
+        # Every sum over the tensor in one pass (one variadic reduce, which XLA fuses with the
+        # elementwise work that feeds it), not one pass each: the update's cost is these passes.
+        travelled, s_norm, direction_sq, normalized_sq, g_dot_m, g_sq, m_sq = _sums(
+            dg * _finite_or_zero(x0 - params), jnp.abs(s), jnp.square(m_ * scale),
+            jnp.square(dg * scale), g * m_, jnp.square(g), jnp.square(m_))
+        r = B3 * state.r + dlr * travelled
+        estimate = r / jnp.where(s_norm > 0, s_norm, 1)
+        new_d = jnp.where(jnp.isfinite(estimate) & (s_norm > 0), jnp.maximum(d, estimate), d)
+
+        n = g.shape[0]
+        rms = lambda sum_sq: jnp.sqrt(sum_sq / n)
+        cosine = g_dot_m / (jnp.sqrt(g_sq * m_sq) + TINY)
         features = jnp.stack([
             fraction, jnp.tanh(10 * (fraction - DECAY_CENTER)), jnp.log1p(t) / 10, cosine,
-            jnp.log(rms(direction) + TINY) / 10, jnp.log(rms(normalized) + TINY) / 10,
+            jnp.log(rms(direction_sq) + TINY) / 10, jnp.log(rms(normalized_sq) + TINY) / 10,
             jnp.minimum(jnp.log(new_d / d), 1.0),
         ])
         hidden = jnp.tanh(features @ self.w1 + self.b1)
         log_multiplier = hidden @ self.w2 + self.b2
-        update = -dlr * jnp.exp(jnp.clip(log_multiplier, -MAX_LOG_MULTIPLIER, 0)) * direction
-        return update, ProdigyState(m, v, s, x0, t, new_d, r)
+        update = -dlr * jnp.exp(jnp.clip(log_multiplier, -MAX_LOG_MULTIPLIER, 0)) * (m / (jnp.sqrt(v) + d * EPS))
+        return update, ProdigyState(m, v, s, state.x0, t, new_d, r)
 
     def coordinate_axes(self, state: ProdigyState, n: int) -> Any:
         return ProdigyState(0, 0, 0, 0, None, None, None)
