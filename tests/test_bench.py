@@ -71,6 +71,8 @@ def test_meta_step_flops_count_every_optimizee_step(tiny):
     assert one > 0
     assert meta_step_flops(pes.replace(perturbations=6), family) == pytest.approx(2 * one)
     assert meta_step_flops(pes.replace(num_steps=2 * tiny.num_steps), family) == pytest.approx(2 * one)
+    # a kind that needs the horizon and the params (counted through the face, as training runs it)
+    assert meta_step_flops(pes.replace(kind="prodigy_controller"), family) > 0
 
 
 def test_face_table_reports_every_optimizer_size_and_layout():

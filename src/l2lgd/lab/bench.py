@@ -177,8 +177,12 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
             rows.append(bench_config(config.replace(batch_size=batch), min_seconds=3.0 if batch == 1 else 5.0,
                                      chunk=None if cheap else 2 * config.truncations))
     devices = None if backpropagates else devices_table(experiment, against=against)
+    if devices:  # the slowest part: kept on disk before the rest runs
+        Path(out).write_text(json.dumps({"experiment": experiment, "devices": devices}, indent=1) + "\n")
     estimators = estimator_table(experiment)
     own = next(r for r in estimators["rows"] if r["estimator"] == config.estimator)
+    if "skipped" in own:
+        raise RuntimeError(f"the experiment's own estimator could not be benchmarked: {own['skipped']}")
     rate = rows[0]["meta_steps_per_s"] if backpropagates else own["meta_steps_per_s"]
     shipped = [o.name for o in list_optimizers()]
     result = {

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from ..estimators._named import BENCHMARKED, estimator_for
 from ..optimizers._kinds import make_optimizer
+from ..optimizers._optax_face import as_optax
 from ..runs._experiments import load_experiment
 from ..tasks import draw_task, training_family
 from ..tasks._mixture import members_of
@@ -80,8 +81,8 @@ def meta_step_flops(config, family) -> float:
     for _, member in members:
         loss_fn, x0, _ = draw_task(member, jax.random.key(0))
         key = jax.random.key(1)
-        n = sum(leaf.size for leaf in jax.tree.leaves(x0))
-        step = _flops(lambda g, s: optimizer.step(g, s, total=n), jnp.zeros(n), optimizer.init_state(n))
+        tx = as_optax(optimizer, num_steps=1_000)  # the face, as training runs it (any kind: horizon, params)
+        step = _flops(lambda g, s, p: tx.update(g, s, p)[0], x0, tx.init(x0), x0)
         task = _flops(jax.value_and_grad(loss_fn), x0, key)
         if getattr(estimator, "heldout_minibatch", False):
             task += _flops(loss_fn, x0, key)
