@@ -14,7 +14,7 @@ Rosenbrock, an RNN, a transformer language model), its snapshots and design chos
   per-tensor statistics (the cosine of the gradient with the momentum, log RMS of Prodigy's
   direction and of the normalized gradient, how much d grew, log(1 + t)) and the training fraction
   t / num_steps. It starts as Prodigy at its defaults. Its state is 16 bytes a coordinate (Prodigy's
-  m, v, s and the first params); it needs the number of steps you will run
+  m, v, s and the params given to `init`); it needs the number of steps you will run
   (`l2lgd.load_optimizer("general", num_steps=N)`) and the params in `update`.
 - The estimator: PES over truncations of 20 steps of tasks whose horizons are drawn
   log-uniformly from 100 to 2,000 steps, 4 antithetic pairs per task, one task of every family per

@@ -53,3 +53,15 @@ def test_train_devices_gives_one_cpu_device_per_core():
     assert proc.returncode == 0, proc.stderr[-2000:]
     devices, cores = map(int, proc.stdout.split())
     assert devices == 2 and cores == min(2, len(os.sched_getaffinity(0)))
+
+
+def test_a_process_pinned_to_one_core_still_knows_the_machines_cores():
+    # `make bench` pins itself to one core, and its devices table then runs children on every
+    # core: they choose from the cores the process had before it was pinned (it ran one device).
+    script = ("import os; before = sorted(os.sched_getaffinity(0)); from l2lgd._process import configure_cpu, "
+              "machine_cores; configure_cpu(0, cache=False); "
+              "assert machine_cores() == before and os.sched_getaffinity(0) == {before[0]}, (machine_cores(), before); "
+              "print('ok')")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "L2LGD_CORES")}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -31,10 +31,23 @@ def configure_cpu(core: int | list[int] | None = None, *, cache: bool = True) ->
         flags = f"--xla_force_host_platform_device_count={len(cores)} {flags}"
     os.environ["XLA_FLAGS"] = flags
     if cores and hasattr(os, "sched_setaffinity"):
-        available = sorted(os.sched_getaffinity(0))
+        available = machine_cores()
+        os.environ[CORES_VARIABLE] = ",".join(map(str, available))  # for child processes (the bench's)
         os.sched_setaffinity(0, {available[c % len(available)] for c in cores})
     if cache:
         enable_compilation_cache()
+
+
+CORES_VARIABLE = "L2LGD_CORES"  # the cores the process had before `configure_cpu` pinned it
+
+
+def machine_cores() -> list[int]:
+    """The cores this process may use, as they were before `configure_cpu` pinned it (or one of
+    its parents): what a child that runs on several cores (the bench's devices) chooses from."""
+    given = os.environ.get(CORES_VARIABLE)
+    if given:
+        return [int(c) for c in given.split(",")]
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
 CACHE_VARIABLE = "L2LGD_COMPILATION_CACHE"

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._process import machine_cores
+
 CHILD = r"""
 import json, os, sys, time
 experiment, devices, core, chunk, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -30,7 +32,9 @@ if devices > 1:  # first: XLA reads no flag after `intra_op_parallelism_threads=
 os.environ["XLA_FLAGS"] = flags
 import jax
 assert len(jax.devices()) == devices, jax.devices()
-os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[core:core + devices]))
+cores = os.environ.get("L2LGD_CORES")  # the machine's cores: the parent may be pinned to one (_process.machine_cores)
+cores = [int(c) for c in cores.split(",")] if cores else sorted(os.sched_getaffinity(0))
+os.sched_setaffinity(0, set(cores[core:core + devices]))
 jax.config.update("jax_compilation_cache_dir", os.environ["BENCH_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -106,7 +110,7 @@ def devices_table(experiment: str, *, devices: int | None = None, against: str |
     """This code on one device and on `devices` (default: every core); with `kinds`, the same
     for each other kind of optimizer the experiment's ablations name (`kind_variants`); and, with
     `against` (a commit), that commit's code on one device; the rows in that order."""
-    devices = devices or len(os.sched_getaffinity(0))
+    devices = devices or len(machine_cores())  # every core, also when this process is pinned to one
     variants = {"": {}, **(kind_variants(experiment) if kinds else {})}
     rows = []
     for label, overrides in variants.items():
