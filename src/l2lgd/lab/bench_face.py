@@ -1,8 +1,10 @@
 """The optax face at model scale: ms per jitted `update` of each learned optimizer and of optax's
 Prodigy and Adam (and each one's ratio to Adam's) on 100k, 1M and 10M coordinates, in one leaf and
 spread over 100 leaves, beside the forward and backward pass of an MLP with as many parameters at
-batch 128, and the optimizer state's bytes per coordinate. Run in a child process with JAX's default threading and no pinning (a user's
-training loop is not pinned as the CLI is): `python -m l2lgd.lab.bench_face [OPTIMIZER ...]`."""
+batch 128, and the optimizer state's bytes per coordinate. Run in a child process with JAX's
+default threading (a user's training loop is not single-threaded as the CLI is), on the cores the
+parent has: every core when run directly (`python -m l2lgd.lab.bench_face [OPTIMIZER ...]`), one
+under `make bench`, which pins itself; the table says how many."""
 
 from __future__ import annotations
 
@@ -81,7 +83,10 @@ def face_table(optimizers=("log30", "digits"), sizes=SIZES, leaves=LEAVES, min_s
                 row[f"{name}_{count}_ms"] = _ms(lambda s, update=update, params=params: update(params, s, params), state, min_seconds)
             row[f"{name}_state_bytes_per_coordinate"] = _state_bytes(state, n)
         rows.append(row)
+    import os
+
     return {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "rows": rows,
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "optimizers": list(txs)}
 
 
@@ -99,7 +104,9 @@ def face_in_child(optimizers, sizes=SIZES) -> dict[str, Any]:
 def format_face(result: dict[str, Any]) -> str:
     names = result["optimizers"]
     head = "| coordinates | MLP fwd+bwd ms | " + " | ".join(f"{n} 1 leaf | {n} 100 leaves" for n in names) + " |"
-    lines = [f"optax face, ms per jitted update ({result['devices'][0]}, default threading, not pinned):", "", head,
+    cores = result.get("cores")
+    lines = [f"optax face, ms per jitted update ({result['devices'][0]}, default threading, "
+             f"{'?' if cores is None else cores} core{'' if cores == 1 else 's'}):", "", head,
              "|" + "---|" * (2 + 2 * len(names))]
     for r in result["rows"]:
         cells = " | ".join(f"{r[f'{n}_1_ms']:.1f} | {r[f'{n}_100_ms']:.1f}" for n in names)

@@ -148,8 +148,7 @@ class ProdigyController(LearnedOptimizer):
         # and the direction as well).
         scale = 1 / (jnp.sqrt(v) + d * EPS)
         m_ = jnp.where(finite, m, 0)
-        # Every sum over the tensor in one pass (one variadic reduce, which XLA fuses with the
-        # elementwise work that feeds it), not one pass each: the update's cost is these passes.
+        # Every sum over the tensor in one pass, not one pass each: the update's cost is its passes.
         travelled, s_norm, direction_sq, normalized_sq, g_dot_m, g_sq, m_sq = _sums(
             dg * _finite_or_zero(x0 - params), jnp.abs(s), jnp.square(m_ * scale),
             jnp.square(dg * scale), g * m_, jnp.square(g), jnp.square(m_))
