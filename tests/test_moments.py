@@ -55,9 +55,12 @@ def test_features_and_updates_stay_finite_at_extreme_gradients(value, seed):
 @settings(max_examples=10, deadline=None)
 @given(scale_log=st.floats(-3, 6), seed=st.integers(0, 2**16))
 def test_invariant_to_the_scale_of_the_loss(scale_log, seed):
-    """Gradients multiplied by c > 0 give the same updates (Adam's normalization; eps = 1e-8)."""
+    """Gradients multiplied by c > 0 give the same updates (Adam's normalization; eps = 1e-8).
+    Exact but for eps / |c g|, so every |g| is at least 0.5: at c = 1e-3 that is at most 2e-5
+    (a normal draw near 0 made it 0.2%, over the tolerance, at seed 7619)."""
     opt = _optimizer(seed)
-    g = jax.random.normal(jax.random.key(seed + 1), (3, 7)) + 0.1
+    draw = jax.random.normal(jax.random.key(seed + 1), (3, 7))
+    g = jnp.sign(draw) * (0.5 + jnp.abs(draw))
     c = np.float32(10.0**scale_log)
     s1, s2 = opt.init_state(7), opt.init_state(7)
     for gi in g:
