@@ -19,10 +19,6 @@ CONFIG = l2lgd.Config(name="prodigy", kind="prodigy_controller", hidden_size=4, 
                       num_steps=10, horizon=20, objective="sum_log", meta_steps=20, meta_lr=1e-2)
 
 
-def _run(tx, params, loss, steps=60):
-    return run_optax(tx, params, loss, steps)
-
-
 def _regression(key=0):
     a = jax.random.normal(jax.random.key(key), (30, 6))
     b = jax.random.normal(jax.random.key(key + 1), (30,))
@@ -32,8 +28,8 @@ def _regression(key=0):
 def test_it_starts_as_prodigy_with_16_bytes_a_coordinate():
     opt = l2lgd.make_optimizer(CONFIG, key=jax.random.key(0))
     params, loss = _regression()
-    mine, state, losses = _run(l2lgd.as_optax(opt, num_steps=60), params, loss)
-    theirs, _, _ = _run(optax.contrib.prodigy(), params, loss)  # one tensor: per-tensor Prodigy is Prodigy
+    mine, state, losses = run_optax(l2lgd.as_optax(opt, num_steps=60), params, loss, 60)
+    theirs, _, _ = run_optax(optax.contrib.prodigy(), params, loss, 60)  # one tensor: per-tensor Prodigy is Prodigy
     chex.assert_trees_all_close(mine, theirs, rtol=1e-4, atol=1e-6)
     assert losses[-1] < losses[0]
     leaf = state.per_leaf["w"]
@@ -74,11 +70,11 @@ def test_its_first_params_are_those_given_to_init_and_its_update_is_differentiab
     opt = dataclasses.replace(opt, w2=jnp.full_like(opt.w2, -0.5))  # a multiplier below 1: the learned part acts
     params, loss = _regression(2)
     params = {"w": params["w"] + 0.5}
-    _, state, _ = _run(l2lgd.as_optax(opt, num_steps=20), params, loss, steps=20)
+    _, state, _ = run_optax(l2lgd.as_optax(opt, num_steps=20), params, loss, 20)
     np.testing.assert_array_equal(state.per_leaf["w"].x0, params["w"])  # kept from init, never rewritten
 
     def final_loss(w2):  # what the estimators that backpropagate (autodiff) differentiate
-        _, _, losses = _run(l2lgd.as_optax(dataclasses.replace(opt, w2=w2), num_steps=20), params, loss, steps=20)
+        _, _, losses = run_optax(l2lgd.as_optax(dataclasses.replace(opt, w2=w2), num_steps=20), params, loss, 20)
         return losses[-1]
 
     grad = jax.grad(final_loss)(opt.w2)
@@ -101,7 +97,7 @@ def test_it_meta_trains_by_pes_the_start_among_the_snapshots_and_loads_by_path(t
         l2lgd.load_optimizer(tmp_path / "run")
     tx = l2lgd.load_optimizer(tmp_path / "run", num_steps=50)
     params, loss = _regression(3)
-    _, _, losses = _run(tx, params, loss, steps=50)
+    _, _, losses = run_optax(tx, params, loss, 50)
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-    _, _, longer = _run(tx, params, loss, steps=250)  # five times its num_steps: as at its end, no blow-up
+    _, _, longer = run_optax(tx, params, loss, 250)  # five times its num_steps: as at its end, no blow-up
     assert np.all(np.isfinite(longer)) and longer[-1] <= losses[-1] * 1.01

@@ -113,7 +113,7 @@ def devices_table(experiment: str, *, devices: int | None = None, against: str |
     devices = devices or len(machine_cores())  # every core, also when this process is pinned to one
     variants = {"": {}, **(kind_variants(experiment) if kinds else {})}
     rows = []
-    for label, overrides in variants.items():
+    for overrides in variants.values():
         for count in (1, devices) if devices > 1 else (1,):
             rows.append(dict(child_speed(experiment, count, seconds=seconds, overrides=overrides), code="this",
                              variant=", ".join(f"{k}={v!r}" for k, v in overrides.items())))

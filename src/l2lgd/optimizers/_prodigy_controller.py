@@ -130,7 +130,6 @@ class ProdigyController(LearnedOptimizer):
         dtype = g.dtype
         t = state.t + 1
         fraction = jnp.clip(state.t / jnp.maximum(jnp.asarray(horizon, dtype), 1), 0, 1)
-        x0 = state.x0
         # A NaN or Inf gradient poisons its own coordinate (the face makes its update NaN, and the
         # param stays NaN), not the tensor's d or statistics: every sum over the tensor skips the
         # coordinates whose gradient is not finite, the distance travelled also those where it is
@@ -150,7 +149,7 @@ class ProdigyController(LearnedOptimizer):
         m_ = jnp.where(finite, m, 0)
         # Every sum over the tensor in one pass, not one pass each: the update's cost is its passes.
         travelled, s_norm, direction_sq, normalized_sq, g_dot_m, g_sq, m_sq = _sums(
-            dg * _finite_or_zero(x0 - params), jnp.abs(s), jnp.square(m_ * scale),
+            dg * _finite_or_zero(state.x0 - params), jnp.abs(s), jnp.square(m_ * scale),
             jnp.square(dg * scale), g * m_, jnp.square(g), jnp.square(m_))
         r = B3 * state.r + dlr * travelled
         estimate = r / jnp.where(s_norm > 0, s_norm, 1)
