@@ -16,21 +16,28 @@ chex.assert_trees_all_close(sharded.theta, single.theta, rtol=1e-4, atol=1e-6)
 chex.assert_trees_all_close(rec4.final_log10, rec1.final_log10, rtol=1e-4, atol=1e-4)
 print("OK", len(sharded.theta.lstm.in_bias.sharding.device_set))
 
-# PES on a mixture: each task's pairs split over the devices that divide them (2 of the 4), the
-# chunk under shard_map, its particles gathered back in the one-device order at the chunk's end.
+# PES on a mixture over the devices that divide a task's pairs (2 of the 4), the chunk under
+# shard_map: each member whole on one device or its pairs split, its particles gathered back in
+# the one-device order at the chunk's end.
 from l2lgd.tasks._mixture import FamilyMixture
 family = FamilyMixture((l2lgd.ConditionedQuadratics(4, 10.0, 20), l2lgd.LinearRegression(4, 3.0, 8, 20)), ("quad", "linreg"))
 config = l2lgd.Config(num_steps=5, hidden_size=2, num_layers=1, estimator="pes", perturbations=2, min_horizon=10,
                       max_horizon=20, heldout_minibatch=True, objective="sum_log", reparam_scale=10.0)
 state, static = l2lgd.init_state(config, family)
-chunk = l2lgd.make_train_chunk(config, static, family)
-split, rec2 = chunk(chunk(state, 3)[0], 4)  # two chunks: the particles cross a chunk boundary
 single, rec1 = l2lgd.make_train_chunk(config, static, family, mesh=None)(state, 7)
 estimation = l2lgd.make_meta_step(config, static, family=family, mesh="auto").estimation
 assert estimation.mesh.devices.size == 2 and estimation.local is not None
-chex.assert_trees_all_close(split.theta, single.theta, rtol=1e-5, atol=1e-7)
-chex.assert_trees_all_close(split.inner, single.inner, rtol=1e-5, atol=1e-6)
-chex.assert_trees_all_close(rec2.meta_loss, rec1.meta_loss[3:], rtol=1e-5, atol=1e-6)
+# Balanced (each small member whole on one device) and every member's pairs split.
+import dataclasses
+from l2lgd.estimators._pes import PES
+for balance in (True, False):
+    estimator = dataclasses.replace(PES.from_config(config), balance=balance)
+    assert sorted(estimator.member_placement(config, static, state.theta, family, 2)) == ([0, 1] if balance else [-1, -1])
+    chunk = l2lgd.make_train_chunk(config, static, family, estimator=estimator)
+    split, rec2 = chunk(chunk(state, 3)[0], 4)  # two chunks: the particles cross a chunk boundary
+    chex.assert_trees_all_close(split.theta, single.theta, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(split.inner, single.inner, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(rec2.meta_loss, rec1.meta_loss[3:], rtol=1e-5, atol=1e-6)
 print("PES OK")
 """
 

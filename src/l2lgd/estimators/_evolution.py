@@ -25,11 +25,14 @@ mean of the members' estimates. Over several devices (two forced host devices of
 among them (`particle_mesh`): the chunk of meta-steps runs under `jax.shard_map`, each device
 unrolls its pairs of every task, and the devices exchange only the per-task sums of the estimate
 at each meta-step (a few numbers per task and theta's size) and their particles at the chunk's
-end (`Estimation.local`, `Estimation.gather`). The perturbations are drawn in full on every
-device, so the estimate is the one-device estimate, summed in another order.
+end (`Estimation.local`, `Estimation.gather`). A member too small to gain from half the
+particles runs whole on one device instead, the devices balanced by its cost (`_placement`). The
+perturbations are drawn in full on every device, so the estimate is the one-device estimate,
+summed in another order.
 """
 
 
+import functools
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -49,6 +52,7 @@ from ..optimizers._optax_face import as_optax, fill_horizon
 from ..tasks import TaskFamily, draw_rescaled, training_family
 from ..tasks._mixture import members_of
 from ._base import Estimate, Estimation, MetaGradient, MetaGradientEstimator, all_finite, divisor_mesh
+from ._placement import SPLIT, place_members, truncation_cost
 
 
 class Particles(NamedTuple):
@@ -109,8 +113,10 @@ class Evolution(MetaGradientEstimator):
     `sigma`; each task's horizon drawn log-uniformly from [`min_horizon`, `max_horizon`]
     optimizee steps, rounded up to whole truncations (0 and 0: the family's own horizon);
     `heldout_minibatch`: each loss of the meta-objective taken on a minibatch other than the one
-    its gradient saw (Metz et al. 2019). Works with any optimizer kind, any task family and
-    mixtures of families.
+    its gradient saw (Metz et al. 2019); `balance`: over several devices, a mixture's small
+    members run whole on one device each and only the large ones are split (`_placement`; False:
+    every member's pairs split over every device). Works with any optimizer kind, any task family
+    and mixtures of families.
     """
 
     pairs: int = eqx.field(static=True, default=8)
@@ -118,6 +124,7 @@ class Evolution(MetaGradientEstimator):
     min_horizon: int = eqx.field(static=True, default=0)
     max_horizon: int = eqx.field(static=True, default=0)
     heldout_minibatch: bool = eqx.field(static=True, default=False)
+    balance: bool = eqx.field(static=True, default=True)
 
     accumulate: AbstractClassVar[bool]  # PES: weight the perturbations summed since the task began
 
@@ -139,6 +146,8 @@ class Evolution(MetaGradientEstimator):
                              "(the family's horizon) or satisfy 0 < min_horizon <= max_horizon.")
         if not isinstance(self.heldout_minibatch, bool):
             raise ValueError(f"{name}.heldout_minibatch must be True or False, got {self.heldout_minibatch!r}.")
+        if not isinstance(self.balance, bool):
+            raise ValueError(f"{name}.balance must be True or False, got {self.balance!r}.")
 
     @classmethod
     def from_config(cls, training) -> "Evolution":
@@ -346,12 +355,37 @@ class Evolution(MetaGradientEstimator):
         """The mesh ("pairs") over the devices that divide a task's antithetic pairs."""
         return divisor_mesh(self.pairs, "pairs", devices)
 
+    def member_placement(self, config, static, theta, family=None, devices: int = 2) -> tuple[int, ...]:
+        """Where each member of `family` (default: the config's) runs over `devices` devices:
+        `_placement.SPLIT` (its pairs split over all) or a device that runs it whole, chosen by
+        the costs of its truncation traced at theta's shapes (all split when not `balance`)."""
+        return self._placement(config, static, theta, family if family is not None else training_family(config),
+                               devices)[0]
+
+    def _placement(self, config, static, theta, family, devices: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+        members = members_of(family)
+        if not self.balance or devices == 1:
+            return (SPLIT,) * len(members), (None,) * len(members)
+        horizons = [self.member_horizon(config, member) for _, member in members]
+        whole, split, shapes, key = [], [], [], jax.random.key(0)
+        for (_, member), horizon in zip(members, horizons):
+            full = jax.eval_shape(lambda theta, member=member, horizon=horizon: self.init_particles(
+                config, static, theta, member, key, config.batch_size, horizon), theta)
+            cost, share, shape = truncation_cost(
+                lambda theta, own, member=member: self.advance(config, static, theta, own, key, member.stochastic),
+                theta, full, devices=devices)
+            whole.append(cost)
+            split.append(share)
+            shapes.append(shape)
+        return place_members(whole, split, devices), tuple(shapes)
+
     def bind(self, config, static, family=None, mesh: Mesh | None | str = "auto") -> Estimation:
         """The estimator's state is one `Particles` per member of `family` (default: the
         config's), every task due for a fresh draw at the first step; each meta-step's draw is its
-        key (`fold_in(run_key, step)`), and every task's pairs are split over `mesh` (a 1-D mesh
-        whose size divides `pairs`): `estimate` then runs under `jax.shard_map` on a device's
-        share (`Estimation.local`) and returns the whole estimate on every device."""
+        key (`fold_in(run_key, step)`), and the work is shared over `mesh` (a 1-D mesh whose size
+        divides `pairs`): each member's pairs split over its devices or the member whole on one
+        (`member_placement`), `estimate` runs under `jax.shard_map` on a device's share
+        (`Estimation.local`) and returns the whole estimate on every device."""
         self.check_optimizer(static)
         family = family if family is not None else training_family(config)
         mesh = self.particle_mesh() if mesh == "auto" else mesh
@@ -378,17 +412,26 @@ class Evolution(MetaGradientEstimator):
         def estimate(theta, particles, key_data, step):
             del step  # the draw is the step's key
             key = jax.random.wrap_key_data(key_data)
+            owners, shapes = placement(theta) if axis is not None else ((), ())
             results, shares = [], []
             for m, ((_, member), horizon, own) in enumerate(zip(members, horizons, particles)):
                 draw_key, noise_key = jax.random.split(jax.random.fold_in(key, m))
                 own = self.refresh(config, static, theta, member, draw_key, own, horizon)
                 if axis is None:
                     results.append(self.particle_step(config, static, theta, own, noise_key, member.stochastic))
-                else:
-                    shares.append((own, self.advance(config, static, theta, own, noise_key, member.stochastic, axis)))
+                elif owners[m] == SPLIT:
+                    shares.append((own, self.advance(config, static, theta, own, noise_key, member.stochastic, axis), None))
+                else:  # the whole member on its device; the others skip it and add nothing
+                    mine = lax.axis_index(axis) == owners[m]
+                    run = lambda own, member=member, noise_key=noise_key: self.advance(
+                        config, static, theta, own, noise_key, member.stochastic)
+                    shares.append((own, lax.cond(mine, run, functools.partial(_skipped, shapes[m]), own), mine))
             if axis is not None:  # one exchange a meta-step: every member's per-task sums at once
-                sums = psum_as_one([self.task_sums(advanced) for _, advanced in shares], axis)
-                results = [self.from_sums(config, own, advanced, total) for (own, advanced), total in zip(shares, sums)]
+                sums = [self.task_sums(advanced) if mine is None else
+                        jax.tree.map(lambda x, mine=mine: jnp.where(mine, x, 0), self.task_sums(advanced))
+                        for _, advanced, mine in shares]
+                sums = psum_as_one(sums, axis)
+                results = [self.from_sums(config, own, advanced, total) for (own, advanced, _), total in zip(shares, sums)]
             mean = lambda xs: sum(xs) / len(xs)
             grads = jax.tree.map(lambda *g: mean(g), *[r.grads for r in results])
             usable = mean([r.usable for r in results])
@@ -402,9 +445,46 @@ class Evolution(MetaGradientEstimator):
         if axis is None:
             return Estimation(init, draws, estimate, None)
         size = mesh.devices.size
-        return Estimation(init, draws, estimate, mesh,
-                          local=lambda state: tuple(local_share(p, axis, size) for p in state),
-                          gather=lambda state: tuple(gather_shares(p, axis, size) for p in state))
+        placements: dict[Any, tuple[tuple[int, ...], tuple[Any, ...]]] = {}
+
+        def placement(theta) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+            """Each member's placement and `Advanced` shapes (`_placement`) at theta's shapes,
+            traced once."""
+            theta = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), theta)
+            known = (jax.tree.structure(theta), tuple(jax.tree.leaves(theta)))
+            if known not in placements:
+                placements[known] = self._placement(config, static, theta, family, size)
+            return placements[known]
+
+        def theta_of(particles: Particles):  # theta's shapes, from a member's noise [B, P, ...]
+            return jax.tree.map(lambda n: jax.ShapeDtypeStruct(n.shape[2:], n.dtype), particles.noise)
+
+        def local(state):
+            owners, _ = placement(theta_of(state[0]))
+            return tuple(local_share(p, axis, size) if owner == SPLIT else p for p, owner in zip(state, owners))
+
+        def gather(state):
+            owners, _ = placement(theta_of(state[0]))  # the noise's trailing axes are theta's in a share too
+            return tuple(gather_shares(p, axis, size) if owner == SPLIT else from_owner(p, axis, owner)
+                         for p, owner in zip(state, owners))
+
+        return Estimation(init, draws, estimate, mesh, local=local, gather=gather)
+
+
+def _skipped(shapes, own: Particles) -> "Advanced":
+    """What a device that does not run a whole member returns for it: its particles as they
+    came and nothing to add to the sums (the member's owner advances it, `from_owner` takes the
+    owner's particles at the chunk's end)."""
+    zeros = lambda x: jnp.zeros(x.shape, x.dtype)
+    return Advanced(own.params, own.opt_state, own.noise, zeros(shapes.objectives), zeros(shapes.finals),
+                    jnp.ones(shapes.finite.shape, shapes.finite.dtype))
+
+
+def from_owner(particles: Particles, axis: str, owner: int) -> Particles:
+    """A whole member's particles as its owner (device `owner` on `axis`) advanced them."""
+    take = lambda tree: jax.tree.map(lambda x: lax.all_gather(x, axis)[owner], tree)
+    return particles._replace(params=take(particles.params), opt_state=take(particles.opt_state),
+                              noise=take(particles.noise))
 
 
 def psum_as_one(tree, axis: str):
