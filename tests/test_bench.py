@@ -2,6 +2,8 @@
 assertion); the figures derived from the measurements are checked against numbers worked out by
 hand, from a clock the test sets."""
 
+import os
+
 from l2lgd.lab import bench
 from l2lgd.lab.bench import bench_config, format_bench, optax_face
 
@@ -109,8 +111,17 @@ def test_the_devices_bench_runs_one_device_and_two_in_children(tmp_path, monkeyp
     (tmp_path / "exps").mkdir()
     (tmp_path / "exps" / "tinypes.py").write_text(TINY_PES)
     monkeypatch.setenv("L2LGD_EXPERIMENTS", str(tmp_path / "exps"))
-    result = devices_table("tinypes", devices=2, seconds=0.01, kinds=False)
+    # Run from a process pinned to one core, as `make bench` is: the 2-device child's threads must
+    # still get two cores (they were made pinned to the parent's one, and ran at 0.9x one device).
+    cores = sorted(os.sched_getaffinity(0))
+    monkeypatch.setenv("L2LGD_CORES", ",".join(map(str, cores)))
+    os.sched_setaffinity(0, {cores[0]})
+    try:
+        result = devices_table("tinypes", devices=2, seconds=0.01, kinds=False)
+    finally:
+        os.sched_setaffinity(0, set(cores))
     one, two = result["rows"]
+    assert (one["thread_cores"], two["thread_cores"]) == (1, min(2, len(cores)))
     assert (one["devices"], two["devices"]) == (1, 2)
     assert kind_variants("tinypes") == {"the controller": {"kind": "adam_controller"}}
     other = dict(child_speed("tinypes", 1, seconds=0.01, overrides={"kind": "adam_controller"}), code="this",
@@ -120,6 +131,8 @@ def test_the_devices_bench_runs_one_device_and_two_in_children(tmp_path, monkeyp
         assert row["optimizee_steps_per_meta_step"] == 2 * 1 * 2 * 2 * 5  # members * batch * 2 pairs * num_steps
         assert row["members"] == 2 and row["optimizee_steps_per_s"] > 0
         assert row["compile_cold_s"] > 0 and row["compile_warm_s"] > 0
+    assert sorted(two["placement"].values()) == [0, 1] and one["placement"] == {}  # a tiny member a device
     table = format_devices({**result, "rows": [one, two, other]})
     assert "| this | lstm | - | 2 | 2 |" in table and "1.00x" in table
+    assert "Members on several devices: device 0: " in table
     assert "| this | adam_controller | kind='adam_controller' | 2 | 1 |" in table

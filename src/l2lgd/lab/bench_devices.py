@@ -30,11 +30,12 @@ flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 if devices > 1:  # first: XLA reads no flag after `intra_op_parallelism_threads=1`
     flags = f"--xla_force_host_platform_device_count={devices} " + flags
 os.environ["XLA_FLAGS"] = flags
-import jax
-assert len(jax.devices()) == devices, jax.devices()
+# Pinned before JAX starts: the threads that run the devices keep the affinity they were made with.
 cores = os.environ.get("L2LGD_CORES")  # the machine's cores: the parent may be pinned to one (_process.machine_cores)
 cores = [int(c) for c in cores.split(",")] if cores else sorted(os.sched_getaffinity(0))
 os.sched_setaffinity(0, set(cores[core:core + devices]))
+import jax
+assert len(jax.devices()) == devices, jax.devices()
 jax.config.update("jax_compilation_cache_dir", os.environ["BENCH_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -66,10 +67,21 @@ while time.perf_counter() < end or len(rounds) < 3:
 members = len(getattr(family, "members", (family,)))
 steps = members * config.batch_size * 2 * config.perturbations * config.num_steps
 best = min(rounds)
-print("BENCH" + json.dumps({"devices": devices, "meta_steps_per_s": 1 / best, "optimizee_steps_per_s": steps / best,
+placed = {}  # each member's device, or "split" (newer code, several devices)
+if devices > 1:
+    try:
+        from l2lgd.estimators._named import estimator_for
+        from l2lgd.tasks._mixture import members_of
+        owners = estimator_for(config).member_placement(config, static, state.theta, family, devices)
+        placed = {name: ("split" if o < 0 else o) for (name, _), o in zip(members_of(family), owners)}
+    except (ImportError, AttributeError):
+        pass
+# The fewest cores any thread of this process may run on (the devices' threads included).
+thread_cores = min(len(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
+print("BENCH" + json.dumps({"devices": devices, "thread_cores": thread_cores, "meta_steps_per_s": 1 / best, "optimizee_steps_per_s": steps / best,
                             "optimizee_steps_per_meta_step": steps, "compile_cold_s": compile_s[0],
                             "compile_warm_s": compile_s[1], "members": members,
-                            "optimizer": getattr(config, "kind", "lstm")}))
+                            "optimizer": getattr(config, "kind", "lstm"), "placement": placed}))
 """
 
 
@@ -144,4 +156,10 @@ def format_devices(result: dict[str, Any]) -> str:
         lines.append(f"| {r['code']} | {r['optimizer']} | {r.get('variant') or '-'} | {r['members']} | {r['devices']} | "
                      f"{r['meta_steps_per_s']:.2f} | {r['optimizee_steps_per_s']:,.0f} | {r['optimizee_steps_per_s'] / base:.2f}x | "
                      f"{r['optimizee_steps_per_s'] / own:.2f}x | {r['compile_cold_s']:.1f} | {r['compile_warm_s']:.1f} |")
+    placed = next((r["placement"] for r in result["rows"] if r.get("placement")), None)
+    if placed:  # the experiment's own kind's first row on several devices (`estimators._placement`)
+        by = {}
+        for name, where in placed.items():
+            by.setdefault(f"device {where}" if where != "split" else "split over the devices", []).append(name)
+        lines += ["", "Members on several devices: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(by.items()))]
     return "\n".join(lines)
