@@ -3,9 +3,10 @@
 Splitting every member's antithetic pairs over the devices (each device half the particles of
 every task) pays only where a member's work grows with its particles. A small member's truncation
 costs about the same at any width: its time is the dispatch of its many small kernels, not their
-arithmetic. On `general`'s train mixture, one core, half the pairs cost 0.59x to 0.82x of all of
-them for the MLPs, convnet and RNN, and the same for the quadratics and Rosenbrock, so that two
-devices that split everything ran 1.63-1.68x one.
+arithmetic. On `general`'s train mixture, one core, a truncation of half the pairs costs 0.55x of
+all of them for the transformer, 0.53-0.8x for the MLPs, the autoencoder, the convnet and the RNN,
+and 0.73-1.0x for the regressions, the quadratic and Rosenbrock, so that two devices that split
+everything ran 1.63-1.68x one.
 
 So each member is placed: either split (its pairs shared by every device, as before) or whole on
 one device (all its pairs there; the others skip it and add nothing to its sums). `place_members`
@@ -25,8 +26,9 @@ import numpy as np
 SPLIT = -1  # the placement of a member whose pairs every device shares
 
 # What a traced operation costs beside its memory traffic, in bytes of that traffic: fitted to
-# one core's times of the 13 train members' truncations (0.1 us an operation, 14 GB/s; the fit is
-# within 30% but for the convnet and the RNN, which it puts at 0.6x and 0.75x).
+# one core's times of the 13 train members' truncations (0.1 us an operation, 14 GB/s). The fit
+# puts the largest members (the transformer, the sigmoid MLP, the autoencoder) within 15%, the
+# small MLPs 1.4-1.7x too high, the convnet and the RNN at 0.6x and 0.75x: enough to balance.
 OPERATION_BYTES = 1_500.0
 
 
