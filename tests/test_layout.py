@@ -17,7 +17,7 @@ ORDER = [
     "l2lgd.optimizers._preprocessing", "l2lgd.optimizers._lstm", "l2lgd.optimizers._base",
     "l2lgd.optimizers._lstm_optimizer", "l2lgd.optimizers._adam_controller", "l2lgd.optimizers._mlp_step", "l2lgd.optimizers._prodigy_controller", "l2lgd.optimizers._kinds", "l2lgd.optimizers._optax_face",
     "l2lgd.optimizers._baselines",
-    "l2lgd.estimators._base", "l2lgd.estimators._backprop", "l2lgd.estimators._autodiff", "l2lgd.estimators._fused",
+    "l2lgd.estimators._base", "l2lgd.estimators._placement", "l2lgd.estimators._backprop", "l2lgd.estimators._autodiff", "l2lgd.estimators._fused",
     "l2lgd.estimators._evolution", "l2lgd.estimators._es", "l2lgd.estimators._pes", "l2lgd.estimators._named",
     "l2lgd._config",
     "l2lgd._evaluate",

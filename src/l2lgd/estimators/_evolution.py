@@ -355,8 +355,8 @@ class Evolution(MetaGradientEstimator):
         """The mesh ("pairs") over the devices that divide a task's antithetic pairs."""
         return divisor_mesh(self.pairs, "pairs", devices)
 
-    def member_placement(self, config, static, theta, family=None, devices: int = 2) -> tuple[int, ...]:
-        """Where each member of `family` (default: the config's) runs over `devices` devices:
+    def member_placement(self, config, static, theta, family, devices: int) -> tuple[int, ...]:
+        """Where each member of `family` (None: the config's) runs over `devices` devices:
         `_placement.SPLIT` (its pairs split over all) or a device that runs it whole, chosen by
         the costs of its truncation traced at theta's shapes (all split when not `balance`)."""
         return self._placement(config, static, theta, family if family is not None else training_family(config),
