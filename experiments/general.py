@@ -70,6 +70,7 @@ EXPERIMENT = Experiment(
         "meta-learning rate 3e-3": {"meta_lr": 3e-3},
         "tasks as they are (no rescaling)": {"reparam_scale": 1.0},
         "truncated ES instead of PES": {"estimator": "es"},
+        "a cosine schedule (down to 5%) under the learned multiplier": {"schedule": "cosine"},
     },
     ablation_base={"meta_steps": 2_000},
 )

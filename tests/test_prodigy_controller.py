@@ -101,3 +101,21 @@ def test_it_meta_trains_by_pes_the_start_among_the_snapshots_and_loads_by_path(t
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     _, _, longer = run_optax(tx, params, loss, 250)  # five times its num_steps: as at its end, no blow-up
     assert np.all(np.isfinite(longer)) and longer[-1] <= losses[-1] * 1.01
+
+
+def test_its_cosine_schedule_scales_prodigys_step_down_to_five_percent_and_stays_there():
+    config = CONFIG.replace(schedule="cosine")
+    fresh = l2lgd.make_optimizer(CONFIG, key=jax.random.key(0))
+    opt = l2lgd.make_optimizer(config, key=jax.random.key(0))
+    assert opt.schedule == "cosine" and "schedule" in l2lgd.Config.from_dict(config.to_dict()).to_dict()
+    assert "schedule" not in CONFIG.to_dict()  # the default is not stored: earlier configs read the same
+    params = {"w": jnp.ones(4)}
+    grads = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
+    for num_steps in (1, 2, 4):  # the step after t steps is scaled by the cosine at t / num_steps, 5% from the end on
+        txs = [l2lgd.as_optax(o, num_steps=num_steps) for o in (fresh, opt)]
+        states = [tx.init(params) for tx in txs]
+        for t in range(6):
+            (base, states[0]), (mine, states[1]) = (tx.update(grads, s, params) for tx, s in zip(txs, states))
+            fraction = min(t / num_steps, 1.0)
+            np.testing.assert_allclose(mine["w"], base["w"] * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * fraction))),
+                                       rtol=1e-5)

@@ -15,6 +15,7 @@ from ._objectives import OBJECTIVES
 from .estimators._named import ESTIMATORS, estimator_for
 from .optimizers._kinds import OPTIMIZER_KINDS
 from .optimizers._preprocessing import PREPROCESSINGS
+from .optimizers._prodigy_controller import SCHEDULES
 from .tasks import TASK_FAMILIES
 from .tasks._data import DATASETS
 
@@ -72,6 +73,9 @@ class OptimizerConfig:
     max_lr: float = 1.0
     # AdamController: steps relative to the tensor's RMS (see its module).
     relative_steps: bool = False
+    # ProdigyController: a fixed schedule of Prodigy's step under the learned multiplier:
+    # "constant" (Prodigy's own) or "cosine" (from 1 down to 5% at the horizon; see its module).
+    schedule: str = "constant"
 
     def __post_init__(self):
         if _CHECK_TASK.get():  # a stored config may name a kind registered only where it is used
@@ -80,6 +84,7 @@ class OptimizerConfig:
         _positive_ints(self, "hidden_size", "num_layers")
         _positive_numbers(self, "log_range", "output_scale", "max_lr")
         _booleans(self, "relative_steps")
+        _check_choice("schedule", self.schedule, SCHEDULES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +202,7 @@ STORED_ORDER = (
     "train_task", "preprocessing", "log_range", "output_scale", "hidden_size", "num_layers", "objective",
     "second_order", "meta_steps", "batch_size", "meta_lr", "clip_norm", "per_task_clip", "seed",
     *(NEW_FIELDS := ("estimator", "perturbations", "sigma", "min_horizon", "max_horizon", "heldout_minibatch",
-                      "reparam_scale", "kind", "max_lr", "relative_steps")),
+                      "reparam_scale", "kind", "max_lr", "relative_steps", "schedule")),
 )
 assert sorted(STORED_ORDER) == sorted((*TOP_FIELDS, *SECTION_OF))
 
