@@ -16,7 +16,7 @@ Per leaf (one tensor) and step k (params x_k, gradient g_k, the tensor's params 
   direction and of the normalized gradient, and how much d grew this step;
 - an MLP (features -> `hidden_size` tanh units -> 1) gives a log multiplier a of the step,
   -`MAX_LOG_MULTIPLIER` <= a <= 0; with `Config.schedule="cosine"`, a also adds the log of a fixed
-  cosine of the fraction, from 1 down to `COSINE_FLOOR` at the horizon (and there after it);
+  cosine of the fraction, from 1 down to `COSINE_FLOOR` at the horizon (and thereafter);
 - update = -dlr exp(a) m / (sqrt(v) + d eps).
 
 The multiplier only damps Prodigy's step (a schedule, a brake), and nothing else adds to the step:
