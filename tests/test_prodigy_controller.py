@@ -109,6 +109,8 @@ def test_its_cosine_schedule_scales_prodigys_step_down_to_five_percent_and_stays
     opt = l2lgd.make_optimizer(config, key=jax.random.key(0))
     assert opt.schedule == "cosine" and "schedule" in l2lgd.Config.from_dict(config.to_dict()).to_dict()
     assert "schedule" not in CONFIG.to_dict()  # the default is not stored: earlier configs read the same
+    with pytest.raises(ValueError, match="schedule='cosine' is the prodigy_controller kind's setting.*kind='lstm'"):
+        config.replace(kind="lstm")
     params = {"w": jnp.ones(4)}
     grads = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
     for num_steps in (1, 2, 4):  # the step after t steps is scaled by the cosine at t / num_steps, 5% from the end on

@@ -85,6 +85,9 @@ class OptimizerConfig:
         _positive_numbers(self, "log_range", "output_scale", "max_lr")
         _booleans(self, "relative_steps")
         _check_choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule != "constant" and self.kind != "prodigy_controller":
+            raise ValueError(f"Config.schedule={self.schedule!r} is the prodigy_controller kind's setting, "
+                             f"but kind={self.kind!r}: leave schedule at 'constant' for it.")
 
 
 @dataclasses.dataclass(frozen=True)
