@@ -325,15 +325,17 @@ def test_sigterm_to_the_seeds_parent_stops_every_child(tmp_path):
     env = dict(os.environ, L2LGD_EXPERIMENTS=str(folder), PYTHONUNBUFFERED="1")
     parent = subprocess.Popen([sys.executable, "-m", "l2lgd", "train", "slow", "--seeds", "2", "--out", str(tmp_path / "r"),
                                "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline, children = time.time() + 240, []
-    while time.time() < deadline:  # both children started and writing their runs
-        children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
-        if len(children) == 2 and len(list((tmp_path / "r").glob("seed*/config.json"))) == 2:
-            break
-        time.sleep(0.5)
-    assert len(children) == 2
-    time.sleep(1)
-    parent.send_signal(signal.SIGTERM)
+    try:
+        deadline, children = time.time() + 240, []
+        while time.time() < deadline:  # both children started and writing their runs
+            children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+            if len(children) == 2 and len(list((tmp_path / "r").glob("seed*/config.json"))) == 2:
+                break
+            time.sleep(0.5)
+        assert len(children) == 2
+        time.sleep(1)
+    finally:  # also when the assertion fails: no training left running after the test
+        parent.send_signal(signal.SIGTERM)
     out, _ = parent.communicate(timeout=300)
     assert parent.returncode == 128 + signal.SIGTERM, out
     for pid in children:
