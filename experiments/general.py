@@ -16,13 +16,13 @@ Rosenbrock, an RNN, a transformer language model), its snapshots and design chos
   t / num_steps. It starts as Prodigy at its defaults. Its state is 16 bytes a coordinate (Prodigy's
   m, v, s and the params given to `init`); it needs the number of steps you will run
   (`l2lgd.load_optimizer("general", num_steps=N)`) and the params in `update`.
-- The estimator: PES over truncations of 20 steps of tasks whose horizons are drawn
+- The estimator: PES over truncations of 50 steps of tasks whose horizons are drawn
   log-uniformly from 100 to 2,000 steps, 4 antithetic pairs per task, one task of every family per
   meta-step; every tensor of every meta-training task rescaled by a log-uniform factor in
   [1e-2, 1e2] (`reparam_scale=100`), so that no learning rate can be baked in.
 - The meta-objective: the log loss summed over every step (floored at 1e-8), each step's loss
   taken on a minibatch other than the one its gradient saw (`heldout_minibatch`).
-- Model selection: every 1,000 meta-steps, and the start itself (`score_start`), scored on 4
+- Model selection: every 400 meta-steps, and the start itself (`score_start`), scored on 4
   tasks of each `validation` family at its own horizon (the mean log10 final loss); no held-out
   family is seen. If no trained snapshot beats the start, the start (Prodigy) is what ships.
 
@@ -44,7 +44,7 @@ EXPERIMENT = Experiment(
         estimator="pes",
         perturbations=4,
         sigma=0.01,
-        num_steps=20,
+        num_steps=50,  # truncations of 50: two seeds of each on the validation split (the model card)
         min_horizon=100,
         max_horizon=2_000,
         objective="sum_log_floored",
@@ -52,13 +52,13 @@ EXPERIMENT = Experiment(
         second_order=False,
         batch_size=1,
         meta_lr=1e-3,
-        meta_steps=8_000,
+        meta_steps=4_000,
         reparam_scale=100.0,
-        seed=1,  # chosen on the validation split of two seeds (the model card)
+        seed=2,  # the best of four seeds by model selection, confirmed on the validation suite (the model card)
     ),
     family=training_mixture("train"),
     validation_family=training_mixture("validation"),
-    checkpoint_every=1_000,
+    checkpoint_every=400,
     validation_tasks=4,
     eval_tasks=16,
     rolling_window=500,
@@ -71,6 +71,7 @@ EXPERIMENT = Experiment(
         "tasks as they are (no rescaling)": {"reparam_scale": 1.0},
         "truncated ES instead of PES": {"estimator": "es"},
         "a cosine schedule (down to 5%) under the learned multiplier": {"schedule": "cosine"},
+        "truncations of 20 steps (the general before)": {"num_steps": 20},
     },
     ablation_base={"meta_steps": 2_000},
 )
