@@ -286,3 +286,11 @@ def test_apply_if_finite_keeps_a_nan_gradient_out_of_the_learned_state():
     np.testing.assert_array_equal(updates, 0.0)
     updates, state = tx.update(2 * params, state, params)
     chex.assert_tree_all_finite((updates, state))
+
+
+def test_the_printed_resume_command_does_not_discard_the_snapshots(tmp_path, monkeypatch):
+    """The hint after a stop repeats the command that was stopped, less `--fresh` (which would
+    throw away the snapshots it tells you to resume from: `ablate` starts its children with it)."""
+    monkeypatch.setattr(sys, "argv", ["l2lgd", "train", "general", "--out", "runs/x", "--fresh", "--set=seed=2"])
+    message = _driver._stopped_message(tmp_path, 1_200, None)
+    assert message.endswith("-m l2lgd train general --out runs/x --set=seed=2"), message

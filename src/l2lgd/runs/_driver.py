@@ -543,8 +543,9 @@ def _last_snapshot(run_dir: Path, checkpoints: RunCheckpoints | None) -> str:
 def _stopped_message(run_dir: Path, step: int, checkpoints: RunCheckpoints | None) -> str:
     snapshots = checkpoints.steps() if checkpoints is not None else []
     last = f"last snapshot at meta-step {snapshots[-1]:,}" if snapshots else "no snapshot yet"
+    arguments = [a for a in sys.argv[2:] if a != "--fresh"]  # the command again, less what would discard the snapshots
     return (f"stopped at meta-step {step:,} ({last}); resume with: {python_command()} -m l2lgd train "
-            f"{' '.join(sys.argv[2:]) if len(sys.argv) > 2 else '... --out ' + str(run_dir)}")
+            f"{' '.join(arguments) if arguments else '... --out ' + str(run_dir)}")
 
 
 def python_command() -> str:
