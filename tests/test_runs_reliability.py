@@ -88,6 +88,32 @@ def test_ablate_puts_an_experiment_file_under_its_root(tmp_path):
     assert afresh == [True, False]  # --resume: each variant's run resumed (a finished one only evaluated)
 
 
+def test_ablate_resume_refuses_a_stale_variant_folder_before_training_any(tmp_path):
+    """`ablate --resume` after the experiment's config changed: one error naming the folder and the
+    changed field, before any variant trains (it used to fail at that variant, after the others)."""
+    from l2lgd.lab import report
+
+    path = tmp_path / "quad.py"
+    path.write_text(TINY)
+    stale = tmp_path / "abl" / "tinyfile" / "variant0"
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text(l2lgd.Config(name="tinyfile", num_steps=5, hidden_size=2, num_layers=1,
+                                                    meta_steps=4).to_json())
+    trained = []
+    original = report.train_all
+    report.train_all = lambda jobs, cores=None, fresh=True: trained.extend(jobs) or {}
+    try:
+        with pytest.raises(ValueError, match=r"variant0 \(num_steps: 5 -> 4\)"):
+            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
+        (stale / "config.json").write_text(l2lgd.Config(name="tinyfile", num_steps=4, hidden_size=2, num_layers=1,
+                                                        meta_steps=8).to_json())  # meta_steps may change on resume
+        with pytest.raises(Exception):  # past the check: the fake trained nothing, so evaluating fails
+            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
+    finally:
+        report.train_all = original
+    assert len(trained) == 1
+
+
 def test_a_horizon_beyond_float32_whole_numbers_is_refused():
     with pytest.raises(ValueError, match="max_horizon=1000000000000 is beyond"):
         l2lgd.Config(estimator="pes", num_steps=5, min_horizon=20, max_horizon=10**12)

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._config import Config, stored_configs
 from .._errors import Stopped
 from ..runs._loading import load_learned_optimizer
 from ..runs._record import load_record
@@ -22,6 +23,7 @@ from ..runs._selection import export_best_of
 from .compare import evaluate_run, evaluate_tx, format_table
 from .._evaluate import TEST_SEED, task_keys, run_optimizer
 from ..runs._experiments import load_experiment
+from ..tasks import family_name
 from ..tasks._mixture import FamilyMixture
 from .figures import convergence, draw_run_figures
 from ..optimizers._optax_face import as_optax
@@ -79,6 +81,33 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
                                    "(each at the end of its chunk); rerun the command without --fresh (`ablate`: with --resume) "
                                    "to resume them.")
     return walls
+
+
+def _as_trained(declared) -> Config:
+    """The experiment's config as `train` stores it: an experiment's own family names the task."""
+    if declared.family is None:
+        return declared.config
+    with stored_configs():
+        return declared.config.replace(task=family_name(declared.family), train_task="")
+
+
+def _check_resumable(config: Config, runs: list[tuple[Path, dict[str, Any]]]) -> None:
+    """`ablate --resume`: a one-line error naming every variant folder that holds a run of another
+    config (e.g. the experiment's config changed since), before any training starts."""
+    stale = []
+    for run_dir, changes in runs:
+        stored_file = run_dir / "config.json"
+        if not stored_file.is_file():
+            continue  # nothing there yet: that variant starts afresh
+        with stored_configs():
+            stored = Config.from_dict(json.loads(stored_file.read_text()))
+        wanted = config.replace(**changes)
+        changed = wanted.changed_fields(stored)
+        if changed:
+            stale.append(f"{run_dir} ({', '.join(f'{k}: {getattr(stored, k)!r} -> {getattr(wanted, k)!r}' for k in changed)})")
+    if stale:
+        raise ValueError(f"--resume: {len(stale)} variant folder(s) hold runs of another config: {'; '.join(stale)}. "
+                         "Move them away, or run without --resume to train every variant afresh.")
 
 
 def _run_jobs(pending, running, walls, free_cores, received, fresh) -> None:
@@ -243,6 +272,9 @@ def ablate(
     for i, (name, changes) in enumerate(variants.items()):
         extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]
         jobs.append((experiment, declared.config.seed, root / f"variant{i}", *extra))
+    if not fresh:  # every folder checked before any variant trains, not one at a time hours in
+        _check_resumable(_as_trained(declared), [(root / f"variant{i}", {**base, **changes})
+                                           for i, changes in enumerate(variants.values())])
     walls = train_all(jobs, cores=cores, fresh=fresh)
     if not fresh:  # a resumed run's wall is its resume's: the table takes its snapshots' record
         walls = dict.fromkeys(walls, math.nan)
