@@ -100,14 +100,20 @@ def test_ablate_resume_refuses_a_stale_variant_folder_before_training_any(tmp_pa
     (stale / "config.json").write_text(l2lgd.Config(name="tinyfile", num_steps=5, hidden_size=2, num_layers=1,
                                                     meta_steps=4).to_json())
     trained = []
+
+    def fake_train_all(jobs, cores=None, fresh=True):
+        trained.extend(jobs)
+        raise RuntimeError("training starts")
+
     original = report.train_all
-    report.train_all = lambda jobs, cores=None, fresh=True: trained.extend(jobs) or {}
+    report.train_all = fake_train_all
     try:
         with pytest.raises(ValueError, match=r"variant0 \(num_steps: 5 -> 4\)"):
             report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
+        assert not trained
         (stale / "config.json").write_text(l2lgd.Config(name="tinyfile", num_steps=4, hidden_size=2, num_layers=1,
                                                         meta_steps=8).to_json())  # meta_steps may change on resume
-        with pytest.raises(Exception):  # past the check: the fake trained nothing, so evaluating fails
+        with pytest.raises(RuntimeError, match="training starts"):
             report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
     finally:
         report.train_all = original

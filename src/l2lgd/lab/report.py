@@ -17,13 +17,13 @@ import numpy as np
 
 from .._config import Config, stored_configs
 from .._errors import Stopped
+from ..runs._driver import config_changes, config_of_family
 from ..runs._loading import load_learned_optimizer
 from ..runs._record import load_record
 from ..runs._selection import export_best_of
 from .compare import evaluate_run, evaluate_tx, format_table
 from .._evaluate import TEST_SEED, task_keys, run_optimizer
 from ..runs._experiments import load_experiment
-from ..tasks import family_name
 from ..tasks._mixture import FamilyMixture
 from .figures import convergence, draw_run_figures
 from ..optimizers._optax_face import as_optax
@@ -83,14 +83,6 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
     return walls
 
 
-def _as_trained(declared) -> Config:
-    """The experiment's config as `train` stores it: an experiment's own family names the task."""
-    if declared.family is None:
-        return declared.config
-    with stored_configs():
-        return declared.config.replace(task=family_name(declared.family), train_task="")
-
-
 def _check_resumable(config: Config, runs: list[tuple[Path, dict[str, Any]]]) -> None:
     """`ablate --resume`: a one-line error naming every variant folder that holds a run of another
     config (e.g. the experiment's config changed since), before any training starts."""
@@ -101,10 +93,9 @@ def _check_resumable(config: Config, runs: list[tuple[Path, dict[str, Any]]]) ->
             continue  # nothing there yet: that variant starts afresh
         with stored_configs():
             stored = Config.from_dict(json.loads(stored_file.read_text()))
-        wanted = config.replace(**changes)
-        changed = wanted.changed_fields(stored)
-        if changed:
-            stale.append(f"{run_dir} ({', '.join(f'{k}: {getattr(stored, k)!r} -> {getattr(wanted, k)!r}' for k in changed)})")
+        details = config_changes(stored, config.replace(**changes))
+        if details:
+            stale.append(f"{run_dir} ({details})")
     if stale:
         raise ValueError(f"--resume: {len(stale)} variant folder(s) hold runs of another config: {'; '.join(stale)}. "
                          "Move them away, or run without --resume to train every variant afresh.")
@@ -273,7 +264,8 @@ def ablate(
         extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]
         jobs.append((experiment, declared.config.seed, root / f"variant{i}", *extra))
     if not fresh:  # every folder checked before any variant trains, not one at a time hours in
-        _check_resumable(_as_trained(declared), [(root / f"variant{i}", {**base, **changes})
+        trained = declared.config if declared.family is None else config_of_family(declared.config, declared.family)
+        _check_resumable(trained, [(root / f"variant{i}", {**base, **changes})
                                            for i, changes in enumerate(variants.values())])
     walls = train_all(jobs, cores=cores, fresh=fresh)
     if not fresh:  # a resumed run's wall is its resume's: the table takes its snapshots' record

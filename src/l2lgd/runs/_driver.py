@@ -186,8 +186,7 @@ def _resolve_family(config: Config, family: TaskFamily | None,
         validation = task_family(config)
         family = training_family(config) if config.train_task else validation
     else:
-        with stored_configs():
-            config = config.replace(task=family_name(family), train_task="")
+        config = config_of_family(config, family)
         validation = family
     if validation_family is not None:
         if not isinstance(validation_family, TaskFamily):
@@ -277,10 +276,9 @@ def _check_resumable(run_dir: Path, config: Config, options: RunOptions, family:
             stored = checkpoints.config(latest)
         except ValueError:
             return checkpoints  # a damaged snapshot: `_initial_state` falls back past it
-        changed = config.changed_fields(stored)
+        details = config_changes(stored, config)
         message = None
-        if changed:
-            details = ", ".join(f"{k}: {getattr(stored, k)!r} -> {getattr(config, k)!r}" for k in changed)
+        if details:
             message = (f"{run_dir} holds a run with a different config ({details}). Resume with the same "
                        "config, pass --fresh to start afresh, or choose another output folder.")
         elif config.meta_steps < latest:
@@ -538,6 +536,18 @@ def _last_snapshot(run_dir: Path, checkpoints: RunCheckpoints | None) -> str:
     if not snapshots:
         return "no snapshot was written before it"
     return f"the last snapshot, meta-step {snapshots[-1]:,}, is in {run_dir / SNAPSHOTS}"
+
+
+def config_of_family(config: Config, family: TaskFamily) -> Config:
+    """The config a run on `family` (an experiment's own, e.g. a mixture) stores: the family names the task."""
+    with stored_configs():
+        return config.replace(task=family_name(family), train_task="")
+
+
+def config_changes(stored: Config, wanted: Config) -> str:
+    """What a resume with `wanted` would change in a run of `stored` ("field: old -> new, ..."), the
+    fields a resume may change (`meta_steps`) aside; empty when it may resume."""
+    return ", ".join(f"{k}: {getattr(stored, k)!r} -> {getattr(wanted, k)!r}" for k in wanted.changed_fields(stored))
 
 
 def _stopped_message(run_dir: Path, step: int, checkpoints: RunCheckpoints | None) -> str:
