@@ -15,9 +15,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from .._config import Config, stored_configs
+from .._config import Config
 from .._errors import Stopped
-from ..runs._driver import config_changes, config_of_family
+from ..runs._driver import config_changes, config_of_family, run_config
 from ..runs._loading import load_learned_optimizer
 from ..runs._record import load_record
 from ..runs._selection import export_best_of
@@ -83,17 +83,14 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
     return walls
 
 
-def _check_resumable(config: Config, runs: list[tuple[Path, dict[str, Any]]]) -> None:
+def _check_variants_resumable(config: Config, runs: list[tuple[Path, dict[str, Any]]]) -> None:
     """`ablate --resume`: a one-line error naming every variant folder that holds a run of another
     config (e.g. the experiment's config changed since), before any training starts."""
     stale = []
     for run_dir, changes in runs:
-        stored_file = run_dir / "config.json"
-        if not stored_file.is_file():
+        if not (run_dir / "config.json").is_file():
             continue  # nothing there yet: that variant starts afresh
-        with stored_configs():
-            stored = Config.from_dict(json.loads(stored_file.read_text()))
-        details = config_changes(stored, config.replace(**changes))
+        details = config_changes(run_config(run_dir), config.replace(**changes))
         if details:
             stale.append(f"{run_dir} ({details})")
     if stale:
@@ -259,14 +256,12 @@ def ablate(
     shipped = "as shipped" + (f" ({', '.join(f'{k}={v!r}' for k, v in base.items())})" if base else "")
     variants = {shipped: {}, **declared.ablations}
     root = Path(root) / declared.config.name  # an experiment file's path names no folder
-    jobs = []
-    for i, (name, changes) in enumerate(variants.items()):
-        extra = [f"--set={k}={v!r}" for k, v in {**base, **changes}.items()]
-        jobs.append((experiment, declared.config.seed, root / f"variant{i}", *extra))
+    runs = [(root / f"variant{i}", {**base, **changes}) for i, changes in enumerate(variants.values())]
+    jobs = [(experiment, declared.config.seed, out, *[f"--set={k}={v!r}" for k, v in overrides.items()])
+            for out, overrides in runs]
     if not fresh:  # every folder checked before any variant trains, not one at a time hours in
         trained = declared.config if declared.family is None else config_of_family(declared.config, declared.family)
-        _check_resumable(trained, [(root / f"variant{i}", {**base, **changes})
-                                           for i, changes in enumerate(variants.values())])
+        _check_variants_resumable(trained, runs)
     walls = train_all(jobs, cores=cores, fresh=fresh)
     if not fresh:  # a resumed run's wall is its resume's: the table takes its snapshots' record
         walls = dict.fromkeys(walls, math.nan)

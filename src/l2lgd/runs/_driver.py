@@ -222,8 +222,7 @@ def _check_run_folder(run_dir: Path) -> None:
     config_ok = False
     if (run_dir / "config.json").is_file():
         try:
-            with stored_configs():
-                Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+            run_config(run_dir)
             config_ok = True
         except (OSError, ValueError, TypeError, UnicodeDecodeError):
             config_ok = False
@@ -536,6 +535,12 @@ def _last_snapshot(run_dir: Path, checkpoints: RunCheckpoints | None) -> str:
     if not snapshots:
         return "no snapshot was written before it"
     return f"the last snapshot, meta-step {snapshots[-1]:,}, is in {run_dir / SNAPSHOTS}"
+
+
+def run_config(run_dir: Path) -> Config:
+    """The config a run folder's `config.json` records (written when its training starts)."""
+    with stored_configs():
+        return Config.from_dict(json.loads((run_dir / "config.json").read_text()))
 
 
 def config_of_family(config: Config, family: TaskFamily) -> Config:
