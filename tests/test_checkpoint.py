@@ -61,6 +61,9 @@ def test_resume_refuses_a_changed_config(tmp_path, tiny):
     # More meta-steps is a resume...
     result = train(tiny.replace(meta_steps=20), tmp_path, options)
     assert int(result.state.step) == 20
+    # ...but not with snapshots scored on other tasks: model selection would compare unlike scores.
+    with pytest.raises(ValueError, match=r"scored on 8 validation tasks, not the 4 asked for"):
+        train(tiny.replace(meta_steps=30), tmp_path, RunOptions(checkpoint_every=10, progress=False, validation_tasks=4))
     # ...anything else is refused, naming the fields.
     with pytest.raises(ValueError, match=r"hidden_size: 4 -> 8.*seed: 0 -> 1"):
         train(tiny.replace(meta_steps=30, hidden_size=8, seed=1), tmp_path, options)
