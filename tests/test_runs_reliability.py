@@ -120,6 +120,37 @@ def test_ablate_resume_refuses_a_stale_variant_folder_before_training_any(tmp_pa
     assert len(trained) == 1
 
 
+def test_ablate_resume_refuses_a_variant_scored_on_other_validation_tasks(tmp_path):
+    """`ablate --resume` after the experiment's `validation_tasks` changed (an `Experiment` field,
+    not a `Config` one): refused before any variant trains, naming both counts (it used to fail
+    only when that variant's own training started)."""
+    from l2lgd.lab import report
+
+    path = tmp_path / "quad.py"
+    path.write_text(TINY + "VALIDATION_PROBLEMS = 6\n")
+    config = l2lgd.Config(name="tinyfile", num_steps=4, hidden_size=2, num_layers=1, meta_steps=4)
+    variant = tmp_path / "abl" / "tinyfile" / "variant0"
+    l2lgd.train(config, variant, l2lgd.RunOptions(checkpoint_every=4, progress=False, validation_tasks=8))
+    trained = []
+
+    def fake_train_all(jobs, cores=None, fresh=True):
+        trained.extend(jobs)
+        raise RuntimeError("training starts")
+
+    original = report.train_all
+    report.train_all = fake_train_all
+    try:
+        with pytest.raises(ValueError, match=r"variant0 \(validation_tasks: 8 -> 6\)"):
+            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
+        assert not trained
+        path.write_text(TINY + "VALIDATION_PROBLEMS = 8\n")
+        with pytest.raises(RuntimeError, match="training starts"):
+            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
+    finally:
+        report.train_all = original
+    assert len(trained) == 1
+
+
 def test_a_horizon_beyond_float32_whole_numbers_is_refused():
     with pytest.raises(ValueError, match="max_horizon=1000000000000 is beyond"):
         l2lgd.Config(estimator="pes", num_steps=5, min_horizon=20, max_horizon=10**12)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._config import Config
 from .._errors import Stopped
-from ..runs._driver import config_changes, config_of_family, run_config
+from ..runs._driver import config_changes, config_of_family, run_config, scored_on
 from ..runs._loading import load_learned_optimizer
 from ..runs._record import load_record
 from ..runs._selection import export_best_of
@@ -83,16 +83,19 @@ def train_all(jobs: list[tuple], workers: int | None = None, *, fresh: bool = Tr
     return walls
 
 
-def _check_variants_resumable(config: Config, runs: list[tuple[Path, dict[str, Any]]]) -> None:
+def _check_variants_resumable(config: Config, runs: list[tuple[Path, dict[str, Any]]], validation_tasks: int) -> None:
     """`ablate --resume`: a one-line error naming every variant folder that holds a run of another
-    config (e.g. the experiment's config changed since), before any training starts."""
+    config (e.g. the experiment's config changed since) or snapshots scored on another number of
+    validation tasks than the experiment's `validation_tasks`, before any training starts."""
     stale = []
     for run_dir, changes in runs:
         if not (run_dir / "config.json").is_file():
             continue  # nothing there yet: that variant starts afresh
-        details = config_changes(run_config(run_dir), config.replace(**changes))
-        if details:
-            stale.append(f"{run_dir} ({details})")
+        details = [config_changes(run_config(run_dir), config.replace(**changes))]
+        if (scored := scored_on(run_dir)) not in (None, validation_tasks):
+            details.append(f"validation_tasks: {scored} -> {validation_tasks}")
+        if any(details):
+            stale.append(f"{run_dir} ({', '.join(filter(None, details))})")
     if stale:
         raise ValueError(f"--resume: {len(stale)} variant folder(s) hold runs of another config: {'; '.join(stale)}. "
                          "Move them away, or run without --resume to train every variant afresh.")
@@ -261,7 +264,7 @@ def ablate(
             for out, overrides in runs]
     if not fresh:  # every folder checked before any variant trains, not one at a time hours in
         trained = declared.config if declared.family is None else config_of_family(declared.config, declared.family)
-        _check_variants_resumable(trained, runs)
+        _check_variants_resumable(trained, runs, declared.validation_tasks)
     walls = train_all(jobs, cores=cores, fresh=fresh)
     if not fresh:  # a resumed run's wall is its resume's: the table takes its snapshots' record
         walls = dict.fromkeys(walls, math.nan)

@@ -262,6 +262,20 @@ def _scored_on(checkpoints: RunCheckpoints, step: int) -> int | None:
         return None
 
 
+def scored_on(run_dir: Path) -> int | None:
+    """How many validation tasks the latest snapshot in `run_dir` was scored on (None: no
+    snapshot, or not recorded): a resume must score its snapshots on as many, since model
+    selection compares every snapshot's score."""
+    if not (run_dir / SNAPSHOTS).is_dir():
+        return None
+    checkpoints = RunCheckpoints(run_dir)
+    try:
+        latest = checkpoints.latest_step()
+        return None if latest is None else _scored_on(checkpoints, latest)
+    finally:
+        checkpoints.close()
+
+
 def _check_resumable(run_dir: Path, config: Config, options: RunOptions, family: TaskFamily) -> RunCheckpoints | None:
     """The run's snapshots when resuming, after checking that they hold the same config and were
     trained on the same family (nothing is moved or written when they do not)."""
