@@ -136,3 +136,34 @@ def test_the_devices_bench_runs_one_device_and_two_in_children(tmp_path, monkeyp
     assert "| this | lstm | - | 2 | 2 |" in table and "1.00x" in table
     assert "Members on several devices: device 0: " in table
     assert "| this | adam_controller | kind='adam_controller' | 2 | 1 |" in table
+    # Another commit's families (`--against`): this code on those members only, and the sentence
+    # that sets it beside that commit's row (here a made-up row of half this code's rate).
+    fewer = dict(child_speed("tinypes", 1, seconds=0.01, overrides={"members": ["b"]}), code="this", variant="abc's families")
+    assert (fewer["members"], fewer["names"], fewer["optimizee_steps_per_meta_step"]) == (1, ["b"], 1 * 2 * 2 * 5)
+    theirs = dict(fewer, code="abc", variant="", optimizee_steps_per_s=fewer["optimizee_steps_per_s"] / 2)
+    table = format_devices({**result, "rows": [one, two, theirs, fewer]})
+    assert "On abc's 1 families, one device: this code" in table and ": 2.00x; on every family" in table
+
+
+def test_the_member_table_times_each_member_of_a_mixture_alone(tmp_path, monkeypatch):
+    """`make bench EXP=general`'s member table on a tiny PES mixture: a row per member, its steps
+    counted by hand, its FLOPs and traced operations positive, and the summary line's sum of the
+    members worked out from the rows (no timing assertion)."""
+    import pytest
+
+    from l2lgd.lab.bench_estimators import format_members, member_table
+
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "tinypes.py").write_text(TINY_PES)
+    monkeypatch.setenv("L2LGD_EXPERIMENTS", str(tmp_path / "exps"))
+    result = member_table("tinypes", chunk=2, min_seconds=0.01, peak=100.0)
+    assert [r["member"] for r in result["rows"]] == ["a", "b"]
+    for r in result["rows"]:
+        assert r["optimizee_steps_per_meta_step"] == 1 * 2 * 2 * 5  # batch * 2 pairs * num_steps
+        assert r["ms_per_meta_step"] > 0 and r["mflop_per_meta_step"] > 0 and r["traced_operations"] > 0
+        assert r["fraction_of_peak"] == pytest.approx(r["gflop_per_s"] / 100.0)
+    table = format_members(result)
+    total = sum(r["ms_per_meta_step"] for r in result["rows"])
+    assert "| a |" in table and "| b |" in table and f"summed: {total:.1f} ms a meta-step" in table
+    with pytest.raises(ValueError, match="evolution estimator"):
+        member_table("log30", min_seconds=0.01, peak=100.0)

@@ -26,7 +26,7 @@ from ..estimators._named import estimator_for
 from ..runs._experiments import load_experiment
 from ..runs._shipped import list_optimizers
 from .bench_devices import devices_table, format_devices
-from .bench_estimators import estimator_table, format_estimators
+from .bench_estimators import estimator_table, format_estimators, format_members, member_table
 from .bench_face import face_in_child, format_face
 from ..estimators._autodiff import Autodiff
 from ..estimators._fused import FusedBackprop
@@ -180,6 +180,7 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
     if devices:  # the slowest part: kept on disk before the rest runs
         Path(out).write_text(json.dumps({"experiment": experiment, "devices": devices}, indent=1) + "\n")
     estimators = estimator_table(experiment)
+    members = None if backpropagates else member_table(experiment, peak=estimators["dot_peak_gflop_per_s"])
     own = next(r for r in estimators["rows"] if r["estimator"] == config.estimator)
     if "skipped" in own:
         raise RuntimeError(f"the experiment's own estimator could not be benchmarked: {own['skipped']}")
@@ -191,6 +192,7 @@ def run_bench(experiment: str = "log30", *, out: Path = Path("bench.json"), step
         "rows": rows,
         "estimators": estimators,
         **({"devices": devices} if devices else {}),
+        **({"members": members} if members else {}),
         "memory": train_memory(experiment, steps or (2_000 if cheap else 20)),
         "optax_face": optax_face(),
         "face_at_scale": face_in_child([n for n in ("log30", "digits", "general") if n in shipped]),
@@ -217,6 +219,8 @@ def format_bench(result: dict[str, Any]) -> str:
         lines += _backprop_table(result)
     if "estimators" in result:
         lines += ["", format_estimators(result["estimators"])]
+    if "members" in result:
+        lines += ["", format_members(result["members"])]
     if "devices" in result:
         lines += ["", format_devices(result["devices"])]
     m = result["memory"]

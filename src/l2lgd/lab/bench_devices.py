@@ -44,8 +44,13 @@ from l2lgd.training._state import init_state
 from l2lgd.training._step import make_train_chunk
 from l2lgd.tasks import training_family
 declared = load_experiment(experiment)
+kept = overrides.pop("members", None)  # names: the mixture of those members only (another commit's families)
 config = declared.config.replace(**overrides) if overrides else declared.config
 family = declared.family if declared.family is not None else training_family(config)
+if kept is not None:
+    from l2lgd.tasks._mixture import FamilyMixture
+    family = FamilyMixture(tuple(m for n, m in zip(family.names, family.members) if n in kept),
+                           tuple(n for n in family.names if n in kept))
 state, static = init_state(config, family)
 compile_s = []
 for _ in range(2):  # cold, then from the cache the first filled
@@ -80,7 +85,7 @@ if devices > 1:
 thread_cores = min(len(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
 print("BENCH" + json.dumps({"devices": devices, "thread_cores": thread_cores, "meta_steps_per_s": 1 / best, "optimizee_steps_per_s": steps / best,
                             "optimizee_steps_per_meta_step": steps, "compile_cold_s": compile_s[0],
-                            "compile_warm_s": compile_s[1], "members": members,
+                            "compile_warm_s": compile_s[1], "members": members, "names": list(getattr(family, "names", ())),
                             "optimizer": getattr(config, "kind", "lstm"), "placement": placed}))
 """
 
@@ -121,7 +126,9 @@ def devices_table(experiment: str, *, devices: int | None = None, against: str |
                   seconds: float = 20.0, kinds: bool = True) -> dict[str, Any]:
     """This code on one device and on `devices` (default: every core); with `kinds`, the same
     for each other kind of optimizer the experiment's ablations name (`kind_variants`); and, with
-    `against` (a commit), that commit's code on one device; the rows in that order."""
+    `against` (a commit), that commit's code on one device, then this code on that commit's
+    families where the experiment's mixture has them all and more (the same tasks, side by side);
+    the rows in that order."""
     devices = devices or len(machine_cores())  # every core, also when this process is pinned to one
     variants = {"": {}, **(kind_variants(experiment) if kinds else {})}
     rows = []
@@ -140,6 +147,10 @@ def devices_table(experiment: str, *, devices: int | None = None, against: str |
                 rows.append(dict(child_speed(experiment, 1, source=tree, seconds=seconds), code=against))
             finally:
                 subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], capture_output=True)
+        theirs, ours = rows[-1].get("names") or [], rows[0].get("names") or []
+        if theirs and theirs != ours and set(theirs) <= set(ours):  # the same tasks as that commit trains on
+            rows.append(dict(child_speed(experiment, 1, seconds=seconds, overrides={"members": theirs}), code="this",
+                             variant=f"{against}'s families"))
     return {"experiment": experiment, "rows": rows}
 
 
@@ -156,6 +167,13 @@ def format_devices(result: dict[str, Any]) -> str:
         lines.append(f"| {r['code']} | {r['optimizer']} | {r.get('variant') or '-'} | {r['members']} | {r['devices']} | "
                      f"{r['meta_steps_per_s']:.2f} | {r['optimizee_steps_per_s']:,.0f} | {r['optimizee_steps_per_s'] / base:.2f}x | "
                      f"{r['optimizee_steps_per_s'] / own:.2f}x | {r['compile_cold_s']:.1f} | {r['compile_warm_s']:.1f} |")
+    other = next((r for r in result["rows"] if r["code"] != "this"), None)
+    same = next((r for r in result["rows"] if r["code"] == "this" and other and r.get("variant") == f"{other['code']}'s families"), None)
+    if same:
+        lines += ["", f"On {other['code']}'s {other['members']} families, one device: this code "
+                      f"{same['optimizee_steps_per_s']:,.0f} optimizee steps/s, {other['code']}'s "
+                      f"{other['optimizee_steps_per_s']:,.0f}: {same['optimizee_steps_per_s'] / other['optimizee_steps_per_s']:.2f}x; "
+                      f"on every family of this experiment: {base / other['optimizee_steps_per_s']:.2f}x."]
     placed = next((r["placement"] for r in result["rows"] if r.get("placement")), None)
     if placed:  # the experiment's own kind's first row on several devices (`estimators._placement`)
         by = {}

@@ -8,10 +8,15 @@ once, so the training program's own count undercounts by the loop trip counts): 
 learned optimizer on each task's coordinates, and one loss-and-gradient of each task (one more
 loss with `heldout_minibatch`), times the optimizee steps a meta-step takes of each. For
 backpropagation that forward count is multiplied by 3 (a backward pass costs about twice its
-forward), an estimate, marked so."""
+forward), an estimate, marked so.
+
+On a mixture of families (an evolution estimator), `member_table` times each member's truncation
+in a program of its own, beside its FLOPs and the operations its traced truncation runs: where the
+meta-step's time goes, and which members are bound by arithmetic and which by many small kernels."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -126,6 +131,65 @@ def estimator_table(experiment: str, kinds=BENCHMARKED, min_seconds: float = 3.0
         except ValueError as e:  # e.g. backpropagation on a mixture of families
             rows.append({"estimator": kind, "skipped": str(e)})
     return {"experiment": experiment, "dot_peak_gflop_per_s": peak, "rows": rows}
+
+
+def member_table(experiment: str, *, chunk: int = 10, min_seconds: float = 2.0, peak: float | None = None) -> dict[str, Any]:
+    """Where an evolution estimator's meta-step goes on a mixture (one core): each member's
+    truncation timed in its own program (the experiment's config, the mixture of that member
+    alone), its FLOPs (`meta_step_flops`), and the operations and bytes its traced truncation
+    writes (`_placement.jaxpr_cost`, before XLA fuses them): a member far below the dot peak with
+    a few nanoseconds an operation is bound by its many small kernels, not by arithmetic."""
+    from ..estimators._placement import jaxpr_cost
+    from ..tasks._mixture import FamilyMixture
+
+    declared = load_experiment(experiment)
+    config = declared.config
+    estimator = estimator_for(config)
+    if estimator.backpropagates:
+        raise ValueError(f"member_table times an evolution estimator's members; {experiment} uses {config.estimator!r}.")
+    family = declared.family if declared.family is not None else training_family(config)
+    peak = peak or dot_peak_gflops()
+    rows = []
+    for name, member in members_of(family):
+        alone = FamilyMixture((member,), (name,)) if isinstance(family, FamilyMixture) else family
+        state, static = init_state(config, alone)
+        advance = lambda theta, own, member=member: estimator.advance(config, static, theta, own, jax.random.key(0),
+                                                                        member.stochastic)
+        operations, written = jaxpr_cost(jax.make_jaxpr(advance)(state.theta, state.inner[0]).jaxpr)
+        compiled = make_train_chunk(config, static, alone).lower(state, chunk).compile()
+        state, _ = compiled(state)  # warm-up
+        jax.block_until_ready(state)
+        best, start = math.inf, time.perf_counter()
+        while time.perf_counter() - start < min_seconds:
+            t0 = time.perf_counter()
+            state, record = compiled(state)
+            jax.block_until_ready(record)
+            best = min(best, (time.perf_counter() - t0) / chunk)
+        flops = meta_step_flops(config, alone)
+        rows.append({"member": name, "ms_per_meta_step": 1e3 * best, "optimizee_steps_per_meta_step":
+                     optimizee_steps_per_meta_step(config, alone), "mflop_per_meta_step": flops / 1e6,
+                     "gflop_per_s": flops / best / 1e9, "fraction_of_peak": flops / best / 1e9 / peak,
+                     "traced_operations": operations, "mb_written": written / 1e6,
+                     "ns_per_operation": 1e9 * best / operations})
+    return {"experiment": experiment, "dot_peak_gflop_per_s": peak, "rows": rows}
+
+
+def format_members(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    total = sum(r["ms_per_meta_step"] for r in rows)
+    steps = sum(r["optimizee_steps_per_meta_step"] for r in rows)
+    at_peak = sum(r["mflop_per_meta_step"] for r in rows) / result["dot_peak_gflop_per_s"]
+    lines = [f"{result['experiment']}: where a meta-step goes, member by member (each in its own program, one core; "
+             f"dot-product peak {result['dot_peak_gflop_per_s']:.0f} GFLOP/s)", "",
+             "| member | ms a meta-step | share | MFLOP a meta-step | GFLOP/s | fraction of peak | traced operations | "
+             "MB written | ns an operation |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -r["ms_per_meta_step"]):
+        lines.append(f"| {r['member']} | {r['ms_per_meta_step']:.2f} | {100 * r['ms_per_meta_step'] / total:.0f}% | "
+                     f"{r['mflop_per_meta_step']:,.1f} | {r['gflop_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f}% | "
+                     f"{r['traced_operations']:,} | {r['mb_written']:,.1f} | {r['ns_per_operation']:.1f} |")
+    lines += ["", f"Members alone, summed: {total:.1f} ms a meta-step ({steps * 1e3 / total:,.0f} optimizee steps/s); "
+              f"every FLOP at the dot peak: {at_peak:.1f} ms ({steps * 1e3 / at_peak:,.0f} optimizee steps/s)."]
+    return "\n".join(lines)
 
 
 def format_estimators(result: dict[str, Any]) -> str:
