@@ -88,7 +88,22 @@ def test_ablate_puts_an_experiment_file_under_its_root(tmp_path):
     assert afresh == [True, False]  # --resume: each variant's run resumed (a finished one only evaluated)
 
 
-def test_ablate_resume_refuses_a_stale_variant_folder_before_training_any(tmp_path):
+def _training_stopped_at_start(monkeypatch) -> list:
+    """`ablate`'s `train_all` replaced by one that records its jobs and raises "training starts"
+    before any trains: what ran before training is what a test of `ablate --resume` looks at."""
+    from l2lgd.lab import report
+
+    trained = []
+
+    def fake_train_all(jobs, cores=None, fresh=True):
+        trained.extend(jobs)
+        raise RuntimeError("training starts")
+
+    monkeypatch.setattr(report, "train_all", fake_train_all)
+    return trained
+
+
+def test_ablate_resume_refuses_a_stale_variant_folder_before_training_any(tmp_path, monkeypatch):
     """`ablate --resume` after the experiment's config changed: one error naming the folder and the
     changed field, before any variant trains (it used to fail at that variant, after the others)."""
     from l2lgd.lab import report
@@ -99,28 +114,18 @@ def test_ablate_resume_refuses_a_stale_variant_folder_before_training_any(tmp_pa
     stale.mkdir(parents=True)
     (stale / "config.json").write_text(l2lgd.Config(name="tinyfile", num_steps=5, hidden_size=2, num_layers=1,
                                                     meta_steps=4).to_json())
-    trained = []
-
-    def fake_train_all(jobs, cores=None, fresh=True):
-        trained.extend(jobs)
-        raise RuntimeError("training starts")
-
-    original = report.train_all
-    report.train_all = fake_train_all
-    try:
-        with pytest.raises(ValueError, match=r"variant0 \(num_steps: 5 -> 4\)"):
-            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
-        assert not trained
-        (stale / "config.json").write_text(l2lgd.Config(name="tinyfile", num_steps=4, hidden_size=2, num_layers=1,
-                                                        meta_steps=8).to_json())  # meta_steps may change on resume
-        with pytest.raises(RuntimeError, match="training starts"):
-            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
-    finally:
-        report.train_all = original
+    trained = _training_stopped_at_start(monkeypatch)
+    with pytest.raises(ValueError, match=r"variant0 \(num_steps: 5 -> 4\)"):
+        report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
+    assert not trained
+    (stale / "config.json").write_text(l2lgd.Config(name="tinyfile", num_steps=4, hidden_size=2, num_layers=1,
+                                                    meta_steps=8).to_json())  # meta_steps may change on resume
+    with pytest.raises(RuntimeError, match="training starts"):
+        report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
     assert len(trained) == 1
 
 
-def test_ablate_resume_refuses_a_variant_scored_on_other_validation_tasks(tmp_path):
+def test_ablate_resume_refuses_a_variant_scored_on_other_validation_tasks(tmp_path, monkeypatch):
     """`ablate --resume` after the experiment's `validation_tasks` changed (an `Experiment` field,
     not a `Config` one): refused before any variant trains, naming both counts (it used to fail
     only when that variant's own training started)."""
@@ -131,23 +136,13 @@ def test_ablate_resume_refuses_a_variant_scored_on_other_validation_tasks(tmp_pa
     config = l2lgd.Config(name="tinyfile", num_steps=4, hidden_size=2, num_layers=1, meta_steps=4)
     variant = tmp_path / "abl" / "tinyfile" / "variant0"
     l2lgd.train(config, variant, l2lgd.RunOptions(checkpoint_every=4, progress=False, validation_tasks=8))
-    trained = []
-
-    def fake_train_all(jobs, cores=None, fresh=True):
-        trained.extend(jobs)
-        raise RuntimeError("training starts")
-
-    original = report.train_all
-    report.train_all = fake_train_all
-    try:
-        with pytest.raises(ValueError, match=r"variant0 \(validation_tasks: 8 -> 6\)"):
-            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
-        assert not trained
-        path.write_text(TINY + "VALIDATION_PROBLEMS = 8\n")
-        with pytest.raises(RuntimeError, match="training starts"):
-            report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
-    finally:
-        report.train_all = original
+    trained = _training_stopped_at_start(monkeypatch)
+    with pytest.raises(ValueError, match=r"variant0 \(validation_tasks: 8 -> 6\)"):
+        report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
+    assert not trained
+    path.write_text(TINY + "VALIDATION_PROBLEMS = 8\n")
+    with pytest.raises(RuntimeError, match="training starts"):
+        report.ablate(str(path), root=tmp_path / "abl", report=tmp_path / "A.md", fresh=False)
     assert len(trained) == 1
 
 
