@@ -162,6 +162,8 @@ def test_the_member_table_times_each_member_of_a_mixture_alone(tmp_path, monkeyp
         assert r["optimizee_steps_per_meta_step"] == 1 * 2 * 2 * 5  # batch * 2 pairs * num_steps
         assert r["ms_per_meta_step"] > 0 and r["mflop_per_meta_step"] > 0 and r["traced_operations"] > 0
         assert r["fraction_of_peak"] == pytest.approx(r["gflop_per_s"] / 100.0)
+        assert r["mb_accessed"] > 0
+        assert r["ms_at_elementwise_rate"] == pytest.approx(r["mb_accessed"] / result["elementwise_gb_per_s"])
     table = format_members(result)
     total = sum(r["ms_per_meta_step"] for r in result["rows"])
     assert "| a |" in table and "| b |" in table and f"summed: {total:.1f} ms a meta-step" in table

@@ -11,8 +11,9 @@ backpropagation that forward count is multiplied by 3 (a backward pass costs abo
 forward), an estimate, marked so.
 
 On a mixture of families (an evolution estimator), `member_table` times each member's truncation
-in a program of its own, beside its FLOPs and the operations its traced truncation runs: where the
-meta-step's time goes, and which members are bound by arithmetic and which by many small kernels."""
+in a program of its own, beside its FLOPs, the bytes it accesses and the operations its traced
+truncation runs: where the meta-step's time goes, and how far each member is from the arithmetic's
+and the memory traffic's rooflines."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..estimators._named import BENCHMARKED, estimator_for
 from ..optimizers._kinds import make_optimizer
@@ -46,6 +48,20 @@ def dot_peak_gflops(n: int = 2048, min_seconds: float = 1.0) -> float:
     return 2 * n**3 * done / (time.perf_counter() - start) / 1e9
 
 
+def elementwise_gb_s(n: int = 2**24, min_seconds: float = 1.0) -> float:
+    """This process's rate of an elementwise pass over float32 arrays too large for the caches
+    (x * a + b on `n` values: 8 bytes read and written a value), in GB/s: memory's rate, a
+    floor under that of a small member's arrays, which stay in the caches."""
+    f = jax.jit(lambda x: x * 0.999 + 1e-3, donate_argnums=0)  # in place: no fresh pages a call
+    x = f(jnp.ones(n)).block_until_ready()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        x = f(x)
+        done += 1
+    x.block_until_ready()
+    return 8 * n * done / (time.perf_counter() - start) / 1e9
+
+
 # The estimators' settings in a config, each group reset together where an estimator refuses it.
 SETTINGS = (("per_task_clip",), ("min_horizon", "max_horizon"), ("heldout_minibatch",))
 
@@ -68,31 +84,37 @@ def optimizee_steps_per_meta_step(config, family) -> int:
     return estimator_for(config).optimizee_steps(config, family)
 
 
-def _flops(fn, *args) -> float:
-    """XLA's FLOP count of `fn` at `args`, compiled alone (nan where XLA gives none)."""
+def _costs(fn, *args) -> tuple[float, float]:
+    """XLA's (FLOPs, bytes accessed) of `fn` at `args`, compiled alone (nan where XLA gives none)."""
     cost = jax.jit(lambda *a: fn(*a)).lower(*args).compile().cost_analysis()  # fn may be a module
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan"))) if cost else float("nan")
+    return tuple(float(cost.get(k, float("nan"))) if cost else float("nan") for k in ("flops", "bytes accessed"))
 
 
-def meta_step_flops(config, family) -> float:
-    """FLOPs of one meta-step's optimizee steps (see the module): per task, the optimizer's step
-    on its coordinates plus the task's loss and gradient, times the steps taken of it."""
+def meta_step_costs(config, family) -> tuple[float, float]:
+    """(FLOPs, bytes accessed) of one meta-step's optimizee steps (see the module): per task, the
+    optimizer's step on its coordinates plus the task's loss and gradient, times the steps taken
+    of it; backpropagation's FLOPs and bytes estimated as 3 times the forward's."""
     optimizer = make_optimizer(config, key=jax.random.key(0))
     estimator = estimator_for(config)
     members = members_of(family)
     per_member = optimizee_steps_per_meta_step(config, family) // len(members)
-    total = 0.0
+    total = np.zeros(2)
     for _, member in members:
         loss_fn, x0, _ = draw_task(member, jax.random.key(0))
         key = jax.random.key(1)
         tx = as_optax(optimizer, num_steps=1_000)  # the face, as training runs it (any kind: horizon, params)
-        step = _flops(lambda g, s, p: tx.update(g, s, p)[0], x0, tx.init(x0), x0)
-        task = _flops(jax.value_and_grad(loss_fn), x0, key)
+        step = np.array(_costs(lambda g, s, p: tx.update(g, s, p)[0], x0, tx.init(x0), x0))
+        task = np.array(_costs(jax.value_and_grad(loss_fn), x0, key))
         if getattr(estimator, "heldout_minibatch", False):
-            task += _flops(loss_fn, x0, key)
+            task += np.array(_costs(loss_fn, x0, key))
         total += per_member * (step + task)
-    return 3 * total if estimator.backpropagates else total
+    return tuple(float(x) for x in (3 * total if estimator.backpropagates else total))
+
+
+def meta_step_flops(config, family) -> float:
+    """FLOPs of one meta-step's optimizee steps (`meta_step_costs`)."""
+    return meta_step_costs(config, family)[0]
 
 
 def estimator_row(config, family, *, chunk: int = 20, min_seconds: float = 3.0, peak: float | None = None) -> dict[str, Any]:
@@ -136,9 +158,10 @@ def estimator_table(experiment: str, kinds=BENCHMARKED, min_seconds: float = 3.0
 def member_table(experiment: str, *, chunk: int = 10, min_seconds: float = 2.0, peak: float | None = None) -> dict[str, Any]:
     """Where an evolution estimator's meta-step goes on a mixture (one core): each member's
     truncation timed in its own program (the experiment's config, the mixture of that member
-    alone), its FLOPs (`meta_step_flops`), and the operations and bytes its traced truncation
-    writes (`_placement.jaxpr_cost`, before XLA fuses them): a member far below the dot peak with
-    a few nanoseconds an operation is bound by its many small kernels, not by arithmetic."""
+    alone), beside its rooflines: its FLOPs at the dot peak and the bytes XLA's programs access
+    at the rate of an elementwise pass (`meta_step_costs`, loop-free programs), and the
+    operations its traced truncation runs (`_placement.jaxpr_cost`, before XLA fuses them). A
+    member far above both rooflines is bound by the many small kernels of its steps."""
     from ..estimators._placement import jaxpr_cost
     from ..tasks._mixture import FamilyMixture
 
@@ -149,13 +172,14 @@ def member_table(experiment: str, *, chunk: int = 10, min_seconds: float = 2.0, 
         raise ValueError(f"member_table times an evolution estimator's members; {experiment} uses {config.estimator!r}.")
     family = declared.family if declared.family is not None else training_family(config)
     peak = peak or dot_peak_gflops()
+    bandwidth = elementwise_gb_s()
     rows = []
     for name, member in members_of(family):
         alone = FamilyMixture((member,), (name,)) if isinstance(family, FamilyMixture) else family
         state, static = init_state(config, alone)
         advance = lambda theta, own, member=member: estimator.advance(config, static, theta, own, jax.random.key(0),
                                                                         member.stochastic)
-        operations, written = jaxpr_cost(jax.make_jaxpr(advance)(state.theta, state.inner[0]).jaxpr)
+        operations, _ = jaxpr_cost(jax.make_jaxpr(advance)(state.theta, state.inner[0]).jaxpr)
         compiled = make_train_chunk(config, static, alone).lower(state, chunk).compile()
         state, _ = compiled(state)  # warm-up
         jax.block_until_ready(state)
@@ -165,13 +189,13 @@ def member_table(experiment: str, *, chunk: int = 10, min_seconds: float = 2.0, 
             state, record = compiled(state)
             jax.block_until_ready(record)
             best = min(best, (time.perf_counter() - t0) / chunk)
-        flops = meta_step_flops(config, alone)
+        flops, accessed = meta_step_costs(config, alone)
         rows.append({"member": name, "ms_per_meta_step": 1e3 * best, "optimizee_steps_per_meta_step":
                      optimizee_steps_per_meta_step(config, alone), "mflop_per_meta_step": flops / 1e6,
                      "gflop_per_s": flops / best / 1e9, "fraction_of_peak": flops / best / 1e9 / peak,
-                     "traced_operations": operations, "mb_written": written / 1e6,
-                     "ns_per_operation": 1e9 * best / operations})
-    return {"experiment": experiment, "dot_peak_gflop_per_s": peak, "rows": rows}
+                     "mb_accessed": accessed / 1e6, "ms_at_elementwise_rate": accessed / bandwidth / 1e6,
+                     "traced_operations": operations, "ns_per_operation": 1e9 * best / operations})
+    return {"experiment": experiment, "dot_peak_gflop_per_s": peak, "elementwise_gb_per_s": bandwidth, "rows": rows}
 
 
 def format_members(result: dict[str, Any]) -> str:
@@ -180,15 +204,19 @@ def format_members(result: dict[str, Any]) -> str:
     steps = sum(r["optimizee_steps_per_meta_step"] for r in rows)
     at_peak = sum(r["mflop_per_meta_step"] for r in rows) / result["dot_peak_gflop_per_s"]
     lines = [f"{result['experiment']}: where a meta-step goes, member by member (each in its own program, one core; "
-             f"dot-product peak {result['dot_peak_gflop_per_s']:.0f} GFLOP/s)", "",
-             "| member | ms a meta-step | share | MFLOP a meta-step | GFLOP/s | fraction of peak | traced operations | "
-             "MB written | ns an operation |", "|---|---|---|---|---|---|---|---|---|"]
+             f"dot-product peak {result['dot_peak_gflop_per_s']:.0f} GFLOP/s, an elementwise pass "
+             f"{result['elementwise_gb_per_s']:.1f} GB/s)", "",
+             "| member | ms a meta-step | share | MFLOP a meta-step | GFLOP/s | fraction of peak | MB accessed a meta-step | "
+             "ms at the elementwise rate | traced operations | ns an operation |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -r["ms_per_meta_step"]):
         lines.append(f"| {r['member']} | {r['ms_per_meta_step']:.2f} | {100 * r['ms_per_meta_step'] / total:.0f}% | "
                      f"{r['mflop_per_meta_step']:,.1f} | {r['gflop_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f}% | "
-                     f"{r['traced_operations']:,} | {r['mb_written']:,.1f} | {r['ns_per_operation']:.1f} |")
+                     f"{r['mb_accessed']:,.1f} | {r['ms_at_elementwise_rate']:.2f} | {r['traced_operations']:,} | "
+                     f"{r['ns_per_operation']:.1f} |")
+    traffic = sum(r["ms_at_elementwise_rate"] for r in rows)
     lines += ["", f"Members alone, summed: {total:.1f} ms a meta-step ({steps * 1e3 / total:,.0f} optimizee steps/s); "
-              f"every FLOP at the dot peak: {at_peak:.1f} ms ({steps * 1e3 / at_peak:,.0f} optimizee steps/s)."]
+              f"every FLOP at the dot peak: {at_peak:.1f} ms ({steps * 1e3 / at_peak:,.0f} optimizee steps/s); every "
+              f"byte XLA accesses at the elementwise rate: {traffic:.1f} ms."]
     return "\n".join(lines)
 
 
@@ -205,3 +233,27 @@ def format_estimators(result: dict[str, Any]) -> str:
                      f"{r['optimizee_steps_per_s']:,.0f} | {r['gflop_per_meta_step']:.3f}{' (est.)' if r.get('flops_estimated') else ''} | "
                      f"{100 * r.get('fraction_of_peak', float('nan')):.1f}% | {r['compile_s']:.1f} |")
     return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    """`python -m l2lgd.lab.bench_estimators EXP [--members] [--core N]`: one table of `make
+    bench` alone (the estimators', or with `--members` where a mixture's meta-step goes), in a
+    process set up as `make bench`'s (single-threaded XLA on core N, no compilation cache)."""
+    import argparse
+
+    from .._process import configure_cpu
+
+    parser = argparse.ArgumentParser(prog="python -m l2lgd.lab.bench_estimators")
+    parser.add_argument("experiment", nargs="?", default="general")
+    parser.add_argument("--members", action="store_true", help="the member table of an evolution estimator on a mixture")
+    parser.add_argument("--core", type=int, default=0)
+    args = parser.parse_args(argv)
+    configure_cpu(args.core, cache=False)
+    if args.members:
+        print(format_members(member_table(args.experiment)))
+    else:
+        print(format_estimators(estimator_table(args.experiment)))
+
+
+if __name__ == "__main__":
+    main()
