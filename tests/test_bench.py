@@ -4,6 +4,8 @@ hand, from a clock the test sets."""
 
 import os
 
+import pytest
+
 from l2lgd.lab import bench
 from l2lgd.lab.bench import bench_config, format_bench, optax_face
 
@@ -124,25 +126,34 @@ def test_the_devices_bench_runs_one_device_and_two_in_children(tmp_path, monkeyp
     assert (one["thread_cores"], two["thread_cores"]) == (1, min(2, len(cores)))
     assert (one["devices"], two["devices"]) == (1, 2)
     assert kind_variants("tinypes") == {"the controller": {"kind": "adam_controller"}}
-    other = dict(child_speed("tinypes", 1, seconds=0.01, overrides={"kind": "adam_controller"}), code="this",
-                 variant="kind='adam_controller'")
-    assert other["optimizer"] == "adam_controller"
+    # Another kind, on one member only (`members`: how this code runs another commit's families).
+    other = dict(child_speed("tinypes", 1, seconds=0.01, overrides={"kind": "adam_controller", "members": ["b"]}),
+                 code="this", variant="kind='adam_controller'")
+    assert other["optimizer"] == "adam_controller" and (other["members"], other["names"]) == (1, ["b"])
     for row in (one, two, other):
-        assert row["optimizee_steps_per_meta_step"] == 2 * 1 * 2 * 2 * 5  # members * batch * 2 pairs * num_steps
-        assert row["members"] == 2 and row["optimizee_steps_per_s"] > 0
+        # members * batch * 2 pairs * num_steps
+        assert row["optimizee_steps_per_meta_step"] == row["members"] * 1 * 2 * 2 * 5
+        assert row["optimizee_steps_per_s"] > 0
         assert row["compile_cold_s"] > 0 and row["compile_warm_s"] > 0
+    assert one["members"] == two["members"] == 2 and one["names"] == ["a", "b"]
     assert sorted(two["placement"].values()) == [0, 1] and one["placement"] == {}  # a tiny member a device
     table = format_devices({**result, "rows": [one, two, other]})
     assert "| this | lstm | - | 2 | 2 |" in table and "1.00x" in table
     assert "Members on several devices: device 0: " in table
-    assert "| this | adam_controller | kind='adam_controller' | 2 | 1 |" in table
-    # Another commit's families (`--against`): this code on those members only, and the sentence
-    # that sets it beside that commit's row (here a made-up row of half this code's rate).
-    fewer = dict(child_speed("tinypes", 1, seconds=0.01, overrides={"members": ["b"]}), code="this", variant="abc's families")
-    assert (fewer["members"], fewer["names"], fewer["optimizee_steps_per_meta_step"]) == (1, ["b"], 1 * 2 * 2 * 5)
-    theirs = dict(fewer, code="abc", variant="", optimizee_steps_per_s=fewer["optimizee_steps_per_s"] / 2)
+    assert "| this | adam_controller | kind='adam_controller' | 1 | 1 |" in table
+    # Another commit's families (`--against`): the mixture of those members (`members_named`), and
+    # the sentence that sets this code's row on them beside that commit's (made-up rows).
+    from l2lgd.lab.bench_devices import members_named
+    from l2lgd.runs._experiments import load_experiment
+
+    family = load_experiment("tinypes").family
+    assert members_named(family, ["b"]).names == ("b",) and members_named(family, ["b", "a"]).names == ("a", "b")
+    with pytest.raises(ValueError, match="no member named c"):
+        members_named(family, ["a", "c"])
+    fewer = dict(one, code="this", variant="abc's families", members=1, optimizee_steps_per_s=2.0)
+    theirs = dict(one, code="abc", variant="", members=1, optimizee_steps_per_s=1.0)
     table = format_devices({**result, "rows": [one, two, theirs, fewer]})
-    assert "On abc's 1 families, one device: this code" in table and ": 2.00x; on every family" in table
+    assert "On abc's 1 families, one device: this code 2 optimizee steps/s, abc's 1: 2.00x; on every family" in table
 
 
 def test_the_member_table_times_each_member_of_a_mixture_alone(tmp_path, monkeypatch):

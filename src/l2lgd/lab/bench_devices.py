@@ -47,10 +47,9 @@ declared = load_experiment(experiment)
 kept = overrides.pop("members", None)  # names: the mixture of those members only (another commit's families)
 config = declared.config.replace(**overrides) if overrides else declared.config
 family = declared.family if declared.family is not None else training_family(config)
-if kept is not None:
-    from l2lgd.tasks._mixture import FamilyMixture
-    family = FamilyMixture(tuple(m for n, m in zip(family.names, family.members) if n in kept),
-                           tuple(n for n in family.names if n in kept))
+if kept is not None:  # this code's rows only (another commit's child is given no names)
+    from l2lgd.lab.bench_devices import members_named
+    family = members_named(family, kept)
 state, static = init_state(config, family)
 compile_s = []
 for _ in range(2):  # cold, then from the cache the first filled
@@ -88,6 +87,18 @@ print("BENCH" + json.dumps({"devices": devices, "thread_cores": thread_cores, "m
                             "compile_warm_s": compile_s[1], "members": members, "names": list(getattr(family, "names", ())),
                             "optimizer": getattr(config, "kind", "lstm"), "placement": placed}))
 """
+
+
+def members_named(family, names):
+    """The mixture of `family`'s members named in `names` (in the mixture's order): another
+    commit's train families, where this experiment's mixture has them all."""
+    from ..tasks._mixture import FamilyMixture
+
+    missing = set(names) - set(family.names)
+    if missing:
+        raise ValueError(f"the mixture has no member named {', '.join(sorted(missing))}; it has {', '.join(family.names)}.")
+    kept = [(n, m) for n, m in zip(family.names, family.members) if n in names]
+    return FamilyMixture(tuple(m for _, m in kept), tuple(n for n, _ in kept))
 
 
 def child_speed(experiment: str, devices: int, *, source: Path | None = None, core: int = 0, chunk: int = 10,
