@@ -30,7 +30,7 @@ from ..optimizers._kinds import make_optimizer
 from ..optimizers._optax_face import as_optax
 from ..runs._experiments import load_experiment
 from ..tasks import draw_task, training_family
-from ..tasks._mixture import members_of
+from ..tasks._mixture import FamilyMixture, members_of
 from ..training._state import init_state
 from ..training._step import make_train_chunk
 
@@ -163,7 +163,6 @@ def member_table(experiment: str, *, chunk: int = 10, min_seconds: float = 2.0, 
     operations its traced truncation runs (`_placement.jaxpr_cost`, before XLA fuses them). A
     member far above both rooflines is bound by the many small kernels of its steps."""
     from ..estimators._placement import jaxpr_cost
-    from ..tasks._mixture import FamilyMixture
 
     declared = load_experiment(experiment)
     config = declared.config

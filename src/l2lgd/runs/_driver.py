@@ -305,11 +305,11 @@ def _check_resumable(run_dir: Path, config: Config, options: RunOptions, family:
         elif config.meta_steps < latest:
             message = (f"{run_dir} holds a run at meta-step {latest:,}, beyond the {config.meta_steps:,} asked for; "
                        f"ask for at least {latest:,} meta-steps (or --fresh to start afresh).")
-        elif (scored_on := _scored_on(checkpoints, latest)) not in (None, options.validation_tasks):
+        elif (scored := _scored_on(checkpoints, latest)) not in (None, options.validation_tasks):
             # Model selection compares every snapshot's score: all must be on the same tasks.
-            message = (f"{run_dir} holds snapshots scored on {scored_on} validation tasks, not the "
+            message = (f"{run_dir} holds snapshots scored on {scored} validation tasks, not the "
                        f"{options.validation_tasks} asked for (validation_tasks); resume with validation_tasks="
-                       f"{scored_on}, pass --fresh to start afresh, or choose another output folder.")
+                       f"{scored}, pass --fresh to start afresh, or choose another output folder.")
         if message:
             checkpoints.close()
             raise ValueError(message)
